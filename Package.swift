@@ -1,0 +1,73 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Targets, one job each; dependencies point one way:
+// CFuse3 ← TesseraFUSE; TesseraCore ← TesseraStores, TesseraCatalog ← TesseraEngine ← TesseraControl
+// ← TesseraFUSE ← tessera. TesseraTestSupport serves the tests only.
+let package = Package(
+    name: "Tessera",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "tessera", targets: ["tessera"])
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "CFuse3",
+            pkgConfig: "fuse3",
+            providers: [.apt(["libfuse3-dev"])]
+        ),
+        .target(name: "CLinux"),
+        .target(
+            name: "TesseraCore",
+            dependencies: [.product(name: "SystemPackage", package: "swift-system")]
+        ),
+        .target(
+            name: "TesseraStores",
+            dependencies: ["TesseraCore", "CLinux", .product(name: "SystemPackage", package: "swift-system")]
+        ),
+        .target(
+            name: "TesseraCatalog",
+            dependencies: ["TesseraCore", .product(name: "GRDB", package: "GRDB.swift")]
+        ),
+        .target(
+            name: "TesseraEngine",
+            dependencies: ["TesseraCore", "TesseraStores", "TesseraCatalog"]
+        ),
+        .target(
+            name: "TesseraControl",
+            dependencies: ["TesseraCore", "TesseraEngine"]
+        ),
+        .target(
+            name: "TesseraFUSE",
+            dependencies: ["CFuse3", "TesseraCore", "TesseraEngine"]
+        ),
+        .executableTarget(
+            name: "tessera",
+            dependencies: [
+                "TesseraCore", "TesseraEngine", "TesseraControl", "TesseraFUSE",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .target(
+            name: "TesseraTestSupport",
+            dependencies: ["TesseraCore"]
+        ),
+        .testTarget(
+            name: "TesseraCoreTests",
+            dependencies: ["TesseraCore", "TesseraStores", "TesseraTestSupport"]
+        ),
+        .testTarget(
+            name: "TesseraCatalogTests",
+            dependencies: ["TesseraCore", "TesseraCatalog"]
+        ),
+        .testTarget(
+            name: "TesseraEngineTests",
+            dependencies: ["TesseraCore", "TesseraEngine", "TesseraCatalog", "TesseraStores", "TesseraTestSupport"]
+        ),
+    ]
+)

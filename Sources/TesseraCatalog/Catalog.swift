@@ -1,0 +1,201 @@
+import Foundation
+import GRDB
+import TesseraCore
+
+/// The catalog: pools, stores, volumes, chunk maps and xattrs in one SQLite file (WAL).
+///
+/// Threading: any thread; GRDB serialises writes. Durability: every write transaction commits with
+/// `synchronous=FULL`, so when a method returns the change survives a machine crash — the volume
+/// engine relies on that for the map commit at fsync. Exactly one process opens a catalog at a time
+/// (the engine holds the data directory's lock); this type does not check that.
+public final class Catalog: Sendable {
+    public let path: String
+    private let db: DatabasePool
+
+    private init(path: String, db: DatabasePool) {
+        self.path = path
+        self.db = db
+    }
+
+    private static func configuration() -> Configuration {
+        var config = Configuration()
+        config.foreignKeysEnabled = true
+        config.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA synchronous = FULL")
+        }
+        return config
+    }
+
+    /// Creates a new, empty catalog at `path`. Refuses if a file is already there.
+    public static func create(at path: String) throws(TesseraError) -> Catalog {
+        if FileManager.default.fileExists(atPath: path) {
+            throw TesseraError(.exists, "a catalog already exists at \(path)")
+        }
+        do {
+            let db = try DatabasePool(path: path, configuration: configuration())
+            try Schema.migrator.migrate(db)
+            return Catalog(path: path, db: db)
+        } catch {
+            throw TesseraError(.catalog, "cannot create catalog at \(path): \(error)")
+        }
+    }
+
+    /// Opens an existing catalog. A missing, damaged or foreign file is refused with a clear message;
+    /// this never creates a fresh catalog, which would orphan the data on the stores.
+    public static func open(at path: String) throws(TesseraError) -> Catalog {
+        guard FileManager.default.fileExists(atPath: path) else {
+            throw TesseraError(.catalog, "no catalog at \(path) (run 'tessera init' first, or give --data)")
+        }
+        do {
+            let db = try DatabasePool(path: path, configuration: configuration())
+            let check = try db.read { db in try String.fetchOne(db, sql: "PRAGMA quick_check") }
+            guard check == "ok" else {
+                throw TesseraError(.catalog, "catalog \(path) is damaged (\(check ?? "no answer")); refusing to use it")
+            }
+            let format = try db.read { db -> String? in
+                guard try db.tableExists("tessera_meta") else { return nil }
+                return try String.fetchOne(
+                    db, sql: "SELECT value FROM tessera_meta WHERE key = ?", arguments: [Schema.formatKey])
+            }
+            guard format == Schema.formatValue else {
+                throw TesseraError(.catalog, "\(path) is not a Tessera catalog (format \(format ?? "missing"))")
+            }
+            try Schema.migrator.migrate(db)
+            return Catalog(path: path, db: db)
+        } catch let e as TesseraError {
+            throw e
+        } catch {
+            throw TesseraError(.catalog, "catalog \(path) is damaged or unreadable: \(error)")
+        }
+    }
+
+    private func write<T>(_ what: String, _ body: (Database) throws -> T) throws(TesseraError) -> T {
+        do {
+            return try db.write(body)
+        } catch let e as TesseraError {
+            throw e
+        } catch let e as DatabaseError where e.resultCode == .SQLITE_CONSTRAINT {
+            throw TesseraError(.exists, "\(what): name already exists or is still referenced (\(e.message ?? ""))")
+        } catch {
+            throw TesseraError(.catalog, "\(what) failed: \(error)")
+        }
+    }
+
+    private func read<T>(_ body: (Database) throws -> T) throws(TesseraError) -> T {
+        do {
+            return try db.read(body)
+        } catch {
+            throw TesseraError(.catalog, "catalog read failed: \(error)")
+        }
+    }
+
+    // MARK: Pools and stores
+
+    public func pools() throws(TesseraError) -> [PoolRecord] { try read { try PoolRecord.order(Column("id")).fetchAll($0) } }
+    public func stores() throws(TesseraError) -> [StoreRecord] { try read { try StoreRecord.order(Column("id")).fetchAll($0) } }
+
+    public func insertPool(_ pool: PoolRecord) throws(TesseraError) -> PoolRecord {
+        try write("create pool \(pool.name)") { db in
+            var p = pool
+            try p.insert(db)
+            return p
+        }
+    }
+
+    public func insertStore(_ store: StoreRecord) throws(TesseraError) -> StoreRecord {
+        try write("add store \(store.name)") { db in
+            var s = store
+            try s.insert(db)
+            return s
+        }
+    }
+
+    // MARK: Volumes
+
+    public func volumes() throws(TesseraError) -> [VolumeRecord] {
+        try read { try VolumeRecord.order(Column("id")).fetchAll($0) }
+    }
+
+    /// Inserts all of `volumes` in one transaction: all or none.
+    public func insertVolumes(_ volumes: [VolumeRecord]) throws(TesseraError) -> [VolumeRecord] {
+        try write("create volume") { db in
+            try volumes.map { v in
+                var v = v
+                try v.insert(db)
+                return v
+            }
+        }
+    }
+
+    public func updateVolume(_ volume: VolumeRecord) throws(TesseraError) {
+        try write("update volume \(volume.name)") { db in try volume.update(db) }
+    }
+
+    /// Deletes the volume row; its map and xattrs go with it (ON DELETE CASCADE).
+    public func deleteVolume(_ id: VolumeID) throws(TesseraError) {
+        try write("delete volume") { db in _ = try VolumeRecord.deleteOne(db, key: id.rawValue) }
+    }
+
+    public func chunkMap(of id: VolumeID) throws(TesseraError) -> [ChunkMapRecord] {
+        try read { try ChunkMapRecord.filter(Column("volumeId") == id.rawValue).fetchAll($0) }
+    }
+
+    /// Every physical chunk referenced by any map.
+    public func referencedChunks() throws(TesseraError) -> Set<UInt64> {
+        try read { db in
+            Set(try Int64.fetchAll(db, sql: "SELECT chunk FROM chunk_map").map { UInt64(bitPattern: $0) })
+        }
+    }
+
+    /// Commits one volume's map changes, size and mtime, and the stores' serial high-water marks, in one
+    /// durable transaction. `changes` maps a logical index to its chunk; `.none` removes the entry.
+    public func commitVolume(
+        _ id: VolumeID, size: UInt64, mtime: Double, changes: [UInt64: ChunkID], nextSerials: [StoreID: UInt64]
+    ) throws(TesseraError) {
+        try write("commit volume map") { db in
+            try db.execute(
+                sql: "UPDATE volume SET size = ?, mtime = ? WHERE id = ?",
+                arguments: [Int64(size), mtime, id.rawValue])
+            let upsert = try db.cachedStatement(
+                sql: "INSERT INTO chunk_map(volumeId, idx, chunk) VALUES (?, ?, ?) "
+                    + "ON CONFLICT(volumeId, idx) DO UPDATE SET chunk = excluded.chunk")
+            let remove = try db.cachedStatement(sql: "DELETE FROM chunk_map WHERE volumeId = ? AND idx = ?")
+            for (idx, chunk) in changes {
+                if chunk.isNone {
+                    try remove.execute(arguments: [id.rawValue, Int64(idx)])
+                } else {
+                    try upsert.execute(arguments: [id.rawValue, Int64(idx), Int64(bitPattern: chunk.rawValue)])
+                }
+            }
+            try Self.raiseSerials(db, nextSerials)
+        }
+    }
+
+    public func updateSerials(_ nextSerials: [StoreID: UInt64]) throws(TesseraError) {
+        try write("record chunk serials") { db in try Self.raiseSerials(db, nextSerials) }
+    }
+
+    private static func raiseSerials(_ db: Database, _ nextSerials: [StoreID: UInt64]) throws {
+        for (store, next) in nextSerials {
+            try db.execute(
+                sql: "UPDATE store SET nextSerial = max(nextSerial, ?) WHERE id = ?",
+                arguments: [Int64(next), store.rawValue])
+        }
+    }
+
+    // MARK: Extended attributes
+
+    public func xattrs(of id: VolumeID) throws(TesseraError) -> [XattrRecord] {
+        try read { try XattrRecord.filter(Column("volumeId") == id.rawValue).fetchAll($0) }
+    }
+
+    public func setXattr(_ id: VolumeID, name: String, value: [UInt8]?) throws(TesseraError) {
+        try write("set xattr") { db in
+            if let value {
+                try XattrRecord(volumeId: id.rawValue, name: name, value: value).upsert(db)
+            } else {
+                _ = try XattrRecord.deleteOne(db, key: ["volumeId": id.rawValue, "name": name])
+            }
+        }
+    }
+}

@@ -1,0 +1,43 @@
+/// A physical chunk on one store. IDs are handed out from a per-store counter that only grows, so a
+/// freed ID is never reused and a stale reference can never alias new data. 0 means "no chunk".
+public struct ChunkID: RawRepresentable, Hashable, Comparable, Sendable, CustomStringConvertible {
+    public var rawValue: UInt64
+    public init(rawValue: UInt64) { self.rawValue = rawValue }
+    public init(_ raw: UInt64) { self.rawValue = raw }
+    public static let none = ChunkID(0)
+    public var isNone: Bool { rawValue == 0 }
+    public static func < (a: ChunkID, b: ChunkID) -> Bool { a.rawValue < b.rawValue }
+    public var description: String { "chunk#\(rawValue)" }
+
+    /// The top 16 bits name the store that holds the chunk, the low 48 bits count within that store,
+    /// so one 64-bit map slot says where a chunk lives without a second table.
+    public static let serialBits: UInt64 = 48
+    public init(store: StoreID, serial: UInt64) {
+        precondition(store.rawValue > 0 && store.rawValue < 1 << 16 && serial < 1 << Self.serialBits)
+        rawValue = UInt64(store.rawValue) << Self.serialBits | serial
+    }
+    public var store: StoreID { StoreID(Int64(rawValue >> Self.serialBits)) }
+    public var serial: UInt64 { rawValue & ((1 << Self.serialBits) - 1) }
+}
+
+/// Row id of a volume in the catalog; never reused (AUTOINCREMENT), so it also names the inode.
+public struct VolumeID: RawRepresentable, Hashable, Sendable, Codable, CustomStringConvertible {
+    public var rawValue: Int64
+    public init(rawValue: Int64) { self.rawValue = rawValue }
+    public init(_ raw: Int64) { self.rawValue = raw }
+    public var description: String { "volume#\(rawValue)" }
+}
+
+/// Row id of a pool in the catalog.
+public struct PoolID: RawRepresentable, Hashable, Sendable, Codable {
+    public var rawValue: Int64
+    public init(rawValue: Int64) { self.rawValue = rawValue }
+    public init(_ raw: Int64) { self.rawValue = raw }
+}
+
+/// Row id of a store in the catalog.
+public struct StoreID: RawRepresentable, Hashable, Sendable, Codable {
+    public var rawValue: Int64
+    public init(rawValue: Int64) { self.rawValue = rawValue }
+    public init(_ raw: Int64) { self.rawValue = raw }
+}

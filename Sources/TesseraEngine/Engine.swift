@@ -1,0 +1,431 @@
+// Engine — owns the catalog and wires pools, stores and volumes together; the control plane's entry
+// point and the data path's source of Volume objects.
+//
+// State: pools (record + PoolLayer), stores (record + opened store), volumes by id and by name.
+// Invariants:
+// - Exactly one Engine per data directory at a time (DirectoryLock).
+// - On open, chunks on a store that no committed map references are garbage from a crash between a
+//   data write and its map commit (or between a commit and a delete); they are removed before any I/O,
+//   and each store's serial counter is raised past every chunk seen, so IDs are never reused.
+// - Every catalog change made here commits before the call returns.
+// Lock order: state (short; never across I/O or SQL, except where noted).
+import Foundation
+import Synchronization
+import TesseraCatalog
+import TesseraCore
+import TesseraStores
+
+public final class Engine: Sendable {
+    public let data: DataDirectory
+    public let catalog: Catalog
+    private let lock: DirectoryLock
+
+    /// Largest virtual size accepted (1 PiB); the issue asks for at least 64 TiB.
+    public static let maxVolumeSize: UInt64 = 1 << 50
+    /// Default chunk size of new pools (see README: chosen by Scripts/bench).
+    public static let defaultChunkSize: UInt64 = 1 << 20
+
+    struct Pool {
+        var record: PoolRecord
+        let layer: PoolLayer
+    }
+    struct State {
+        var pools: [Int64: Pool] = [:]
+        var stores: [Int64: StoreRecord] = [:]
+        var volumes: [VolumeID: Volume] = [:]
+        var byName: [String: VolumeID] = [:]
+    }
+    private let state = Mutex(State())
+    /// Called after a volume's name, size or attributes change outside the FUSE request that caused
+    /// it (CLI over the control socket), so the mount can invalidate cached attributes.
+    public let observers = Mutex<[@Sendable (VolumeID) -> Void]>([])
+    private let flusherStop = Mutex(false)
+
+    // MARK: Life cycle
+
+    /// `tessera init`: a new catalog, pool `default` and a directory store inside the data directory.
+    public static func initialize(_ data: DataDirectory, chunkSize: UInt64 = defaultChunkSize) throws(TesseraError) {
+        do {
+            try FileManager.default.createDirectory(atPath: data.defaultStorePath, withIntermediateDirectories: true,
+                                                    attributes: [.posixPermissions: 0o700])
+            try FileManager.default.setAttributes([.posixPermissions: 0o700], ofItemAtPath: data.path)
+        } catch {
+            throw TesseraError(.io, "cannot create \(data.path): \(error.localizedDescription)")
+        }
+        let lock = try DirectoryLock(data)
+        _ = lock
+        let catalog = try Catalog.create(at: data.catalogPath)
+        let now = Date().timeIntervalSince1970
+        let pool = try catalog.insertPool(PoolRecord(name: "default", chunkSize: Int64(chunkSize), createdAt: now))
+        _ = try catalog.insertStore(
+            StoreRecord(poolId: pool.id!, name: "default", kind: "dir", path: data.defaultStorePath, createdAt: now))
+    }
+
+    /// Opens the installation: lock, catalog, stores, maps; then collects garbage chunks.
+    public init(_ data: DataDirectory) throws(TesseraError) {
+        self.data = data
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: data.path, isDirectory: &isDir), isDir.boolValue else {
+            throw TesseraError(.catalog, "no Tessera data directory at \(data.path) (run 'tessera init' first)")
+        }
+        lock = try DirectoryLock(data)
+        catalog = try Catalog.open(at: data.catalogPath)
+        var s = State()
+        for p in try catalog.pools() {
+            s.pools[p.id!] = Pool(record: p, layer: PoolLayer(chunkSize: Int(p.chunkSize)))
+        }
+        for st in try catalog.stores() {
+            guard let pool = s.pools[st.poolId] else { continue }
+            let store = try Self.openStore(st, chunkSize: Int(pool.record.chunkSize))
+            pool.layer.add(StoreID(st.id!), store: store, nextSerial: UInt64(st.nextSerial))
+            s.stores[st.id!] = st
+        }
+        for v in try catalog.volumes() {
+            guard let pool = s.pools[v.poolId] else {
+                throw TesseraError(.catalog, "volume \(v.name) names pool #\(v.poolId), which is missing")
+            }
+            var map = ChunkMap()
+            for e in try catalog.chunkMap(of: VolumeID(v.id!)) {
+                map[UInt64(e.idx)] = ChunkID(UInt64(bitPattern: e.chunk))
+            }
+            var xattrs: [String: [UInt8]] = [:]
+            for x in try catalog.xattrs(of: VolumeID(v.id!)) { xattrs[x.name] = x.value }
+            let volume = Volume(record: v, map: map, xattrs: xattrs, poolName: pool.record.name, pool: pool.layer,
+                                catalog: catalog)
+            s.volumes[volume.id] = volume
+            s.byName[v.name] = volume.id
+        }
+        state.withLock { $0 = s }
+        try collectGarbage()
+    }
+
+    private static func openStore(_ record: StoreRecord, chunkSize: Int) throws(TesseraError) -> any ChunkStore {
+        switch record.kind {
+        case "dir":
+            do {
+                return try DirectoryStore(root: record.path, chunkSize: chunkSize)
+            } catch {
+                throw TesseraError(.io, "store \(record.name): \(error)")
+            }
+        default:
+            throw TesseraError(.catalog, "store \(record.name) has unknown kind '\(record.kind)'")
+        }
+    }
+
+    /// Removes chunks no committed map references, and raises serial counters past every chunk seen.
+    private func collectGarbage() throws(TesseraError) {
+        let referenced = try catalog.referencedChunks()
+        let layers = state.withLock { $0.pools.values.map(\.layer) }
+        var removed = 0
+        for layer in layers {
+            let chunks: [ChunkID]
+            do { chunks = try layer.allChunks() } catch { throw TesseraError(.io, "cannot list chunks: \(error)") }
+            for c in chunks {
+                layer.raiseSerial(c.store, to: c.serial + 1)
+                if !referenced.contains(c.rawValue) {
+                    do { try layer.delete(c) } catch { throw TesseraError(.io, "cannot remove orphan \(c): \(error)") }
+                    removed += 1
+                }
+            }
+            do { try layer.flush() } catch { throw TesseraError(.io, "cannot flush stores: \(error)") }
+            try catalog.updateSerials(layer.nextSerials())
+        }
+        if removed > 0 { Log.info("removed \(removed) unreferenced chunk(s) left by an interrupted run") }
+    }
+
+    /// Flushes every volume; the first failure is thrown after all were tried.
+    public func flushAll() throws(StoreError) {
+        var failure: StoreError?
+        for v in allVolumes() {
+            do { try v.flush() } catch { failure = error }
+        }
+        if let failure { throw failure }
+    }
+
+    /// Starts a thread that flushes dirty volumes every `interval` seconds (bounds what a crash can
+    /// lose of writes nobody fsynced, and keeps the catalog's map current).
+    public func startPeriodicFlush(every interval: Double = 5) {
+        let t = Thread { [weak self] in
+            while true {
+                Thread.sleep(forTimeInterval: interval)
+                guard let self, !self.flusherStop.withLock({ $0 }) else { return }
+                for v in self.allVolumes() where v.isDirty {
+                    do { try v.flush() } catch { Log.error("\(v.name): periodic flush failed: \(error)") }
+                }
+            }
+        }
+        t.name = "tessera-flusher"
+        t.start()
+    }
+
+    public func stopPeriodicFlush() { flusherStop.withLock { $0 = true } }
+
+    private func notify(_ id: VolumeID) {
+        for o in observers.withLock({ $0 }) { o(id) }
+    }
+
+    // MARK: Lookup
+
+    public func allVolumes() -> [Volume] {
+        state.withLock { s in s.volumes.values.sorted { $0.id.rawValue < $1.id.rawValue } }
+    }
+
+    public func volume(named name: String) -> Volume? {
+        state.withLock { s in s.byName[name].flatMap { s.volumes[$0] } }
+    }
+
+    public func volume(id: VolumeID) -> Volume? { state.withLock { $0.volumes[id] } }
+
+    private func requireVolume(_ name: String) throws(TesseraError) -> Volume {
+        guard let v = volume(named: name) else { throw TesseraError(.notFound, "no volume named '\(name)'") }
+        return v
+    }
+
+    private func pool(named name: String) throws(TesseraError) -> Pool {
+        guard let p = state.withLock({ s in s.pools.values.first { $0.record.name == name } }) else {
+            throw TesseraError(.notFound, "no pool named '\(name)'")
+        }
+        return p
+    }
+
+    // MARK: Validation
+
+    public static func checkName(_ name: String, _ what: String) throws(TesseraError) {
+        if let problem = Names.problem(with: name, what: what) { throw TesseraError(.invalid, problem) }
+    }
+
+    public static func checkSize(_ size: UInt64, allowZero: Bool = false) throws(TesseraError) {
+        if size == 0 && !allowZero { throw TesseraError(.invalid, "size must be greater than 0") }
+        if size % 512 != 0 { throw TesseraError(.invalid, "size \(size) is not a multiple of 512 bytes") }
+        if size > maxVolumeSize {
+            throw TesseraError(.invalid, "size \(ByteSize.format(size)) is larger than the limit of \(ByteSize.format(maxVolumeSize))")
+        }
+    }
+
+    // MARK: Pools and stores
+
+    public func createPool(name: String, chunkSize: UInt64) throws(TesseraError) {
+        try Self.checkName(name, "pool")
+        guard chunkSize >= 4096, chunkSize <= 64 << 20, chunkSize & (chunkSize - 1) == 0 else {
+            throw TesseraError(.invalid, "chunk size must be a power of two from 4K to 64M")
+        }
+        if state.withLock({ s in s.pools.values.contains { $0.record.name == name } }) {
+            throw TesseraError(.exists, "a pool named '\(name)' already exists")
+        }
+        let p = try catalog.insertPool(
+            PoolRecord(name: name, chunkSize: Int64(chunkSize), createdAt: Date().timeIntervalSince1970))
+        state.withLock { $0.pools[p.id!] = Pool(record: p, layer: PoolLayer(chunkSize: Int(chunkSize))) }
+    }
+
+    public func addDirectoryStore(name: String, pool poolName: String, path: String) throws(TesseraError) {
+        try Self.checkName(name, "store")
+        let pool = try pool(named: poolName)
+        var isDir: ObjCBool = false
+        let abs = DataDirectory.absolute(path)
+        guard FileManager.default.fileExists(atPath: abs, isDirectory: &isDir), isDir.boolValue else {
+            throw TesseraError(.notFound, "store path \(abs) does not exist or is not a directory")
+        }
+        if state.withLock({ s in s.stores.values.contains { $0.name == name } }) {
+            throw TesseraError(.exists, "a store named '\(name)' already exists")
+        }
+        if state.withLock({ s in s.stores.values.contains { $0.path == abs } }) {
+            throw TesseraError(.exists, "\(abs) is already a store")
+        }
+        var record = StoreRecord(poolId: pool.record.id!, name: name, kind: "dir", path: abs,
+                                 createdAt: Date().timeIntervalSince1970)
+        let store = try Self.openStore(record, chunkSize: Int(pool.record.chunkSize))
+        record = try catalog.insertStore(record)
+        pool.layer.add(StoreID(record.id!), store: store, nextSerial: 1)
+        state.withLock { $0.stores[record.id!] = record }
+    }
+
+    public func poolInfos() throws(TesseraError) -> [PoolInfo] {
+        let (pools, volumes) = state.withLock { s in (s.pools.values.sorted { $0.record.id! < $1.record.id! }, s.volumes.values) }
+        let stores = try storeInfos()
+        return pools.map { p in
+            let mine = stores.filter { $0.pool == p.record.name }
+            let vols = volumes.filter { $0.poolName == p.record.name }
+            return PoolInfo(
+                id: p.record.id!, name: p.record.name, chunkSize: UInt64(p.record.chunkSize), stores: mine,
+                volumes: vols.count, capacity: mine.reduce(0) { $0 + $1.capacity }, free: mine.reduce(0) { $0 + $1.free },
+                used: mine.reduce(0) { $0 + $1.used }, provisioned: vols.reduce(0) { $0 + $1.size },
+                allocated: vols.reduce(0) { $0 + $1.allocatedBytes })
+        }
+    }
+
+    public func storeInfos() throws(TesseraError) -> [StoreInfo] {
+        let (stores, pools) = state.withLock { s in (s.stores.values.sorted { $0.id! < $1.id! }, s.pools) }
+        var out: [StoreInfo] = []
+        for st in stores {
+            guard let pool = pools[st.poolId], let store = pool.layer.store(StoreID(st.id!)) else { continue }
+            let usage: StoreUsage
+            let chunks: Int
+            do {
+                usage = try store.usage()
+                chunks = try store.allChunks().count
+            } catch { throw TesseraError(.io, "store \(st.name): \(error)") }
+            out.append(StoreInfo(id: st.id!, name: st.name, pool: pool.record.name, kind: st.kind, path: st.path,
+                                 capacity: usage.totalBytes, free: usage.freeBytes, used: usage.usedBytes, chunks: chunks))
+        }
+        return out
+    }
+
+    /// Capacity and free space of the pool behind the default mount (statfs).
+    public func capacity() -> StoreUsage {
+        let layers = state.withLock { $0.pools.values.map(\.layer) }
+        var total = StoreUsage(totalBytes: 0, freeBytes: 0, usedBytes: 0)
+        for l in layers {
+            for id in l.storeIDs {
+                guard let s = l.store(id) as? DirectoryStore else { continue }
+                var vfs = statvfs()
+                if statvfs(s.root, &vfs) == 0 {
+                    total.totalBytes += UInt64(vfs.f_blocks) * UInt64(vfs.f_frsize)
+                    total.freeBytes += UInt64(vfs.f_bavail) * UInt64(vfs.f_frsize)
+                }
+            }
+        }
+        return total
+    }
+
+    // MARK: Volumes
+
+    public func info(_ v: Volume) -> VolumeInfo {
+        let r = v.record
+        return VolumeInfo(id: r.id!, name: r.name, pool: v.poolName, size: UInt64(r.size), allocated: v.allocatedBytes,
+                          chunkSize: UInt64(v.chunkSize), uid: r.uid, gid: r.gid,
+                          mode: "0" + String(r.mode & 0o7777, radix: 8), open: v.isOpen)
+    }
+
+    public func volumeInfos() -> [VolumeInfo] { allVolumes().map(info) }
+
+    public func volumeInfo(_ name: String) throws(TesseraError) -> VolumeInfo { info(try requireVolume(name)) }
+
+    /// Creates `name` (or, with `count`, name-1 … name-N) in one transaction: all or none.
+    @discardableResult
+    public func createVolumes(
+        name: String, count: Int? = nil, size: UInt64, pool poolName: String = "default",
+        uid: Int64 = 0, gid: Int64 = 0, mode: Int64 = 0o600, allowZeroSize: Bool = false
+    ) throws(TesseraError) -> [Volume] {
+        try Self.checkName(name, "volume")
+        try Self.checkSize(size, allowZero: allowZeroSize)
+        if let count, count < 1 || count > 10_000 {
+            throw TesseraError(.invalid, "--count must be between 1 and 10000")
+        }
+        let names = count.map { n in (1...n).map { "\(name)-\($0)" } } ?? [name]
+        for n in names { try Self.checkName(n, "volume") }
+        let pool = try pool(named: poolName)
+        if pool.layer.storeIDs.isEmpty { throw TesseraError(.invalid, "pool '\(poolName)' has no store") }
+        let now = Date().timeIntervalSince1970
+        // Holding state across the insert keeps two creators of one name from racing; the insert is a
+        // short local transaction.
+        return try state.withLock { s throws(TesseraError) in
+            if let taken = names.first(where: { s.byName[$0] != nil }) {
+                throw TesseraError(.exists, "a volume named '\(taken)' already exists")
+            }
+            let records = try catalog.insertVolumes(names.map {
+                VolumeRecord(name: $0, poolId: pool.record.id!, size: Int64(size), chunkSize: pool.record.chunkSize,
+                             uid: uid, gid: gid, mode: mode, now: now)
+            })
+            return records.map { r in
+                let v = Volume(record: r, map: ChunkMap(), xattrs: [:], poolName: pool.record.name, pool: pool.layer,
+                               catalog: catalog)
+                s.volumes[v.id] = v
+                s.byName[r.name] = v.id
+                return v
+            }
+        }
+    }
+
+    /// `volume delete`: refuses an open image. `unlink` (FUSE) uses `unlink(_:)` instead.
+    public func deleteVolume(_ name: String) throws(TesseraError) {
+        let v = try requireVolume(name)
+        if v.isOpen { throw TesseraError(.busy, "volume '\(name)' is open; close it first") }
+        try unlink(v)
+    }
+
+    /// Removes the volume from the namespace and the catalog at once; its chunks are freed now, or at
+    /// its last close when it is still open (POSIX unlink semantics).
+    public func unlink(_ v: Volume) throws(TesseraError) {
+        try catalog.deleteVolume(v.id)
+        v.markUnlinked()
+        state.withLock { s in
+            s.byName[v.name] = nil
+            s.volumes[v.id] = nil
+        }
+        if !v.isOpen { v.releaseAllChunks() }
+        notify(v.id)
+    }
+
+    /// Call at the last close of a volume; frees an unlinked volume's chunks.
+    public func closed(_ v: Volume) {
+        if v.closed() { v.releaseAllChunks() }
+    }
+
+    /// Renames; an existing target is replaced (rename(2) semantics) unless `noReplace`.
+    public func renameVolume(_ from: String, to: String, noReplace: Bool = false) throws(TesseraError) {
+        try Self.checkName(to, "volume")
+        let v = try requireVolume(from)
+        if from == to { return }
+        if let target = volume(named: to) {
+            if noReplace { throw TesseraError(.exists, "a volume named '\(to)' already exists") }
+            try unlink(target)
+        }
+        let old = v.record
+        var r = v.update { $0.name = to }
+        do {
+            try catalog.updateVolume(r)
+        } catch {
+            r = v.update { $0.name = old.name }
+            throw error
+        }
+        state.withLock { s in
+            s.byName[from] = nil
+            s.byName[to] = v.id
+        }
+        notify(v.id)
+    }
+
+    public func resizeVolume(_ name: String, to size: UInt64) throws(TesseraError) {
+        try Self.checkSize(size)
+        let v = try requireVolume(name)
+        try resize(v, to: size)
+        notify(v.id)
+    }
+
+    /// Resize used by both the CLI and FUSE setattr; durable when it returns.
+    public func resize(_ v: Volume, to size: UInt64) throws(TesseraError) {
+        try Self.checkSize(size, allowZero: true)
+        do {
+            try v.resize(to: size)
+            try v.flush()
+        } catch {
+            throw TesseraError(.io, "resize of '\(v.name)' failed: \(error)")
+        }
+    }
+
+    /// Owner and mode (chown/chmod through FUSE); durable when it returns.
+    public func setAttributes(_ v: Volume, uid: Int64? = nil, gid: Int64? = nil, mode: Int64? = nil,
+                              mtime: Double? = nil) throws(TesseraError) {
+        let r = v.update { r in
+            if let uid { r.uid = uid }
+            if let gid { r.gid = gid }
+            if let mode { r.mode = mode & 0o7777 }
+            if let mtime { r.mtime = mtime }
+        }
+        try catalog.updateVolume(r)
+    }
+
+    public func setXattr(_ v: Volume, name: String, value: [UInt8]?) throws(TesseraError) {
+        try catalog.setXattr(v.id, name: name, value: value)
+        v.setXattrInMemory(name, value)
+    }
+
+    public func status(mountpoint: String?) -> StatusInfo {
+        let vols = allVolumes()
+        let (pools, stores) = state.withLock { ($0.pools.count, $0.stores.count) }
+        return StatusInfo(
+            dataDirectory: data.path, mounted: mountpoint != nil, mountpoint: mountpoint, pid: getpid(),
+            pools: pools, stores: stores, volumes: vols.count, provisioned: vols.reduce(0) { $0 + $1.size },
+            allocated: vols.reduce(0) { $0 + $1.allocatedBytes }, openImages: vols.filter(\.isOpen).count)
+    }
+}

@@ -1,0 +1,242 @@
+// DirectoryStore — the embedded default store: one sparse file per chunk under a directory.
+//
+// Address space: physical chunks (ChunkID). Layout: ROOT/chunks/XX/ID, XX = low byte of the ID in hex,
+// so no directory grows past a few thousand entries per million chunks.
+//
+// State: an fd cache (ChunkID → open file), the set of chunks written since the last flush, and the
+// set of subdirectories whose entries changed (file created or removed) since the last flush.
+//
+// Invariants:
+// - A chunk file exists iff the chunk exists; bytes beyond the file's end read as zeros (files are
+//   sparse and grow by pwrite only).
+// - flush() = fdatasync every chunk written since the previous flush, then fsync every directory whose
+//   entries changed; only then does it return. Flushes are serialised (flushLock) so that a flush never
+//   returns while an earlier one that holds some of its chunks is still syncing.
+// - O_DIRECT is never used on chunk files: FUSE hands us unaligned buffers and the page cache is fine.
+// Lock order: flushLock → state. No lock is held across a read or write syscall; the cached file
+// object is retained while in use, so eviction never closes an fd under a reader.
+import Synchronization
+import SystemPackage
+import TesseraCore
+import CLinux
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// One open chunk file. The fd closes when the last user lets go; that is what makes eviction safe.
+final class ChunkFile: Sendable {
+    let fd: FileDescriptor
+    init(_ fd: FileDescriptor) { self.fd = fd }
+    deinit { try? fd.close() }
+}
+
+public final class DirectoryStore: ChunkStore {
+    public let chunkSize: Int
+    public let root: String
+    private let chunksDir: String
+    private let maxOpenFiles: Int
+
+    private struct State {
+        var files: [ChunkID: ChunkFile] = [:]
+        var dirtyChunks: Set<ChunkID> = []
+        var dirtyDirs: Set<UInt8> = []
+    }
+    private let state = Mutex(State())
+    private let flushLock = Mutex(())
+
+    /// Opens (creating the layout if needed) a directory store at `root`. Throws a readable message
+    /// when the directory is missing or unusable.
+    public init(root: String, chunkSize: Int, maxOpenFiles: Int = 4096) throws(StoreSetupError) {
+        precondition(chunkSize > 0 && chunkSize % 4096 == 0, "chunk size must be a positive multiple of 4 KiB")
+        self.root = root
+        self.chunkSize = chunkSize
+        self.chunksDir = root + "/chunks"
+        self.maxOpenFiles = maxOpenFiles
+        var st = stat()
+        guard stat(root, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR else {
+            throw StoreSetupError("store directory \(root) does not exist or is not a directory")
+        }
+        if mkdir(chunksDir, 0o700) != 0 && errno != EEXIST {
+            throw StoreSetupError("cannot create \(chunksDir): \(String(cString: strerror(errno)))")
+        }
+        for b in 0...255 {
+            let d = chunksDir + "/" + Self.hex2(UInt8(b))
+            if mkdir(d, 0o700) != 0 && errno != EEXIST {
+                throw StoreSetupError("cannot create \(d): \(String(cString: strerror(errno)))")
+            }
+        }
+        fsyncPath(chunksDir)
+        fsyncPath(root)
+    }
+
+    static func hex2(_ b: UInt8) -> String {
+        let digits = Array("0123456789abcdef")
+        return String([digits[Int(b >> 4)], digits[Int(b & 15)]])
+    }
+
+    private func path(_ chunk: ChunkID) -> String {
+        chunksDir + "/" + Self.hex2(UInt8(truncatingIfNeeded: chunk.rawValue)) + "/" + String(chunk.rawValue, radix: 16)
+    }
+
+    /// Returns an open file for `chunk`, opening (and with `create`, creating) it when not cached.
+    /// Returns nil when the chunk does not exist and `create` is false.
+    private func file(_ chunk: ChunkID, create: Bool) throws(StoreError) -> ChunkFile? {
+        if let f = state.withLock({ $0.files[chunk] }) { return f }
+        let p = path(chunk)
+        var fd = Glibc.open(p, O_RDWR | O_CLOEXEC)
+        var created = false
+        if fd < 0 && errno == ENOENT {
+            guard create else { return nil }
+            fd = Glibc.open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+            created = true
+        }
+        if fd < 0 { throw StoreError.from(errno: errno, chunk: chunk) }
+        let f = ChunkFile(FileDescriptor(rawValue: fd))
+        return state.withLock { s in
+            if created { s.dirtyDirs.insert(UInt8(truncatingIfNeeded: chunk.rawValue)) }
+            if let existing = s.files[chunk] { return existing }  // another thread won the race
+            if s.files.count >= maxOpenFiles, let victim = s.files.keys.first(where: { !s.dirtyChunks.contains($0) }) {
+                s.files[victim] = nil
+            }
+            s.files[chunk] = f
+            return f
+        }
+    }
+
+    public func read(_ chunk: ChunkID, offset: Int, into buffer: UnsafeMutableRawBufferPointer) throws(StoreError) {
+        guard let f = try file(chunk, create: false) else { throw .missing(chunk: chunk) }
+        var done = 0
+        while done < buffer.count {
+            let n: Int
+            do {
+                n = try f.fd.read(
+                    fromAbsoluteOffset: Int64(offset + done),
+                    into: UnsafeMutableRawBufferPointer(rebasing: buffer[done...]))
+            } catch {
+                throw StoreError.from(errno: (error as? Errno)?.rawValue ?? EIO, chunk: chunk)
+            }
+            if n == 0 {
+                // Past the end of a sparse chunk file: never written, reads as zeros.
+                UnsafeMutableRawBufferPointer(rebasing: buffer[done...]).initializeMemory(as: UInt8.self, repeating: 0)
+                return
+            }
+            done += n
+        }
+    }
+
+    public func write(_ chunk: ChunkID, offset: Int, from buffer: UnsafeRawBufferPointer) throws(StoreError) {
+        guard let f = try file(chunk, create: true) else { throw .missing(chunk: chunk) }
+        var done = 0
+        while done < buffer.count {
+            do {
+                done += try f.fd.write(
+                    toAbsoluteOffset: Int64(offset + done), UnsafeRawBufferPointer(rebasing: buffer[done...]))
+            } catch {
+                throw StoreError.from(errno: (error as? Errno)?.rawValue ?? EIO, chunk: chunk)
+            }
+        }
+        state.withLock { _ = $0.dirtyChunks.insert(chunk) }
+    }
+
+    public func zero(_ chunk: ChunkID, offset: Int, length: Int) throws(StoreError) {
+        guard let f = try file(chunk, create: false) else { return }
+        var st = stat()
+        if fstat(f.fd.rawValue, &st) != 0 { throw StoreError.from(errno: errno, chunk: chunk) }
+        if Int(st.st_size) <= offset { return }  // already beyond the end: reads as zeros
+        if tessera_punch_hole(f.fd.rawValue, off_t(offset), off_t(length)) != 0 {
+            throw StoreError.from(errno: errno, chunk: chunk)
+        }
+        state.withLock { _ = $0.dirtyChunks.insert(chunk) }
+    }
+
+    public func delete(_ chunk: ChunkID) throws(StoreError) {
+        state.withLock { s in
+            s.files[chunk] = nil
+            s.dirtyChunks.remove(chunk)
+        }
+        if unlink(path(chunk)) != 0 && errno != ENOENT { throw StoreError.from(errno: errno, chunk: chunk) }
+        state.withLock { _ = $0.dirtyDirs.insert(UInt8(truncatingIfNeeded: chunk.rawValue)) }
+    }
+
+    public func flush() throws(StoreError) {
+        // Held across I/O on purpose: flush is the durability barrier, and serialising it is what
+        // makes "returned" mean "everything before me is durable" (see the header).
+        try flushLock.withLock { _ throws(StoreError) in try flushLocked() }
+    }
+
+    private func flushLocked() throws(StoreError) {
+        do {
+            let (chunks, dirs) = state.withLock { s in
+                let c = s.dirtyChunks.map { ($0, s.files[$0]) }
+                let d = s.dirtyDirs
+                s.dirtyChunks.removeAll(keepingCapacity: true)
+                s.dirtyDirs.removeAll(keepingCapacity: true)
+                return (c, d)
+            }
+            var failure: StoreError?
+            for (chunk, cached) in chunks {
+                var f = cached
+                if f == nil {
+                    do { f = try file(chunk, create: false) } catch { failure = error; continue }
+                }
+                guard let f else { continue }  // deleted since: nothing to sync
+                if fdatasync(f.fd.rawValue) != 0 {
+                    failure = StoreError.from(errno: errno, chunk: chunk)
+                    state.withLock { _ = $0.dirtyChunks.insert(chunk) }
+                }
+            }
+            for d in dirs where !fsyncPath(chunksDir + "/" + Self.hex2(d)) {
+                failure = StoreError.from(errno: errno, chunk: .none)
+                state.withLock { _ = $0.dirtyDirs.insert(d) }
+            }
+            if let failure { throw failure }
+        }
+    }
+
+    public func usage() throws(StoreError) -> StoreUsage {
+        var vfs = statvfs()
+        if statvfs(root, &vfs) != 0 { throw StoreError.from(errno: errno, chunk: .none) }
+        var used: UInt64 = 0
+        for chunk in try allChunks() {
+            var st = stat()
+            if stat(path(chunk), &st) == 0 { used += UInt64(st.st_blocks) * 512 }
+        }
+        return StoreUsage(
+            totalBytes: UInt64(vfs.f_blocks) * UInt64(vfs.f_frsize),
+            freeBytes: UInt64(vfs.f_bavail) * UInt64(vfs.f_frsize),
+            usedBytes: used)
+    }
+
+    public func allChunks() throws(StoreError) -> [ChunkID] {
+        var out: [ChunkID] = []
+        for b in 0...255 {
+            guard let dir = opendir(chunksDir + "/" + Self.hex2(UInt8(b))) else {
+                throw StoreError.from(errno: errno, chunk: .none)
+            }
+            defer { closedir(dir) }
+            while let ent = readdir(dir) {
+                let name = withUnsafeBytes(of: ent.pointee.d_name) { raw in
+                    String(cString: raw.bindMemory(to: CChar.self).baseAddress!)
+                }
+                if let id = UInt64(name, radix: 16), id != 0 { out.append(ChunkID(id)) }
+            }
+        }
+        return out
+    }
+}
+
+/// A store that cannot be opened: the message says why, for the CLI to print.
+public struct StoreSetupError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ message: String) { description = message }
+}
+
+/// fsync on a path (a directory, to make entry changes durable). Returns false and leaves errno on failure.
+@discardableResult
+func fsyncPath(_ path: String) -> Bool {
+    let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+    if fd < 0 { return false }
+    defer { close(fd) }
+    return fsync(fd) == 0
+}

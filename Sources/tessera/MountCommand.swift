@@ -1,0 +1,147 @@
+import ArgumentParser
+import Foundation
+import TesseraControl
+import TesseraCore
+import TesseraEngine
+import TesseraFUSE
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+struct MountCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "mount",
+        abstract: "Mount the volumes as MOUNTPOINT/<volume>.img (foreground until unmounted, SIGTERM or SIGINT).")
+
+    @OptionGroup var data: DataOptions
+    @Argument(help: "An existing empty directory.") var mountpoint: String
+    @Flag(help: "Return once the mount is ready; the daemon logs to DATA/tessera.log.") var background = false
+    @Flag(help: "Let other users (e.g. libvirt-qemu) open images; permissions stay enforced.") var allowOther = false
+    @Flag(help: .hidden) var daemonChild = false
+
+    /// Computed from the string alone: once mounted, touching the mountpoint from the daemon before
+    /// its loop runs would deadlock.
+    var absoluteMountpoint: String { absolutePath(mountpoint) }
+
+    func run() throws {
+        if background { return try spawnDaemon() }
+        if daemonChild { _ = setsid() }
+        FuseMount.blockTerminationSignals()
+        let dir = data.directory
+        let mountpoint = absoluteMountpoint
+        do {
+            let engine = try Engine(dir)
+            let fuse = FuseMount(engine: engine, mountpoint: mountpoint, allowOther: allowOther)
+            try fuse.mount()
+            let service = ControlService(engine: engine, mountpoint: mountpoint) { force throws(TesseraError) in
+                try fuse.requestUnmount(force: force)
+            }
+            let server = try ControlServer(path: dir.socketPath, service: service)
+            engine.startPeriodicFlush()
+            server.start()
+            Log.info("mounted \(dir.path) at \(mountpoint) (\(engine.allVolumes().count) volumes)")
+            defer { server.stop() }
+            try fuse.serve()
+            Log.info("unmounted \(mountpoint); everything flushed")
+        } catch {
+            throw failure(error)
+        }
+    }
+
+    /// Starts this command again as a detached daemon and waits until its mount answers.
+    private func spawnDaemon() throws {
+        let dir = data.directory
+        guard FileManager.default.fileExists(atPath: dir.path) else {
+            throw failure( TesseraError(.catalog, "no Tessera data directory at \(dir.path) (run 'tessera init' first)"))
+        }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0])
+        process.arguments = ["mount", absoluteMountpoint, "--data", dir.path, "--daemon-child"] + (allowOther ? ["--allow-other"] : [])
+        if !FileManager.default.fileExists(atPath: dir.logPath) {
+            FileManager.default.createFile(atPath: dir.logPath, contents: nil, attributes: [.posixPermissions: 0o600])
+        }
+        guard let log = FileHandle(forWritingAtPath: dir.logPath) else {
+            throw failure( TesseraError(.io, "cannot write \(dir.logPath)"))
+        }
+        log.seekToEndOfFile()
+        let start = log.offsetInFile
+        process.standardOutput = log
+        process.standardError = log
+        process.standardInput = FileHandle.nullDevice
+        do { try process.run() } catch { throw failure( TesseraError(.io, "cannot start the daemon: \(error)")) }
+        let deadline = Date().addingTimeInterval(60)
+        while Date() < deadline {
+            if !process.isRunning {
+                let text = (try? String(contentsOfFile: dir.logPath, encoding: .utf8)) ?? ""
+                let mine = String(text.utf8.dropFirst(Int(start))) ?? ""
+                FileHandle.standardError.write(mine.data(using: .utf8)!)
+                throw ExitCode(process.terminationStatus == 0 ? 1 : process.terminationStatus)
+            }
+            if let reply = try? ControlClient.send(.status, socketPath: dir.socketPath), let s = reply.status,
+               s.mounted, s.pid == process.processIdentifier
+            {
+                print("mounted \(dir.path) at \(absoluteMountpoint) (pid \(s.pid), log \(dir.logPath))")
+                return
+            }
+            usleep(50_000)
+        }
+        throw failure( TesseraError(.io, "the mount did not become ready in 60 s; see \(dir.logPath)"))
+    }
+}
+
+struct UnmountCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "unmount", abstract: "Flush everything, unmount, and wait for the daemon to exit.")
+
+    @OptionGroup var data: DataOptions
+    @Argument(help: "The mountpoint (optional; the data directory names the mount).") var mountpoint: String?
+    @Flag(help: "Detach even if an image is open (the daemon exits at its last close).") var force = false
+
+    func run() throws {
+        let dir = data.directory
+        let status: StatusInfo
+        do {
+            guard let reply = try ControlClient.send(.status, socketPath: dir.socketPath), let s = reply.status else {
+                throw TesseraError(.notFound, "no mount is running for \(dir.path)")
+            }
+            status = s
+        } catch {
+            throw failure(error)
+        }
+        if let mountpoint {
+            let p = absolutePath(mountpoint)
+            if p != status.mountpoint {
+                throw failure( TesseraError(.invalid, "\(p) is not the mount of \(dir.path) (that is \(status.mountpoint ?? "none"))"))
+            }
+        }
+        do {
+            // The daemon may exit before its reply is written; its disappearance is the answer then.
+            if let reply = try? ControlClient.send(.unmount(force: force), socketPath: dir.socketPath), let e = reply.error {
+                throw e
+            }
+        } catch {
+            throw failure(error)
+        }
+        let deadline = Date().addingTimeInterval(force ? 5 : 300)
+        while kill(status.pid, 0) == 0 {
+            if Date() > deadline {
+                if force { print("detached \(status.mountpoint ?? ""); the daemon exits when the last image closes"); return }
+                throw failure( TesseraError(.busy, "daemon \(status.pid) is still running"))
+            }
+            usleep(50_000)
+        }
+        print("unmounted \(status.mountpoint ?? "")")
+    }
+}
+
+/// An absolute, normalised path, from the string alone (no syscalls on the path itself).
+func absolutePath(_ path: String) -> String {
+    let full = path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
+    var parts: [Substring] = []
+    for part in full.split(separator: "/") {
+        if part == "." || part.isEmpty { continue }
+        if part == ".." { _ = parts.popLast() } else { parts.append(part) }
+    }
+    return "/" + parts.joined(separator: "/")
+}

@@ -1,0 +1,79 @@
+import ArgumentParser
+import Foundation
+import TesseraControl
+import TesseraCore
+import TesseraEngine
+
+/// `--data DIR`, shared by every command.
+struct DataOptions: ParsableArguments {
+    @Option(name: .long, help: "Data directory (default: $TESSERA_DATA, else /var/lib/tessera as root).")
+    var data: String?
+
+    var directory: DataDirectory { DataDirectory.resolve(data) }
+}
+
+/// `--json`, shared by listings.
+struct OutputOptions: ParsableArguments {
+    @Flag(name: .long, help: "Print JSON instead of a table.")
+    var json = false
+}
+
+/// Parses a user-typed size for `validate()`.
+func parseSize(_ text: String, option: String) throws -> UInt64 {
+    do {
+        return try ByteSize.parse(text)
+    } catch {
+        throw ValidationError("\(option): \(error.description)")
+    }
+}
+
+func checkName(_ name: String, _ what: String) throws {
+    if let problem = Names.problem(with: name, what: what) { throw ValidationError(problem) }
+}
+
+/// Prints the error on one line and exits with its documented code.
+func failure(_ any: any Error) -> ExitCode {
+    let error = any as? TesseraError ?? TesseraError(.io, "\(any)")
+    FileHandle.standardError.write("tessera: \(error.message)\n".data(using: .utf8)!)
+    return ExitCode(error.code.rawValue)
+}
+
+/// Runs a request against the running mount (control socket) or, with none, against the catalog
+/// directly; either way through the same ControlService. Throws ExitCode after printing on failure.
+func perform(_ request: ControlRequest, _ data: DataDirectory) throws -> ControlReply {
+    let reply: ControlReply
+    do {
+        if let remote = try ControlClient.send(request, socketPath: data.socketPath) {
+            reply = remote
+        } else {
+            let engine = try Engine(data)
+            reply = ControlService(engine: engine).handle(request)
+            do { try engine.flushAll() } catch { throw TesseraError(.io, "flush failed: \(error)") }
+        }
+    } catch {
+        throw failure(error)
+    }
+    if let error = reply.error { throw failure(error) }
+    return reply
+}
+
+func printJSON<T: Encodable>(_ value: T) {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+    let data = (try? encoder.encode(value)) ?? Data("null".utf8)
+    print(String(decoding: data, as: UTF8.self))
+}
+
+/// A plain text table: a header row, then rows, columns padded to the widest cell.
+func printTable(_ header: [String], _ rows: [[String]]) {
+    var widths = header.map(\.count)
+    for r in rows { for (i, c) in r.enumerated() { widths[i] = max(widths[i], c.count) } }
+    func line(_ cells: [String]) -> String {
+        cells.enumerated().map { i, c in i == cells.count - 1 ? c : c.padding(toLength: widths[i], withPad: " ", startingAt: 0) }
+            .joined(separator: "  ")
+    }
+    print(line(header))
+    for r in rows { print(line(r)) }
+}
+
+let human = ByteSize.format

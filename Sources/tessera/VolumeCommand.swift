@@ -1,0 +1,98 @@
+import ArgumentParser
+import TesseraEngine
+
+struct VolumeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "volume", abstract: "Create, inspect, resize and delete volumes.",
+        subcommands: [Create.self, List.self, Show.self, Resize.self, Delete.self])
+
+    struct Create: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Create a thin volume (with --count N: NAME-1 … NAME-N, all or none).")
+        @OptionGroup var data: DataOptions
+        @Argument var name: String
+        @Option(help: "Virtual size, e.g. 40G (multiple of 512 bytes).") var size: String
+        @Option(help: "Pool to carve it from.") var pool: String = "default"
+        @Option(help: "Create NAME-1 … NAME-N in one transaction.") var count: Int?
+
+        func validate() throws {
+            try checkName(name, "volume")
+            try checkName(pool, "pool")
+            let bytes = try parseSize(size, option: "--size")
+            do { try Engine.checkSize(bytes) } catch { throw ValidationError(error.message) }
+            if let count, count < 1 || count > 10_000 { throw ValidationError("--count must be between 1 and 10000") }
+        }
+
+        func run() throws {
+            let reply = try perform(
+                .volumeCreate(name: name, size: try parseSize(size, option: "--size"), pool: pool, count: count),
+                data.directory)
+            for v in reply.volumes ?? [] { print("created \(v.name) (\(human(v.size)), pool \(v.pool))") }
+        }
+    }
+
+    struct List: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List volumes.")
+        @OptionGroup var data: DataOptions
+        @OptionGroup var output: OutputOptions
+
+        func run() throws {
+            let volumes = try perform(.volumeList, data.directory).volumes ?? []
+            if output.json { return printJSON(volumes) }
+            printTable(["NAME", "SIZE", "ALLOCATED", "POOL", "MODE", "OWNER", "OPEN"],
+                       volumes.map { [$0.name, human($0.size), human($0.allocated), $0.pool, $0.mode, "\($0.uid):\($0.gid)", $0.open ? "yes" : "no"] })
+        }
+    }
+
+    struct Show: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Show one volume.")
+        @OptionGroup var data: DataOptions
+        @OptionGroup var output: OutputOptions
+        @Argument var name: String
+
+        func run() throws {
+            guard let v = try perform(.volumeShow(name: name), data.directory).volumes?.first else { return }
+            if output.json { return printJSON(v) }
+            print("""
+                name:       \(v.name)
+                pool:       \(v.pool)
+                size:       \(human(v.size)) (\(v.size) bytes)
+                allocated:  \(human(v.allocated)) (\(v.allocated) bytes)
+                chunk size: \(human(v.chunkSize))
+                owner:      \(v.uid):\(v.gid) mode \(v.mode)
+                open:       \(v.open ? "yes" : "no")
+                """)
+        }
+    }
+
+    struct Resize: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Change a volume's virtual size (shrinking frees chunks).")
+        @OptionGroup var data: DataOptions
+        @Argument var name: String
+        @Option(help: "New virtual size.") var size: String
+
+        func validate() throws {
+            try checkName(name, "volume")
+            let bytes = try parseSize(size, option: "--size")
+            do { try Engine.checkSize(bytes) } catch { throw ValidationError(error.message) }
+        }
+
+        func run() throws {
+            let v = try perform(.volumeResize(name: name, size: try parseSize(size, option: "--size")), data.directory).volumes?.first
+            print("resized \(name) to \(human(v?.size ?? 0))")
+        }
+    }
+
+    struct Delete: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Delete a volume and free its space.")
+        @OptionGroup var data: DataOptions
+        @Argument var name: String
+
+        func validate() throws { try checkName(name, "volume") }
+
+        func run() throws {
+            _ = try perform(.volumeDelete(name: name), data.directory)
+            print("deleted \(name)")
+        }
+    }
+}
