@@ -114,6 +114,15 @@ public final class FuseMount: @unchecked Sendable {
         t.start()
     }
 
+    /// Raises the open-file limit to its hard maximum: the directory store caches one fd per chunk.
+    public static func raiseFileLimit() {
+        var limit = rlimit()
+        if getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 && limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max
+            _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+        }
+    }
+
     /// Call first thing in the process, before any thread starts, so every thread inherits the mask.
     public static func blockTerminationSignals() {
         var set = sigset_t()

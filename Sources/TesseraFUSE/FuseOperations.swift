@@ -29,6 +29,9 @@ enum FuseOperations {
         ops.flush = { req, _, _ in fuse_reply_err(req, 0) }  // close(2) is not a durability barrier
         ops.release = { req, _, fi in FuseOperations.handle(req) { try $0.release(req, fi!) } }
         ops.fsync = { req, _, _, fi in FuseOperations.handle(req) { try $0.fsync(req, fi!) } }
+        // Names live in the catalog, which commits every create, rename and unlink durably before
+        // replying: a directory fsync has nothing left to do (and must not answer ENOSYS).
+        ops.fsyncdir = { req, _, _, _ in fuse_reply_err(req, 0) }
         ops.statfs = { req, _ in FuseOperations.handle(req) { try $0.statfs(req) } }
         ops.create = { req, parent, name, mode, fi in
             FuseOperations.handle(req) { try $0.create(req, parent, String(cString: name!), mode, fi!) }

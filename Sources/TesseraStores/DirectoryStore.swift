@@ -47,12 +47,16 @@ public final class DirectoryStore: ChunkStore {
 
     /// Opens (creating the layout if needed) a directory store at `root`. Throws a readable message
     /// when the directory is missing or unusable.
-    public init(root: String, chunkSize: Int, maxOpenFiles: Int = 4096) throws(StoreSetupError) {
+    /// `maxOpenFiles` bounds the fd cache; by default a quarter of the process's open-file limit,
+    /// at most 4096.
+    public init(root: String, chunkSize: Int, maxOpenFiles: Int? = nil) throws(StoreSetupError) {
         precondition(chunkSize > 0 && chunkSize % 4096 == 0, "chunk size must be a positive multiple of 4 KiB")
         self.root = root
         self.chunkSize = chunkSize
         self.chunksDir = root + "/chunks"
-        self.maxOpenFiles = maxOpenFiles
+        var limit = rlimit()
+        let soft = getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 ? Int(min(limit.rlim_cur, 1 << 20)) : 1024
+        self.maxOpenFiles = maxOpenFiles ?? max(64, min(4096, soft / 4))
         var st = stat()
         guard stat(root, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR else {
             throw StoreSetupError("store directory \(root) does not exist or is not a directory")

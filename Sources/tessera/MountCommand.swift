@@ -28,6 +28,7 @@ struct MountCommand: ParsableCommand {
         if background { return try spawnDaemon() }
         if daemonChild { _ = setsid() }
         FuseMount.blockTerminationSignals()
+        FuseMount.raiseFileLimit()
         let dir = data.directory
         let mountpoint = absoluteMountpoint
         do {
@@ -123,13 +124,17 @@ struct UnmountCommand: ParsableCommand {
         } catch {
             throw failure(error)
         }
+        // The daemon has finished (final flush included) when it lets go of the data directory's lock;
+        // its pid may linger as a zombie, so the lock is the signal.
         let deadline = Date().addingTimeInterval(force ? 5 : 300)
-        while kill(status.pid, 0) == 0 {
+        let fd = open(dir.lockPath, O_RDONLY | O_CLOEXEC)
+        defer { if fd >= 0 { close(fd) } }
+        while fd >= 0 && flock(fd, LOCK_SH | LOCK_NB) != 0 {
             if Date() > deadline {
                 if force { print("detached \(status.mountpoint ?? ""); the daemon exits when the last image closes"); return }
-                throw failure( TesseraError(.busy, "daemon \(status.pid) is still running"))
+                throw failure(TesseraError(.busy, "daemon \(status.pid) is still running"))
             }
-            usleep(50_000)
+            usleep(20_000)
         }
         print("unmounted \(status.mountpoint ?? "")")
     }
