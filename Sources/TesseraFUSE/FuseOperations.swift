@@ -371,7 +371,7 @@ extension FuseMount {
         } else if size < bytes.count {
             throw FuseFailure(ERANGE)
         } else {
-            bytes.withUnsafeBytes { fuse_reply_buf(req, $0.baseAddress?.assumingMemoryBound(to: CChar.self), bytes.count) }
+            _ = bytes.withUnsafeBytes { fuse_reply_buf(req, $0.baseAddress?.assumingMemoryBound(to: CChar.self), bytes.count) }
         }
     }
 

@@ -60,7 +60,7 @@ struct MountCommand: ParsableCommand {
         process.executableURL = URL(fileURLWithPath: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0])
         process.arguments = ["mount", absoluteMountpoint, "--data", dir.path, "--daemon-child"] + (allowOther ? ["--allow-other"] : [])
         if !FileManager.default.fileExists(atPath: dir.logPath) {
-            FileManager.default.createFile(atPath: dir.logPath, contents: nil, attributes: [.posixPermissions: 0o600])
+            _ = FileManager.default.createFile(atPath: dir.logPath, contents: nil, attributes: [.posixPermissions: 0o600])
         }
         guard let log = FileHandle(forWritingAtPath: dir.logPath) else {
             throw failure( TesseraError(.io, "cannot write \(dir.logPath)"))
