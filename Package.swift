@@ -24,7 +24,7 @@ let package = Package(
         .target(name: "CLinux"),
         .target(
             name: "TesseraCore",
-            dependencies: [.product(name: "SystemPackage", package: "swift-system")]
+            dependencies: ["CLinux", .product(name: "SystemPackage", package: "swift-system")]
         ),
         .target(
             name: "TesseraStores",

@@ -6,5 +6,3 @@
 int tessera_punch_hole(int fd, off_t offset, off_t length) {
     return fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length);
 }
-
-int tessera_fdatasync(int fd) { return fdatasync(fd); }

@@ -13,6 +13,30 @@ public struct StoreUsage: Sendable, Equatable, Codable {
     }
 }
 
+/// Who a chunk belongs to, stored with the chunk so that a lost catalog can be rebuilt from the stores.
+public struct ChunkLabel: Equatable, Sendable, Codable {
+    public var volume: VolumeID
+    /// The logical chunk index inside the volume.
+    public var index: UInt64
+    /// The volume's epoch when the chunk was born (grows with snapshots; 0 until then).
+    public var epoch: UInt64
+    public init(volume: VolumeID, index: UInt64, epoch: UInt64) {
+        self.volume = volume
+        self.index = index
+        self.epoch = epoch
+    }
+}
+
+/// The outcome of verifying one chunk.
+public enum ChunkCheck: Equatable, Sendable {
+    /// Every block matched its checksum.
+    case ok
+    /// This store keeps no checksums.
+    case unchecked
+    /// These byte offsets (block starts) failed their checksum.
+    case corrupt(offsets: [Int])
+}
+
 /// The one protocol every store and every layer speaks: fixed-size chunks addressed by ID.
 ///
 /// Contract:
@@ -43,4 +67,10 @@ public protocol ChunkStore: AnyObject, Sendable {
     func usage() throws(StoreError) -> StoreUsage
     /// Every chunk the store holds, for garbage collection and checks. Not for the data path.
     func allChunks() throws(StoreError) -> [ChunkID]
+    /// Records the owner of an existing chunk (called once, right after its first write).
+    func setLabel(_ chunk: ChunkID, _ label: ChunkLabel) throws(StoreError)
+    /// The owner recorded with `chunk`, or nil when it has none.
+    func label(of chunk: ChunkID) throws(StoreError) -> ChunkLabel?
+    /// Reads the whole chunk and verifies it against its checksums (scrub, fsck).
+    func check(_ chunk: ChunkID) throws(StoreError) -> ChunkCheck
 }

@@ -9,6 +9,9 @@ public enum StoreError: Error, Equatable, Sendable {
     case readOnly
     /// A chunk that the map points at is not on the store. Surfaces as EIO.
     case missing(chunk: ChunkID)
+    /// Stored bytes do not match their checksum (bitrot, a torn write, tampering). Surfaces as EIO;
+    /// never returned as data.
+    case corrupt(chunk: ChunkID, offset: Int)
 
     /// Classifies an errno from a store's syscall.
     public static func from(errno code: Int32, chunk: ChunkID) -> StoreError {

@@ -103,7 +103,9 @@ public final class Engine: Sendable {
         switch record.kind {
         case "dir":
             do {
-                return try DirectoryStore(root: record.path, chunkSize: chunkSize)
+                // Every chunk on a directory store carries block checksums (ChecksumLayer).
+                let store = try DirectoryStore(root: record.path, chunkSize: ChecksumLayer.innerChunkSize(for: chunkSize))
+                return ChecksumLayer(over: store)
             } catch {
                 throw TesseraError(.io, "store \(record.name): \(error)")
             }
@@ -270,18 +272,15 @@ public final class Engine: Sendable {
         return out
     }
 
-    /// Capacity and free space of the pool behind the default mount (statfs).
+    /// Capacity and free space of every store's filesystem (statfs of the mount).
     public func capacity() -> StoreUsage {
-        let layers = state.withLock { $0.pools.values.map(\.layer) }
+        let paths = state.withLock { s in s.stores.values.filter { $0.kind == "dir" }.map(\.path) }
         var total = StoreUsage(totalBytes: 0, freeBytes: 0, usedBytes: 0)
-        for l in layers {
-            for id in l.storeIDs {
-                guard let s = l.store(id) as? DirectoryStore else { continue }
-                var vfs = statvfs()
-                if statvfs(s.root, &vfs) == 0 {
-                    total.totalBytes += UInt64(vfs.f_blocks) * UInt64(vfs.f_frsize)
-                    total.freeBytes += UInt64(vfs.f_bavail) * UInt64(vfs.f_frsize)
-                }
+        for path in paths {
+            var vfs = statvfs()
+            if statvfs(path, &vfs) == 0 {
+                total.totalBytes += UInt64(vfs.f_blocks) * UInt64(vfs.f_frsize)
+                total.freeBytes += UInt64(vfs.f_bavail) * UInt64(vfs.f_frsize)
             }
         }
         return total

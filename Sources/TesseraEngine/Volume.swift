@@ -165,6 +165,7 @@ public final class Volume: Sendable {
         if zeros { return }  // unmapped already reads as zeros: allocate nothing
         let fresh = try pool.allocate()
         try pool.write(fresh, offset: inChunk, from: piece)  // data first …
+        try pool.setLabel(fresh, ChunkLabel(volume: id, index: index, epoch: 0))
         state.withLock { s in  // … then the map
             s.map[index] = fresh
             s.changes[index] = fresh

@@ -13,6 +13,7 @@ extension StoreError {
         case .noSpace: return ENOSPC
         case .readOnly: return EROFS
         case .missing: return EIO
+        case .corrupt: return EIO
         }
     }
 }

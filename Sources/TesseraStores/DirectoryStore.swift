@@ -198,6 +198,35 @@ public final class DirectoryStore: ChunkStore {
         }
     }
 
+    /// Labels live in an xattr of the chunk file: 24 bytes, volume · index · epoch, little-endian.
+    static let labelXattr = "user.tessera.label"
+
+    public func setLabel(_ chunk: ChunkID, _ label: ChunkLabel) throws(StoreError) {
+        guard let f = try file(chunk, create: false) else { throw .missing(chunk: chunk) }
+        var raw = (label.volume.rawValue.littleEndian, label.index.littleEndian, label.epoch.littleEndian)
+        let rc = withUnsafeBytes(of: &raw) { fsetxattr(f.fd.rawValue, Self.labelXattr, $0.baseAddress, $0.count, 0) }
+        if rc != 0 { throw StoreError.from(errno: errno, chunk: chunk) }
+    }
+
+    public func label(of chunk: ChunkID) throws(StoreError) -> ChunkLabel? {
+        guard let f = try file(chunk, create: false) else { throw .missing(chunk: chunk) }
+        var raw: (Int64, UInt64, UInt64) = (0, 0, 0)
+        let n = withUnsafeMutableBytes(of: &raw) { fgetxattr(f.fd.rawValue, Self.labelXattr, $0.baseAddress, $0.count) }
+        if n < 0 {
+            if errno == ENODATA { return nil }
+            throw StoreError.from(errno: errno, chunk: chunk)
+        }
+        guard n == MemoryLayout.size(ofValue: raw) else { return nil }
+        return ChunkLabel(volume: VolumeID(Int64(littleEndian: raw.0)), index: UInt64(littleEndian: raw.1),
+                          epoch: UInt64(littleEndian: raw.2))
+    }
+
+    /// A directory store keeps no checksums of its own (the ChecksumLayer above it does).
+    public func check(_ chunk: ChunkID) throws(StoreError) -> ChunkCheck {
+        guard try file(chunk, create: false) != nil else { throw .missing(chunk: chunk) }
+        return .unchecked
+    }
+
     public func usage() throws(StoreError) -> StoreUsage {
         var vfs = statvfs()
         if statvfs(root, &vfs) != 0 { throw StoreError.from(errno: errno, chunk: .none) }

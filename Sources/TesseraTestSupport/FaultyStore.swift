@@ -169,4 +169,19 @@ public final class FaultyStore: ChunkStore {
         if let e = enter(.allChunks, .none) { throw e }
         return try inner.allChunks()
     }
+
+    public func setLabel(_ chunk: ChunkID, _ label: ChunkLabel) throws(StoreError) {
+        if let e = enter(.write, chunk) { throw e }
+        try inner.setLabel(chunk, label)
+    }
+
+    public func label(of chunk: ChunkID) throws(StoreError) -> ChunkLabel? {
+        if let e = enter(.read, chunk) { throw e }
+        return try inner.label(of: chunk)
+    }
+
+    public func check(_ chunk: ChunkID) throws(StoreError) -> ChunkCheck {
+        if let e = enter(.read, chunk) { throw e }
+        return try inner.check(chunk)
+    }
 }

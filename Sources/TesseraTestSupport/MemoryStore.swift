@@ -33,6 +33,7 @@ public final class MemoryStore: ChunkStore {
         var dirty: Set<ChunkID> = []
         var used: UInt64 = 0
         var flushes = 0
+        var labels: [ChunkID: ChunkLabel] = [:]
     }
     private let state = Mutex(State())
 
@@ -127,6 +128,28 @@ public final class MemoryStore: ChunkStore {
 
     public func allChunks() throws(StoreError) -> [ChunkID] {
         state.withLock { s in s.live.keys.sorted() }
+    }
+
+    public func setLabel(_ chunk: ChunkID, _ label: ChunkLabel) throws(StoreError) {
+        try state.withLock { s throws(StoreError) in
+            guard s.live[chunk] != nil else { throw .missing(chunk: chunk) }
+            s.labels[chunk] = label
+        }
+    }
+
+    public func label(of chunk: ChunkID) throws(StoreError) -> ChunkLabel? {
+        try state.withLock { s throws(StoreError) in
+            guard s.live[chunk] != nil else { throw .missing(chunk: chunk) }
+            return s.labels[chunk]
+        }
+    }
+
+    /// RAM keeps no checksums.
+    public func check(_ chunk: ChunkID) throws(StoreError) -> ChunkCheck {
+        try state.withLock { s throws(StoreError) in
+            guard s.live[chunk] != nil else { throw .missing(chunk: chunk) }
+            return .unchecked
+        }
     }
 
     // MARK: For tests

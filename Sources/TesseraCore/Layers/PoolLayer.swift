@@ -102,6 +102,18 @@ public final class PoolLayer: ChunkStore {
         setFull(chunk.store, false)
     }
 
+    public func setLabel(_ chunk: ChunkID, _ label: ChunkLabel) throws(StoreError) {
+        try route(chunk).setLabel(chunk, label)
+    }
+
+    public func label(of chunk: ChunkID) throws(StoreError) -> ChunkLabel? {
+        try route(chunk).label(of: chunk)
+    }
+
+    public func check(_ chunk: ChunkID) throws(StoreError) -> ChunkCheck {
+        try route(chunk).check(chunk)
+    }
+
     public func flush() throws(StoreError) {
         let stores = state.withLock { s in s.order.compactMap { s.members[$0]?.store } }
         var failure: StoreError?

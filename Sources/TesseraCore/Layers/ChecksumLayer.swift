@@ -1,0 +1,251 @@
+// ChecksumLayer — a CRC32C for every 4 KiB block of every chunk, verified on every read.
+//
+// Address space: physical chunks. The inner store's chunks are `tableBytes` longer than ours: data
+// first, then a slot table with one 8-byte slot per block: (current CRC, previous CRC).
+//
+// States of a block: never written (slot 0/0, data zeros) → written (slot = crc of its data, or of
+// the data it held before the last write that may not have reached the medium).
+// Write order: the slot first — (new CRC, old CRC) — then the data. A daemon killed between the two
+// leaves data that matches one of the two CRCs, so an interrupted write never reads as corruption.
+// Zeroing works the same way (slot (crc of zeros, old), then the hole).
+// Invariants:
+// - A read returns bytes only after every block they come from matched its slot; otherwise it throws
+//   `.corrupt` and counts the failure. Wrong bytes are never returned.
+// - A chunk's I/O holds its stripe: shared to read, exclusive to write or zero, so a reader never sees
+//   a block half rewritten and two writers never interleave slot and data.
+// - Slot tables are cached (write-through, bounded); the copy on the inner store is the truth.
+// Limitation: after a machine crash (not a daemon kill), a block written but never fsynced may have
+// reached the medium without its slot, or the reverse; it then reads as corrupt until rewritten.
+// Lock order: stripe → tables (short).
+import CLinux
+import Synchronization
+
+public final class ChecksumLayer: ChunkStore {
+    public static let blockSize = 4096
+    public let chunkSize: Int
+    public let inner: any ChunkStore
+    private let blocks: Int
+    private let tableBytes: Int
+    private let stripes = StripedLocks()
+    private let maxCachedTables: Int
+
+    private final class Table: @unchecked Sendable {
+        // Guarded by the chunk's stripe: read under shared, written under exclusive.
+        var slots: [UInt64]
+        init(_ slots: [UInt64]) { self.slots = slots }
+    }
+    private let tables = Mutex<[ChunkID: Table]>([:])
+    private let failures = Atomic<Int>(0)
+    private static let zeroCRC: UInt32 = {
+        let zeros = [UInt8](repeating: 0, count: blockSize)
+        return zeros.withUnsafeBytes { tessera_crc32c(0, $0.baseAddress, $0.count) }
+    }()
+
+    /// The inner chunk size a ChecksumLayer of `chunkSize` needs.
+    public static func innerChunkSize(for chunkSize: Int) -> Int {
+        chunkSize + tableBytes(for: chunkSize)
+    }
+
+    private static func tableBytes(for chunkSize: Int) -> Int {
+        let raw = chunkSize / blockSize * 8
+        return (raw + blockSize - 1) / blockSize * blockSize
+    }
+
+    public init(over inner: any ChunkStore, maxCachedTables: Int = 8192) {
+        tableBytes = Self.tableBytes(for: inner.chunkSize - Self.blockSize)
+        chunkSize = inner.chunkSize - tableBytes
+        precondition(chunkSize > 0 && chunkSize % Self.blockSize == 0 && Self.innerChunkSize(for: chunkSize) == inner.chunkSize,
+                     "inner chunk size must come from ChecksumLayer.innerChunkSize(for:)")
+        self.inner = inner
+        blocks = chunkSize / Self.blockSize
+        self.maxCachedTables = maxCachedTables
+    }
+
+    /// Checksum mismatches seen since start.
+    public var mismatches: Int { failures.load(ordering: .relaxed) }
+
+    private static func crc(_ p: UnsafeRawBufferPointer) -> UInt32 { tessera_crc32c(0, p.baseAddress, p.count) }
+
+    /// The slot table of `chunk` (all zero for a chunk that does not exist yet).
+    private func table(_ chunk: ChunkID) throws(StoreError) -> Table {
+        if let t = tables.withLock({ $0[chunk] }) { return t }
+        let raw = UnsafeMutableRawBufferPointer.allocate(byteCount: blocks * 8, alignment: 8)
+        defer { raw.deallocate() }
+        raw.initializeMemory(as: UInt8.self, repeating: 0)
+        do throws(StoreError) {
+            try inner.read(chunk, offset: chunkSize, into: raw)
+        } catch .missing {
+            // A chunk about to be created: every block is "never written".
+        }
+        let t = Table((0..<blocks).map { UInt64(littleEndian: raw.load(fromByteOffset: $0 * 8, as: UInt64.self)) })
+        return tables.withLock { cache in
+            if let existing = cache[chunk] { return existing }
+            if cache.count >= maxCachedTables, let victim = cache.keys.first { cache[victim] = nil }
+            cache[chunk] = t
+            return t
+        }
+    }
+
+    private func verify(_ chunk: ChunkID, _ t: Table, block: Int, _ data: UnsafeRawBufferPointer) -> Bool {
+        let slot = t.slots[block]
+        let current = UInt32(truncatingIfNeeded: slot)
+        let previous = UInt32(truncatingIfNeeded: slot >> 32)
+        let c = Self.crc(data)
+        if c == current || c == previous { return true }
+        return slot == 0 && c == Self.zeroCRC
+    }
+
+    private func corrupt(_ chunk: ChunkID, _ offset: Int) -> StoreError {
+        failures.add(1, ordering: .relaxed)
+        Log.error("checksum mismatch: \(chunk) (store #\(chunk.store.rawValue)) at byte \(offset)")
+        return .corrupt(chunk: chunk, offset: offset)
+    }
+
+    public func read(_ chunk: ChunkID, offset: Int, into buffer: UnsafeMutableRawBufferPointer) throws(StoreError) {
+        let first = offset / Self.blockSize
+        let end = (offset + buffer.count + Self.blockSize - 1) / Self.blockSize
+        let aligned = offset % Self.blockSize == 0 && buffer.count % Self.blockSize == 0
+        stripes.lockShared(chunk.rawValue)
+        defer { stripes.unlock(chunk.rawValue) }
+        let t = try table(chunk)
+        if aligned {
+            try inner.read(chunk, offset: offset, into: buffer)
+            for b in first..<end {
+                let piece = UnsafeRawBufferPointer(rebasing: buffer[(b - first) * Self.blockSize..<(b - first + 1) * Self.blockSize])
+                if !verify(chunk, t, block: b, piece) { throw corrupt(chunk, b * Self.blockSize) }
+            }
+            return
+        }
+        // Unaligned: read the covering blocks, verify them, copy out the part asked for.
+        let span = UnsafeMutableRawBufferPointer.allocate(byteCount: (end - first) * Self.blockSize, alignment: 4096)
+        defer { span.deallocate() }
+        try inner.read(chunk, offset: first * Self.blockSize, into: span)
+        for b in first..<end {
+            let piece = UnsafeRawBufferPointer(rebasing: span[(b - first) * Self.blockSize..<(b - first + 1) * Self.blockSize])
+            if !verify(chunk, t, block: b, piece) { throw corrupt(chunk, b * Self.blockSize) }
+        }
+        let skip = offset - first * Self.blockSize
+        buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: span[skip..<skip + buffer.count]))
+    }
+
+    /// Writes slots `first..<end` of `t` through to the inner chunk (one pwrite).
+    private func storeSlots(_ chunk: ChunkID, _ t: Table, _ first: Int, _ end: Int) throws(StoreError) {
+        let raw = UnsafeMutableRawBufferPointer.allocate(byteCount: (end - first) * 8, alignment: 8)
+        defer { raw.deallocate() }
+        for b in first..<end { raw.storeBytes(of: t.slots[b].littleEndian, toByteOffset: (b - first) * 8, as: UInt64.self) }
+        try inner.write(chunk, offset: chunkSize + first * 8, from: UnsafeRawBufferPointer(raw))
+    }
+
+    private static func rotate(_ slot: UInt64, to crc: UInt32) -> UInt64 {
+        let current = UInt32(truncatingIfNeeded: slot)
+        if current == crc && slot != 0 { return slot }
+        return UInt64(current) << 32 | UInt64(crc)
+    }
+
+    public func write(_ chunk: ChunkID, offset: Int, from buffer: UnsafeRawBufferPointer) throws(StoreError) {
+        let first = offset / Self.blockSize
+        let end = (offset + buffer.count + Self.blockSize - 1) / Self.blockSize
+        stripes.lockExclusive(chunk.rawValue)
+        defer { stripes.unlock(chunk.rawValue) }
+        let t = try table(chunk)
+        var newCRCs = [UInt32](repeating: 0, count: end - first)
+        let block = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.blockSize, alignment: 4096)
+        defer { block.deallocate() }
+        for b in first..<end {
+            let start = b * Self.blockSize
+            let lo = max(offset, start)
+            let hi = min(offset + buffer.count, start + Self.blockSize)
+            if lo == start && hi == start + Self.blockSize {
+                newCRCs[b - first] = Self.crc(UnsafeRawBufferPointer(rebasing: buffer[lo - offset..<hi - offset]))
+                continue
+            }
+            // Partly covered: merge with the verified old block to know the new checksum.
+            if t.slots[b] == 0 {
+                block.initializeMemory(as: UInt8.self, repeating: 0)
+            } else {
+                try inner.read(chunk, offset: start, into: block)
+                if !verify(chunk, t, block: b, UnsafeRawBufferPointer(block)) { throw corrupt(chunk, start) }
+            }
+            UnsafeMutableRawBufferPointer(rebasing: block[lo - start..<hi - start])
+                .copyMemory(from: UnsafeRawBufferPointer(rebasing: buffer[lo - offset..<hi - offset]))
+            newCRCs[b - first] = Self.crc(UnsafeRawBufferPointer(block))
+        }
+        let old = Array(t.slots[first..<end])
+        for b in first..<end { t.slots[b] = Self.rotate(t.slots[b], to: newCRCs[b - first]) }
+        do throws(StoreError) {
+            try storeSlots(chunk, t, first, end)  // slots first …
+            try inner.write(chunk, offset: offset, from: buffer)  // … then data
+        } catch {
+            // The medium state is uncertain; keep both possibilities acceptable on later reads.
+            for b in first..<end where t.slots[b] != old[b - first] {
+                t.slots[b] = UInt64(UInt32(truncatingIfNeeded: old[b - first])) << 32 | UInt64(newCRCs[b - first])
+            }
+            throw error
+        }
+    }
+
+    public func zero(_ chunk: ChunkID, offset: Int, length: Int) throws(StoreError) {
+        do throws(StoreError) {
+            _ = try inner.label(of: chunk)  // cheap existence test: an absent chunk stays absent
+        } catch .missing {
+            return
+        }
+        let first = (offset + Self.blockSize - 1) / Self.blockSize
+        let end = (offset + length) / Self.blockSize
+        // Partial blocks at the edges are rewritten with zeros through the checksummed write path.
+        let zeros = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.blockSize, alignment: 4096)
+        defer { zeros.deallocate() }
+        zeros.initializeMemory(as: UInt8.self, repeating: 0)
+        let headEnd = min(offset + length, first * Self.blockSize)
+        if offset < headEnd {
+            try zeroPart(chunk, offset, headEnd - offset, zeros)
+        }
+        if first >= end {
+            let tailStart = max(offset, headEnd)
+            if tailStart < offset + length { try zeroPart(chunk, tailStart, offset + length - tailStart, zeros) }
+            return
+        }
+        if (offset + length) % Self.blockSize != 0 {
+            try zeroPart(chunk, end * Self.blockSize, (offset + length) - end * Self.blockSize, zeros)
+        }
+        stripes.lockExclusive(chunk.rawValue)
+        defer { stripes.unlock(chunk.rawValue) }
+        let t = try table(chunk)
+        for b in first..<end { t.slots[b] = Self.rotate(t.slots[b], to: Self.zeroCRC) }
+        try storeSlots(chunk, t, first, end)
+        try inner.zero(chunk, offset: first * Self.blockSize, length: (end - first) * Self.blockSize)
+    }
+
+    private func zeroPart(_ chunk: ChunkID, _ offset: Int, _ length: Int, _ zeros: UnsafeMutableRawBufferPointer) throws(StoreError) {
+        try write(chunk, offset: offset, from: UnsafeRawBufferPointer(rebasing: zeros[0..<length]))
+    }
+
+    public func delete(_ chunk: ChunkID) throws(StoreError) {
+        stripes.lockExclusive(chunk.rawValue)
+        defer { stripes.unlock(chunk.rawValue) }
+        tables.withLock { _ = $0.removeValue(forKey: chunk) }
+        try inner.delete(chunk)
+    }
+
+    public func flush() throws(StoreError) { try inner.flush() }
+    public func usage() throws(StoreError) -> StoreUsage { try inner.usage() }
+    public func allChunks() throws(StoreError) -> [ChunkID] { try inner.allChunks() }
+    public func setLabel(_ chunk: ChunkID, _ label: ChunkLabel) throws(StoreError) { try inner.setLabel(chunk, label) }
+    public func label(of chunk: ChunkID) throws(StoreError) -> ChunkLabel? { try inner.label(of: chunk) }
+
+    public func check(_ chunk: ChunkID) throws(StoreError) -> ChunkCheck {
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkSize, alignment: 4096)
+        defer { buffer.deallocate() }
+        stripes.lockShared(chunk.rawValue)
+        defer { stripes.unlock(chunk.rawValue) }
+        let t = try table(chunk)
+        try inner.read(chunk, offset: 0, into: buffer)
+        var bad: [Int] = []
+        for b in 0..<blocks {
+            let piece = UnsafeRawBufferPointer(rebasing: buffer[b * Self.blockSize..<(b + 1) * Self.blockSize])
+            if !verify(chunk, t, block: b, piece) { bad.append(b * Self.blockSize) }
+        }
+        if !bad.isEmpty { failures.add(bad.count, ordering: .relaxed) }
+        return bad.isEmpty ? .ok : .corrupt(offsets: bad)
+    }
+}
