@@ -57,12 +57,14 @@ public final class Engine: Sendable {
         let catalog = try Catalog.create(at: data.catalogPath)
         let now = Date().timeIntervalSince1970
         let pool = try catalog.insertPool(PoolRecord(name: "default", chunkSize: Int64(chunkSize), createdAt: now))
-        _ = try catalog.insertStore(
+        let store = try catalog.insertStore(
             StoreRecord(poolId: pool.id!, name: "default", kind: "dir", path: data.defaultStorePath, createdAt: now))
+        try Manifests.writeStore(StoreManifest(store, pool), root: store.path)
     }
 
-    /// Opens the installation: lock, catalog, stores, maps; then collects garbage chunks.
-    public init(_ data: DataDirectory) throws(TesseraError) {
+    /// Opens the installation: lock, catalog, stores, maps; then (unless `collectGarbage` is false, as
+    /// for fsck, which reports them) removes chunks that no committed map references.
+    public init(_ data: DataDirectory, collectGarbage: Bool = true) throws(TesseraError) {
         self.data = data
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: data.path, isDirectory: &isDir), isDir.boolValue else {
@@ -96,7 +98,7 @@ public final class Engine: Sendable {
             s.byName[v.name] = volume.id
         }
         state.withLock { $0 = s }
-        try collectGarbage()
+        if collectGarbage { try self.collectGarbage() }
     }
 
     private static func openStore(_ record: StoreRecord, chunkSize: Int) throws(TesseraError) -> any ChunkStore {
@@ -115,21 +117,26 @@ public final class Engine: Sendable {
     }
 
     /// Removes chunks no committed map references, and raises serial counters past every chunk seen.
+    /// A chunk that cannot be removed is logged and left for fsck: garbage never blocks a mount.
     private func collectGarbage() throws(TesseraError) {
         let referenced = try catalog.referencedChunks()
-        let layers = state.withLock { $0.pools.values.map(\.layer) }
         var removed = 0
-        for layer in layers {
-            let chunks: [ChunkID]
-            do { chunks = try layer.allChunks() } catch { throw TesseraError(.io, "cannot list chunks: \(error)") }
-            for c in chunks {
-                layer.raiseSerial(c.store, to: c.serial + 1)
-                if !referenced.contains(c.rawValue) {
-                    do { try layer.delete(c) } catch { throw TesseraError(.io, "cannot remove orphan \(c): \(error)") }
-                    removed += 1
+        for layer in poolLayers() {
+            for (id, store) in layer.members {
+                let chunks: [ChunkID]
+                do { chunks = try store.allChunks() } catch { throw TesseraError(.io, "cannot list chunks of store #\(id.rawValue): \(error)") }
+                for c in chunks {
+                    if c.store == id { layer.raiseSerial(id, to: c.serial + 1) }
+                    guard !referenced.contains(c.rawValue) else { continue }
+                    do {
+                        try store.delete(c)
+                        removed += 1
+                    } catch {
+                        Log.error("cannot remove unreferenced \(c) from store #\(id.rawValue): \(error)")
+                    }
                 }
+                do { try store.flush() } catch { throw TesseraError(.io, "cannot flush store #\(id.rawValue): \(error)") }
             }
-            do { try layer.flush() } catch { throw TesseraError(.io, "cannot flush stores: \(error)") }
             try catalog.updateSerials(layer.nextSerials())
         }
         if removed > 0 { Log.info("removed \(removed) unreferenced chunk(s) left by an interrupted run") }
@@ -161,6 +168,8 @@ public final class Engine: Sendable {
     }
 
     public func stopPeriodicFlush() { flusherStop.withLock { $0 = true } }
+
+    func poolLayers() -> [PoolLayer] { state.withLock { $0.pools.values.map(\.layer) } }
 
     private func notify(_ id: VolumeID) {
         for o in observers.withLock({ $0 }) { o(id) }
@@ -237,8 +246,25 @@ public final class Engine: Sendable {
                                  createdAt: Date().timeIntervalSince1970)
         let store = try Self.openStore(record, chunkSize: Int(pool.record.chunkSize))
         record = try catalog.insertStore(record)
+        try Manifests.writeStore(StoreManifest(record, pool.record), root: abs)
+        let poolVolumes = allVolumes().filter { $0.poolName == pool.record.name }.map(\.record)
+        try Manifests.writeVolumes(poolVolumes, roots: [abs])
         pool.layer.add(StoreID(record.id!), store: store, nextSerial: 1)
         state.withLock { $0.stores[record.id!] = record }
+    }
+
+    /// Directories of the stores of `poolName` (where its volume manifests live).
+    private func manifestRoots(pool poolName: String) -> [String] {
+        state.withLock { s in
+            let ids = Set(s.pools.values.filter { $0.record.name == poolName }.compactMap(\.record.id))
+            return s.stores.values.filter { ids.contains($0.poolId) && $0.kind == "dir" }.map(\.path)
+        }
+    }
+
+    /// Rewrites the manifest of `v` on its pool's stores (after create, rename, resize, chown).
+    func recordManifest(_ volumes: [Volume]) throws(TesseraError) {
+        guard let pool = volumes.first?.poolName else { return }
+        try Manifests.writeVolumes(volumes.map(\.record), roots: manifestRoots(pool: pool))
     }
 
     public func poolInfos() throws(TesseraError) -> [PoolInfo] {
@@ -317,7 +343,7 @@ public final class Engine: Sendable {
         let now = Date().timeIntervalSince1970
         // Holding state across the insert keeps two creators of one name from racing; the insert is a
         // short local transaction.
-        return try state.withLock { s throws(TesseraError) in
+        let created = try state.withLock { s throws(TesseraError) in
             if let taken = names.first(where: { s.byName[$0] != nil }) {
                 throw TesseraError(.exists, "a volume named '\(taken)' already exists")
             }
@@ -333,6 +359,8 @@ public final class Engine: Sendable {
                 return v
             }
         }
+        try recordManifest(created)
+        return created
     }
 
     /// `volume delete`: refuses an open image. `unlink` (FUSE) uses `unlink(_:)` instead.
@@ -346,6 +374,7 @@ public final class Engine: Sendable {
     /// its last close when it is still open (POSIX unlink semantics).
     public func unlink(_ v: Volume) throws(TesseraError) {
         try catalog.deleteVolume(v.id)
+        Manifests.removeVolume(v.id, roots: manifestRoots(pool: v.poolName))
         v.markUnlinked()
         state.withLock { s in
             s.byName[v.name] = nil
@@ -381,6 +410,7 @@ public final class Engine: Sendable {
             s.byName[from] = nil
             s.byName[to] = v.id
         }
+        try recordManifest([v])
         notify(v.id)
     }
 
@@ -400,6 +430,7 @@ public final class Engine: Sendable {
         } catch {
             throw TesseraError(.io, "resize of '\(v.name)' failed: \(error)")
         }
+        try recordManifest([v])
     }
 
     /// Owner and mode (chown/chmod through FUSE); durable when it returns.
@@ -412,6 +443,7 @@ public final class Engine: Sendable {
             if let mtime { r.mtime = mtime }
         }
         try catalog.updateVolume(r)
+        if uid != nil || gid != nil || mode != nil { try recordManifest([v]) }
     }
 
     public func setXattr(_ v: Volume, name: String, value: [UInt8]?) throws(TesseraError) {

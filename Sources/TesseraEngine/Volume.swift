@@ -61,6 +61,8 @@ public final class Volume: Sendable {
     public var allocatedBytes: UInt64 { state.withLock { UInt64($0.map.count) * UInt64(chunkSize) } }
     public var mappedChunks: Int { state.withLock { $0.map.count } }
     public var isOpen: Bool { state.withLock { $0.openCount > 0 } }
+    /// Every mapped (index, chunk), in index order (fsck).
+    public var mapEntries: [(index: UInt64, chunk: ChunkID)] { state.withLock { $0.map.allEntries } }
     public var isUnlinked: Bool { state.withLock { $0.unlinked } }
     /// True when changes wait for the next flush.
     public var isDirty: Bool { state.withLock { !$0.changes.isEmpty || $0.metaDirty || !$0.pendingFree.isEmpty } }

@@ -15,6 +15,7 @@
 //   written out (no default pass-through), as every layer does.
 // - `faults` counts exactly the errors this store invented; errors of the inner store are not counted.
 // Lock order: one Mutex, never held across the delay or the inner call.
+
 import Synchronization
 import TesseraCore
 
@@ -24,7 +25,7 @@ import TesseraCore
 
 public final class FaultyStore: ChunkStore {
     public enum Operation: String, CaseIterable, Hashable, Sendable {
-        case read, write, zero, delete, flush, usage, allChunks
+        case read, write, zero, delete, flush, usage, allChunks, setLabel, label, check
     }
 
     /// The error an injected fault throws.
@@ -35,12 +36,15 @@ public final class FaultyStore: ChunkStore {
         case noSpace
         /// `StoreError.readOnly`.
         case readOnly
+        /// `StoreError.corrupt(chunk:offset: 0)`, as a checksum layer reports bad bytes.
+        case corrupt
 
         func error(_ chunk: ChunkID) -> StoreError {
             switch self {
             case .io: return .io(errno: 5, chunk: chunk)
             case .noSpace: return .noSpace
             case .readOnly: return .readOnly
+            case .corrupt: return .corrupt(chunk: chunk, offset: 0)
             }
         }
     }
@@ -171,17 +175,17 @@ public final class FaultyStore: ChunkStore {
     }
 
     public func setLabel(_ chunk: ChunkID, _ label: ChunkLabel) throws(StoreError) {
-        if let e = enter(.write, chunk) { throw e }
+        if let e = enter(.setLabel, chunk) { throw e }
         try inner.setLabel(chunk, label)
     }
 
     public func label(of chunk: ChunkID) throws(StoreError) -> ChunkLabel? {
-        if let e = enter(.read, chunk) { throw e }
+        if let e = enter(.label, chunk) { throw e }
         return try inner.label(of: chunk)
     }
 
     public func check(_ chunk: ChunkID) throws(StoreError) -> ChunkCheck {
-        if let e = enter(.read, chunk) { throw e }
+        if let e = enter(.check, chunk) { throw e }
         return try inner.check(chunk)
     }
 }

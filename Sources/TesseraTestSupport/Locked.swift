@@ -2,6 +2,7 @@
 // (a Mutex itself is not copyable and cannot be captured by an escaping closure).
 //
 // Address space: none. Invariant: every access goes through the Mutex.
+
 import Synchronization
 
 public final class Locked<Value: Sendable>: Sendable {

@@ -19,6 +19,7 @@
 //   `.noSpace` and changes nothing.
 // Lock order: one Mutex. Byte copies happen inside it: RAM is this store's medium, and a test store
 // favours obviously right over fast.
+
 import Synchronization
 import TesseraCore
 
@@ -45,8 +46,9 @@ public final class MemoryStore: ChunkStore {
 
     private func check(_ chunk: ChunkID, _ offset: Int, _ length: Int) {
         precondition(!chunk.isNone, "ChunkID.none is not a chunk")
-        precondition(offset >= 0 && length >= 0 && offset + length <= chunkSize,
-                     "range \(offset)+\(length) outside a chunk of \(chunkSize) bytes")
+        precondition(
+            offset >= 0 && length >= 0 && offset + length <= chunkSize,
+            "range \(offset)+\(length) outside a chunk of \(chunkSize) bytes")
     }
 
     public func read(_ chunk: ChunkID, offset: Int, into buffer: UnsafeMutableRawBufferPointer) throws(StoreError) {
@@ -60,7 +62,8 @@ public final class MemoryStore: ChunkStore {
                 }
             }
             if stored < buffer.count {
-                UnsafeMutableRawBufferPointer(rebasing: buffer[stored...]).initializeMemory(as: UInt8.self, repeating: 0)
+                UnsafeMutableRawBufferPointer(rebasing: buffer[stored...]).initializeMemory(
+                    as: UInt8.self, repeating: 0)
             }
         }
     }

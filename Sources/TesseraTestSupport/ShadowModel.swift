@@ -18,10 +18,12 @@
 // Invariants: `bytes.count == size`; undefined ranges lie below `size`, sorted, disjoint, non-empty.
 // Not thread-safe: model tests keep it in a lock and apply each operation after the volume returned.
 // Comparisons use memcmp: tests run unoptimised, and a byte loop there would dominate the run time.
+
+import TesseraCore
+
 #if canImport(Glibc)
     import Glibc
 #endif
-import TesseraCore
 
 public struct ShadowModel: Sendable {
     /// Largest image the model will hold; model tests use small volumes.
@@ -179,8 +181,9 @@ public struct ShadowModel: Sendable {
                 for piece in pieces {
                     let inImage = piece.clamped(to: 0..<b.count)
                     if !inImage.isEmpty
-                        && memcmp(a.baseAddress! + (inImage.lowerBound - lo), b.baseAddress! + inImage.lowerBound,
-                                  inImage.count) != 0
+                        && memcmp(
+                            a.baseAddress! + (inImage.lowerBound - lo), b.baseAddress! + inImage.lowerBound,
+                            inImage.count) != 0
                     {
                         return false
                     }

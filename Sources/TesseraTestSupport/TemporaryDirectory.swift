@@ -3,6 +3,7 @@
 //
 // Address space: the local filesystem ($TMPDIR, else /tmp). Invariants: each instance has its own
 // directory (mkdtemp), mode 0700; nothing outside it is touched.
+
 import Foundation
 
 #if canImport(Glibc)

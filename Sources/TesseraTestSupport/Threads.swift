@@ -4,6 +4,7 @@
 //
 // Address space: none. Invariants: every thread has started before any runs its body (a start
 // barrier, so they really overlap); `run` returns only after every body has returned.
+
 import Foundation
 
 public enum Threads {

@@ -7,6 +7,6 @@ struct Tessera: ParsableCommand {
         abstract: "Thin virtual volumes as raw image files in a FUSE mount.",
         subcommands: [
             InitCommand.self, MountCommand.self, UnmountCommand.self, StatusCommand.self, PoolCommand.self,
-            StoreCommand.self, VolumeCommand.self,
+            StoreCommand.self, VolumeCommand.self, FsckCommand.self,
         ])
 }

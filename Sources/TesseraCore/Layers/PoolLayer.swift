@@ -46,6 +46,12 @@ public final class PoolLayer: ChunkStore {
 
     public func store(_ id: StoreID) -> (any ChunkStore)? { state.withLock { $0.members[id]?.store } }
 
+    /// The member stores in order (garbage collection and fsck walk each store's own chunks, so a
+    /// stray file that routes nowhere is still found and removed).
+    public var members: [(id: StoreID, store: any ChunkStore)] {
+        state.withLock { s in s.order.compactMap { id in s.members[id].map { (id, $0.store) } } }
+    }
+
     /// The serial each store will hand out next; what the catalog must record before maps that use
     /// them commit.
     public func nextSerials() -> [StoreID: UInt64] {

@@ -1,0 +1,87 @@
+import ArgumentParser
+import Foundation
+import TesseraControl
+import TesseraCore
+import TesseraEngine
+
+struct FsckCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "fsck",
+        abstract: "Check the catalog against the stores (every chunk present, labelled and matching its checksums).",
+        discussion: """
+            Runs with no mount active. Exit 0 when clean, 1 when problems remain. --repair removes chunks \
+            that belong to no volume. --rebuild-catalog rebuilds a lost or damaged catalog from the stores \
+            (store.json, volume manifests and chunk labels); the damaged file is kept beside it.
+            """)
+
+    @OptionGroup var data: DataOptions
+    @OptionGroup var output: OutputOptions
+    @Flag(help: "Remove chunks that no volume references.") var repair = false
+    @Flag(help: "Rebuild a missing or damaged catalog from the stores.") var rebuildCatalog = false
+    @Option(help: "Another store directory to rebuild from (repeatable).") var store: [String] = []
+
+    func validate() throws {
+        if repair && rebuildCatalog { throw ValidationError("--repair and --rebuild-catalog do not go together") }
+        if !store.isEmpty && !rebuildCatalog { throw ValidationError("--store goes with --rebuild-catalog") }
+    }
+
+    func run() throws {
+        let dir = data.directory
+        if (try? ControlClient.send(.status, socketPath: dir.socketPath)) != nil {
+            throw failure(TesseraError(.busy, "a mount is running for \(dir.path); unmount it before fsck"))
+        }
+        if rebuildCatalog { return try rebuild(dir) }
+        let report: FsckReport
+        do {
+            let engine = try Engine(dir, collectGarbage: false)
+            let bar = ProgressBar(enabled: !output.json)
+            report = try engine.fsck(repair: repair) { done, total in bar.update(done, total) }
+            bar.finish()
+        } catch {
+            throw failure(error)
+        }
+        if output.json {
+            printJSON(report)
+        } else {
+            for p in report.problems { print("problem: \(p)") }
+            print("""
+                volumes \(report.volumes), map entries \(report.mapEntries), chunks on stores \(report.chunksOnStores), \
+                verified \(report.chunksVerified)
+                missing \(report.missing), mislabeled \(report.mislabeled), corrupt chunks \(report.corruptChunks) \
+                (\(report.corruptBlocks) blocks), unreferenced \(report.unreferenced), repaired \(report.repaired)
+                \(report.clean ? "clean" : "NOT CLEAN")
+                """)
+        }
+        if !report.clean { throw ExitCode(1) }
+    }
+
+    private func rebuild(_ dir: DataDirectory) throws {
+        let report: RebuildReport
+        do { report = try CatalogRebuild.rebuild(dir, extraStores: store) } catch { throw failure(error) }
+        if output.json { return printJSON(report) }
+        if let aside = report.movedAside { print("damaged catalog kept as \(aside)") }
+        print("rebuilt \(dir.catalogPath) from \(report.stores.joined(separator: ", "))")
+        print("pools \(report.pools), volumes \(report.volumes) (\(report.recoveredWithoutManifest) without manifest), "
+              + "map entries \(report.mapEntries), unlabelled chunks \(report.unlabeledChunks) (removed at next mount)")
+    }
+}
+
+/// A one-line progress bar on stderr when it is a terminal.
+final class ProgressBar {
+    private let enabled: Bool
+    private var last = -1
+    init(enabled: Bool) { self.enabled = enabled && isatty(2) != 0 }
+
+    func update(_ done: Int, _ total: Int) {
+        guard enabled, total > 0 else { return }
+        let pct = done * 100 / total
+        if pct == last { return }
+        last = pct
+        let width = 40
+        let filled = width * done / total
+        let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
+        FileHandle.standardError.write("\r[\(bar)] \(pct)% (\(done)/\(total) chunks)".data(using: .utf8)!)
+    }
+
+    func finish() { if enabled && last >= 0 { FileHandle.standardError.write("\n".data(using: .utf8)!) } }
+}
