@@ -140,35 +140,143 @@ public final class Catalog: Sendable {
         try read { try ChunkMapRecord.filter(Column("volumeId") == id.rawValue).fetchAll($0) }
     }
 
-    /// Every physical chunk referenced by any map.
+    public func retained(of id: VolumeID) throws(TesseraError) -> [RetainedRecord] {
+        try read { try RetainedRecord.filter(Column("volumeId") == id.rawValue).fetchAll($0) }
+    }
+
+    public func shares() throws(TesseraError) -> [ShareRecord] { try read { try ShareRecord.fetchAll($0) } }
+
+    /// Every physical chunk referenced by any map or retained version.
     public func referencedChunks() throws(TesseraError) -> Set<UInt64> {
         try read { db in
-            Set(try Int64.fetchAll(db, sql: "SELECT chunk FROM chunk_map").map { UInt64(bitPattern: $0) })
+            Set(try Int64.fetchAll(db, sql: "SELECT chunk FROM chunk_map UNION SELECT chunk FROM chunk_retained")
+                .map { UInt64(bitPattern: $0) })
         }
     }
 
     /// Commits one volume's map changes, size and mtime, and the stores' serial high-water marks, in one
-    /// durable transaction. `changes` maps a logical index to its chunk; `.none` removes the entry.
+    /// durable transaction. `changes` maps a logical index to its chunk (birth epoch 0); `.none` removes
+    /// the entry.
     public func commitVolume(
         _ id: VolumeID, size: UInt64, mtime: Double, changes: [UInt64: ChunkID], nextSerials: [StoreID: UInt64]
     ) throws(TesseraError) {
+        var commit = VolumeCommit(size: size, mtime: mtime)
+        commit.changes = changes.mapValues { $0.isNone ? nil : MapEntry(chunk: $0, birth: 0) }
+        commit.nextSerials = nextSerials
+        try commitVolume(id, commit)
+    }
+
+    /// Everything one volume flush makes durable, in one transaction.
+    public struct VolumeCommit: Sendable {
+        public var size: UInt64
+        public var mtime: Double
+        public var epoch: UInt64?
+        public var parentLimit: UInt64?
+        /// Logical index → new entry, or nil to clear the slot.
+        public var changes: [UInt64: MapEntry?] = [:]
+        public var retainedAdds: [RetainedRecord] = []
+        /// (index, birth) of retained versions that are gone.
+        public var retainedRemoves: [(UInt64, UInt64)] = []
+        /// Chunk → change of its extra reference count.
+        public var shareDeltas: [ChunkID: Int] = [:]
+        public var nextSerials: [StoreID: UInt64] = [:]
+        public init(size: UInt64, mtime: Double) {
+            self.size = size
+            self.mtime = mtime
+        }
+    }
+
+    public func commitVolume(_ id: VolumeID, _ c: VolumeCommit) throws(TesseraError) {
         try write("commit volume map") { db in
             try db.execute(
-                sql: "UPDATE volume SET size = ?, mtime = ? WHERE id = ?",
-                arguments: [Int64(size), mtime, id.rawValue])
+                sql: "UPDATE volume SET size = ?, mtime = ?, epoch = coalesce(?, epoch), parentLimit = coalesce(?, parentLimit) WHERE id = ?",
+                arguments: [Int64(c.size), c.mtime, c.epoch.map { Int64($0) }, c.parentLimit.map { Int64($0) }, id.rawValue])
             let upsert = try db.cachedStatement(
-                sql: "INSERT INTO chunk_map(volumeId, idx, chunk) VALUES (?, ?, ?) "
-                    + "ON CONFLICT(volumeId, idx) DO UPDATE SET chunk = excluded.chunk")
+                sql: "INSERT INTO chunk_map(volumeId, idx, chunk, birth) VALUES (?, ?, ?, ?) "
+                    + "ON CONFLICT(volumeId, idx) DO UPDATE SET chunk = excluded.chunk, birth = excluded.birth")
             let remove = try db.cachedStatement(sql: "DELETE FROM chunk_map WHERE volumeId = ? AND idx = ?")
-            for (idx, chunk) in changes {
-                if chunk.isNone {
-                    try remove.execute(arguments: [id.rawValue, Int64(idx)])
+            for (idx, entry) in c.changes {
+                if let entry {
+                    try upsert.execute(arguments: [id.rawValue, Int64(idx), Int64(bitPattern: entry.chunk.rawValue), Int64(entry.birth)])
                 } else {
-                    try upsert.execute(arguments: [id.rawValue, Int64(idx), Int64(bitPattern: chunk.rawValue)])
+                    try remove.execute(arguments: [id.rawValue, Int64(idx)])
                 }
             }
-            try Self.raiseSerials(db, nextSerials)
+            let dropRetained = try db.cachedStatement(sql: "DELETE FROM chunk_retained WHERE volumeId = ? AND idx = ? AND birth = ?")
+            for (idx, birth) in c.retainedRemoves {
+                try dropRetained.execute(arguments: [id.rawValue, Int64(idx), Int64(birth)])
+            }
+            for r in c.retainedAdds { try r.upsert(db) }
+            for (chunk, delta) in c.shareDeltas where delta != 0 {
+                let key = Int64(bitPattern: chunk.rawValue)
+                try db.execute(
+                    sql: "INSERT INTO chunk_share(chunk, extra) VALUES (?, ?) ON CONFLICT(chunk) DO UPDATE SET extra = extra + excluded.extra",
+                    arguments: [key, delta])
+                try db.execute(sql: "DELETE FROM chunk_share WHERE chunk = ? AND extra = 0", arguments: [key])
+            }
+            try Self.raiseSerials(db, c.nextSerials)
         }
+    }
+
+    // MARK: Snapshots and schedules
+
+    public func snapshots() throws(TesseraError) -> [SnapshotRecord] {
+        try read { try SnapshotRecord.order(Column("createdAt"), Column("id")).fetchAll($0) }
+    }
+
+    public func snapshotMembers() throws(TesseraError) -> [SnapshotMemberRecord] {
+        try read { try SnapshotMemberRecord.fetchAll($0) }
+    }
+
+    /// Records a snapshot of `members` (volume → the epoch it captured) and moves each member volume to
+    /// the next epoch, in one durable transaction.
+    public func insertSnapshot(_ snapshot: SnapshotRecord, members: [VolumeID: (epoch: UInt64, size: UInt64)]) throws(TesseraError) -> SnapshotRecord {
+        try write("create snapshot \(snapshot.name)") { db in
+            var s = snapshot
+            try s.insert(db)
+            for (volume, (epoch, size)) in members {
+                try SnapshotMemberRecord(snapshotId: s.id!, volumeId: volume.rawValue, epoch: Int64(epoch), size: Int64(size)).insert(db)
+                try db.execute(sql: "UPDATE volume SET epoch = ? WHERE id = ?", arguments: [Int64(epoch + 1), volume.rawValue])
+            }
+            return s
+        }
+    }
+
+    public func deleteSnapshot(_ id: Int64) throws(TesseraError) {
+        try write("delete snapshot") { db in _ = try SnapshotRecord.deleteOne(db, key: id) }
+    }
+
+    /// Removes one volume from a snapshot (the snapshot goes too when it has no member left).
+    public func deleteSnapshotMember(snapshot: Int64, volume: VolumeID) throws(TesseraError) {
+        try write("delete snapshot member") { db in
+            try db.execute(sql: "DELETE FROM snapshot_member WHERE snapshotId = ? AND volumeId = ?", arguments: [snapshot, volume.rawValue])
+            try db.execute(
+                sql: "DELETE FROM snapshot WHERE id = ? AND NOT EXISTS (SELECT 1 FROM snapshot_member WHERE snapshotId = ?)",
+                arguments: [snapshot, snapshot])
+        }
+    }
+
+    /// Bumps a volume's epoch alone (a clone of the live volume holds the epoch before).
+    public func setEpoch(_ id: VolumeID, _ epoch: UInt64) throws(TesseraError) {
+        try write("set epoch") { db in
+            try db.execute(sql: "UPDATE volume SET epoch = ? WHERE id = ?", arguments: [Int64(epoch), id.rawValue])
+        }
+    }
+
+    public func schedules() throws(TesseraError) -> [ScheduleRecord] {
+        try read { try ScheduleRecord.order(Column("id")).fetchAll($0) }
+    }
+
+    public func saveSchedule(_ schedule: ScheduleRecord) throws(TesseraError) -> ScheduleRecord {
+        try write("save schedule") { db in
+            var s = schedule
+            try s.save(db)
+            return s
+        }
+    }
+
+    public func deleteSchedule(_ id: Int64) throws(TesseraError) {
+        try write("delete schedule") { db in _ = try ScheduleRecord.deleteOne(db, key: id) }
     }
 
     public func updateSerials(_ nextSerials: [StoreID: UInt64]) throws(TesseraError) {

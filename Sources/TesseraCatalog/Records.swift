@@ -50,6 +50,13 @@ public struct VolumeRecord: Codable, Sendable, FetchableRecord, MutablePersistab
     public var mode: Int64
     public var mtime: Double
     public var createdAt: Double
+    /// The epoch new chunks are born in; a snapshot records the epoch before it and bumps this.
+    public var epoch: Int64 = 1
+    /// For a clone: the volume and epoch its unmapped chunks fall through to.
+    public var parentId: Int64?
+    public var parentEpoch: Int64?
+    /// For a clone: chunk indexes at or past this never fall through (the clone was shrunk).
+    public var parentLimit: Int64?
     public init(name: String, poolId: Int64, size: Int64, chunkSize: Int64, uid: Int64 = 0, gid: Int64 = 0,
                 mode: Int64 = 0o600, now: Double) {
         self.name = name
@@ -71,6 +78,75 @@ public struct ChunkMapRecord: Codable, Sendable, FetchableRecord, PersistableRec
     public var volumeId: Int64
     public var idx: Int64
     public var chunk: Int64
+    public var birth: Int64
+}
+
+/// One row of `chunk_retained`: a chunk version that left the live map but a snapshot or clone still
+/// sees (it was live for epochs birth ..< death).
+public struct RetainedRecord: Codable, Sendable, Equatable, FetchableRecord, PersistableRecord {
+    public static let databaseTableName = "chunk_retained"
+    public var volumeId: Int64
+    public var idx: Int64
+    public var birth: Int64
+    public var chunk: Int64
+    public var death: Int64
+    public init(volumeId: Int64, idx: Int64, birth: Int64, chunk: Int64, death: Int64) {
+        self.volumeId = volumeId
+        self.idx = idx
+        self.birth = birth
+        self.chunk = chunk
+        self.death = death
+    }
+}
+
+/// One row of `chunk_share`: a chunk referenced `extra` more times than once (copy_file_range, revert).
+public struct ShareRecord: Codable, Sendable, FetchableRecord, PersistableRecord {
+    public static let databaseTableName = "chunk_share"
+    public var chunk: Int64
+    public var extra: Int64
+}
+
+/// One row of `snapshot`.
+public struct SnapshotRecord: Codable, Sendable, FetchableRecord, MutablePersistableRecord {
+    public static let databaseTableName = "snapshot"
+    public var id: Int64?
+    public var name: String
+    public var createdAt: Double
+    /// The schedule that took it, if any (retention only ever deletes its own).
+    public var scheduleId: Int64?
+    public init(name: String, createdAt: Double, scheduleId: Int64? = nil) {
+        self.name = name
+        self.createdAt = createdAt
+        self.scheduleId = scheduleId
+    }
+    public mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
+}
+
+/// One row of `snapshot_member`: snapshot `snapshotId` captured volume `volumeId` at `epoch`.
+public struct SnapshotMemberRecord: Codable, Sendable, FetchableRecord, PersistableRecord {
+    public static let databaseTableName = "snapshot_member"
+    public var snapshotId: Int64
+    public var volumeId: Int64
+    public var epoch: Int64
+    /// The volume's size at that instant.
+    public var size: Int64
+}
+
+/// One row of `schedule`: snapshot `target` (a volume name, or "*" for all) every `every` seconds,
+/// keeping the newest `keep`.
+public struct ScheduleRecord: Codable, Sendable, FetchableRecord, MutablePersistableRecord {
+    public static let databaseTableName = "schedule"
+    public var id: Int64?
+    public var target: String
+    public var every: Int64
+    public var keep: Int64
+    public var lastRun: Double?
+    public init(target: String, every: Int64, keep: Int64) {
+        self.target = target
+        self.every = every
+        self.keep = keep
+    }
+    public mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
 }
 
 /// One row of `volume_xattr` (libvirt's `trusted.libvirt.security.*` and friends).

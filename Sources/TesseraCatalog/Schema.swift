@@ -53,6 +53,50 @@ enum Schema {
             }
             try db.execute(sql: "INSERT INTO tessera_meta(key, value) VALUES (?, ?)", arguments: [formatKey, formatValue])
         }
+        m.registerMigration("v2-snapshots") { db in
+            try db.alter(table: "volume") { t in
+                t.add(column: "epoch", .integer).notNull().defaults(to: 1)
+                t.add(column: "parentId", .integer).references("volume", onDelete: .restrict)
+                t.add(column: "parentEpoch", .integer)
+                t.add(column: "parentLimit", .integer)
+            }
+            try db.alter(table: "chunk_map") { t in
+                t.add(column: "birth", .integer).notNull().defaults(to: 0)
+            }
+            try db.create(table: "chunk_retained", options: [.withoutRowID]) { t in
+                t.column("volumeId", .integer).notNull().references("volume", onDelete: .cascade)
+                t.column("idx", .integer).notNull()
+                t.column("birth", .integer).notNull()
+                t.column("chunk", .integer).notNull()
+                t.column("death", .integer).notNull()
+                t.primaryKey(["volumeId", "idx", "birth"])
+            }
+            try db.create(table: "chunk_share") { t in
+                t.primaryKey("chunk", .integer)
+                // May be negative for a moment: the volumes that add and drop references commit apart.
+                t.column("extra", .integer).notNull()
+            }
+            try db.create(table: "schedule") { t in
+                t.autoIncrementedPrimaryKey("id")
+                t.column("target", .text).notNull()
+                t.column("every", .integer).notNull().check { $0 > 0 }
+                t.column("keep", .integer).notNull().check { $0 > 0 }
+                t.column("lastRun", .double)
+            }
+            try db.create(table: "snapshot") { t in
+                t.autoIncrementedPrimaryKey("id")
+                t.column("name", .text).notNull().unique()
+                t.column("createdAt", .double).notNull()
+                t.belongsTo("schedule", onDelete: .setNull)
+            }
+            try db.create(table: "snapshot_member", options: [.withoutRowID]) { t in
+                t.column("snapshotId", .integer).notNull().references("snapshot", onDelete: .cascade)
+                t.column("volumeId", .integer).notNull().references("volume", onDelete: .cascade)
+                t.column("epoch", .integer).notNull()
+                t.column("size", .integer).notNull()
+                t.primaryKey(["snapshotId", "volumeId"])
+            }
+        }
         return m
     }
 }

@@ -6,6 +6,12 @@ public struct ChunkID: RawRepresentable, Hashable, Comparable, Sendable, CustomS
     public init(_ raw: UInt64) { self.rawValue = raw }
     public static let none = ChunkID(0)
     public var isNone: Bool { rawValue == 0 }
+    /// A map slot of a clone that reads as zeros instead of falling through to the parent (discarded
+    /// there). Never a real chunk: store bits 0xffff are reserved.
+    public static let tombstone = ChunkID(UInt64.max)
+    public var isTombstone: Bool { rawValue == UInt64.max }
+    /// A real chunk on a store (neither none nor tombstone).
+    public var isReal: Bool { rawValue != 0 && rawValue != UInt64.max }
     public static func < (a: ChunkID, b: ChunkID) -> Bool { a.rawValue < b.rawValue }
     public var description: String { "chunk#\(rawValue)" }
 

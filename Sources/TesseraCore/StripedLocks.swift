@@ -30,4 +30,8 @@ public final class StripedLocks: @unchecked Sendable {
     public func lockShared(_ index: UInt64) { pthread_rwlock_rdlock(slot(index)) }
     public func lockExclusive(_ index: UInt64) { pthread_rwlock_wrlock(slot(index)) }
     public func unlock(_ index: UInt64) { pthread_rwlock_unlock(slot(index)) }
+
+    /// Takes every stripe exclusively, in order: no I/O is in flight on the object until `unlockAll`.
+    public func lockAll() { for i in 0..<count { pthread_rwlock_wrlock(locks + i) } }
+    public func unlockAll() { for i in 0..<count { pthread_rwlock_unlock(locks + i) } }
 }

@@ -1,21 +1,31 @@
-// Volume — the thin volume engine for one image: logical bytes → logical chunks → physical chunks.
+// Volume — the thin volume engine for one image: logical bytes → logical chunks → physical chunks,
+// with birth-epoch snapshots and fall-through clones.
 //
 // Address space: above the map, volume bytes; below it, physical chunks of the pool (PoolLayer).
 //
-// State (in `state`): the record (name, size, owner, mode, mtime), the in-memory ChunkMap, the map
-// changes not yet committed to the catalog, chunks freed but not yet deleted, xattrs, open count.
+// State (in `state`): the record (name, size, owner, mode, mtime, epoch), the live ChunkMap (chunk +
+// birth epoch per slot), the holds (epochs that snapshots and clones see), retained versions (chunks
+// that left the live map but a hold still sees: live for epochs birth ..< death), and what the next
+// flush must commit (map changes, retained adds/removes, share deltas, chunks to delete).
+//
+// Snapshots (as ZFS): a snapshot records the current epoch E as a hold and moves the volume to E+1 —
+// O(1), whatever the size. A live chunk born at b is shared iff some hold h ≥ b exists (or another
+// map shares it: ShareTable); a shared chunk is never written in place: the first write copies it
+// (copy-on-write) and the old version moves to `retained`. Reading a snapshot at epoch s takes the
+// live entry if born ≤ s, else the retained version with birth ≤ s < death: no chains.
+// Clones: a clone's empty slots fall through to (parent, parentEpoch); the parent holds that epoch.
+// A clone marks discarded slots with a tombstone so they read zeros instead of the parent's data.
 //
 // Invariants:
-// - Data before metadata: a new chunk is written to its store before the map entry that points at it
-//   exists; `flush()` makes the stores durable before it commits the map, and deletes freed chunks
-//   only after the commit that unmapped them. A committed map never points at garbage.
-// - A slot maps to `.none` for never-written or discarded ranges; they read as zeros. Writing zeros
-//   into an unmapped chunk allocates nothing; writing a whole chunk of zeros frees it.
-// - Bytes of the last chunk beyond `size` are always zero (shrinking zeroes them), so growing never
-//   exposes old data.
-// - No SQL on the I/O path: the catalog is touched by `flush()` only (at fsync and on the engine's timer).
-// Lock order: flushLock → chunk stripe (shared for I/O, exclusive to change a slot) → state.
-// `state` is held for a few instructions only, never across I/O.
+// - Data before metadata: a new chunk is written (and labelled) on its store before the map entry that
+//   points at it exists; `flush()` makes the stores durable before it commits the map, and deletes
+//   freed chunks only after the commit that unmapped them. A committed map never points at garbage.
+// - A chunk is deleted only when no live slot, retained version or share count refers to it.
+// - Never-written ranges read as zeros; writing zeros where nothing is visible allocates nothing;
+//   writing a whole chunk of zeros frees it. Bytes past `size` in the last chunk are zero.
+// - No SQL on the I/O path: the catalog is touched by `flush()` only.
+// Lock order: flushLock → chunk stripe (shared for I/O, exclusive to change a slot; all stripes for a
+// snapshot) → own state → parent's state. `state` is held for a few instructions, never across I/O.
 import Foundation
 import Synchronization
 import TesseraCatalog
@@ -27,29 +37,62 @@ public final class Volume: Sendable {
     public let poolName: String
     let pool: PoolLayer
     private let catalog: Catalog
+    let shares: ShareTable
+    /// For a clone: the volume its empty slots fall through to, and the epoch it sees there.
+    public let parent: Volume?
+    public let parentEpoch: UInt64
     private let stripes = StripedLocks()
     private let flushLock = Mutex(())
 
+    struct Version: Equatable {
+        var chunk: ChunkID
+        var birth: UInt64
+        var death: UInt64
+        func visible(at epoch: UInt64) -> Bool { birth <= epoch && epoch < death }
+    }
+    struct RetainedKey: Hashable {
+        var index: UInt64
+        var birth: UInt64
+    }
     struct State {
         var record: VolumeRecord
         var map: ChunkMap
-        var changes: [UInt64: ChunkID] = [:]
+        var tombstones = 0
+        var holds: [UInt64] = []
+        var retained: [UInt64: [Version]] = [:]
+        var parentLimit: UInt64
+        var changes: [UInt64: MapEntry?] = [:]
+        var retainedAdds: [RetainedKey: Version] = [:]
+        var retainedRemoves: Set<RetainedKey> = []
+        var shareDeltas: [ChunkID: Int] = [:]
         var metaDirty = false
         var pendingFree: [ChunkID] = []
         var xattrs: [String: [UInt8]]
         var openCount = 0
         var unlinked = false
+        var epoch: UInt64 { UInt64(record.epoch) }
+        var maxHold: UInt64? { holds.last }
     }
     private let state: Mutex<State>
 
-    init(record: VolumeRecord, map: ChunkMap, xattrs: [String: [UInt8]], poolName: String, pool: PoolLayer,
-         catalog: Catalog) {
+    init(record: VolumeRecord, map: ChunkMap, retained: [RetainedRecord] = [], xattrs: [String: [UInt8]],
+         poolName: String, pool: PoolLayer, catalog: Catalog, shares: ShareTable = ShareTable(), parent: Volume? = nil) {
         id = VolumeID(record.id!)
         chunkSize = Int(record.chunkSize)
         self.poolName = poolName
         self.pool = pool
         self.catalog = catalog
-        state = Mutex(State(record: record, map: map, xattrs: xattrs))
+        self.shares = shares
+        self.parent = parent
+        parentEpoch = UInt64(record.parentEpoch ?? 0)
+        var s = State(record: record, map: map, parentLimit: record.parentLimit.map { UInt64($0) } ?? UInt64.max,
+                      xattrs: xattrs)
+        s.tombstones = map.records(in: 0..<UInt64.max).filter { $0.entry.chunk.isTombstone }.count
+        for r in retained {
+            s.retained[UInt64(r.idx), default: []].append(
+                Version(chunk: ChunkID(UInt64(bitPattern: r.chunk)), birth: UInt64(r.birth), death: UInt64(r.death)))
+        }
+        state = Mutex(s)
     }
 
     // MARK: Attributes
@@ -57,15 +100,26 @@ public final class Volume: Sendable {
     public var record: VolumeRecord { state.withLock { $0.record } }
     public var name: String { state.withLock { $0.record.name } }
     public var size: UInt64 { state.withLock { UInt64($0.record.size) } }
-    /// Bytes held by mapped chunks (what `st_blocks` reports).
-    public var allocatedBytes: UInt64 { state.withLock { UInt64($0.map.count) * UInt64(chunkSize) } }
-    public var mappedChunks: Int { state.withLock { $0.map.count } }
+    public var epoch: UInt64 { state.withLock { $0.epoch } }
+    /// Bytes held by this volume's own live chunks (what `st_blocks` reports).
+    public var allocatedBytes: UInt64 { state.withLock { UInt64($0.map.count - $0.tombstones) * UInt64(chunkSize) } }
+    public var mappedChunks: Int { state.withLock { $0.map.count - $0.tombstones } }
     public var isOpen: Bool { state.withLock { $0.openCount > 0 } }
-    /// Every mapped (index, chunk), in index order (fsck).
-    public var mapEntries: [(index: UInt64, chunk: ChunkID)] { state.withLock { $0.map.allEntries } }
     public var isUnlinked: Bool { state.withLock { $0.unlinked } }
+    /// Every occupied (index, chunk), in index order, tombstones included (fsck skips them).
+    public var mapEntries: [(index: UInt64, chunk: ChunkID)] { state.withLock { $0.map.allEntries } }
+    /// Every retained version's (index, chunk) (fsck, garbage collection).
+    public var retainedEntries: [(index: UInt64, chunk: ChunkID)] {
+        state.withLock { s in s.retained.flatMap { idx, vs in vs.map { (idx, $0.chunk) } } }
+    }
     /// True when changes wait for the next flush.
-    public var isDirty: Bool { state.withLock { !$0.changes.isEmpty || $0.metaDirty || !$0.pendingFree.isEmpty } }
+    public var isDirty: Bool {
+        state.withLock { s in
+            !s.changes.isEmpty || s.metaDirty || !s.pendingFree.isEmpty || !s.retainedAdds.isEmpty
+                || !s.retainedRemoves.isEmpty || !s.shareDeltas.isEmpty
+        }
+    }
+    public var holds: [UInt64] { state.withLock { $0.holds } }
 
     func update(_ body: (inout VolumeRecord) -> Void) -> VolumeRecord {
         state.withLock { s in
@@ -89,13 +143,42 @@ public final class Volume: Sendable {
 
     private static func now() -> Double { Date().timeIntervalSince1970 }
 
-    // MARK: Data path
+    // MARK: Resolution
 
-    private func slot(_ index: UInt64) -> ChunkID { state.withLock { $0.map[index] } }
+    private func isShared(_ e: MapEntry, _ s: State) -> Bool {
+        guard e.chunk.isReal else { return false }
+        if let m = s.maxHold, e.birth <= m { return true }
+        return shares.extra(e.chunk) > 0
+    }
 
-    /// Reads up to `buffer.count` bytes at `offset`; returns how many (short at end of volume).
-    public func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(StoreError) -> Int {
-        let size = self.size
+    /// What this volume itself says about `index` at `epoch` (nil = live): found, and the chunk
+    /// (`.none` for a tombstone). Not found means "empty here" (zeros, or the parent's for a clone).
+    private static func own(_ s: State, _ index: UInt64, at epoch: UInt64?) -> ChunkID? {
+        if let e = s.map.entry(index), epoch.map({ e.birth <= $0 }) ?? true {
+            return e.chunk.isTombstone ? ChunkID.none : e.chunk
+        }
+        if let epoch, let v = s.retained[index]?.first(where: { $0.visible(at: epoch) }) {
+            return v.chunk.isTombstone ? ChunkID.none : v.chunk
+        }
+        return nil
+    }
+
+    /// The chunk whose bytes `index` reads at `epoch` (nil = live), following a clone to its parent;
+    /// `.none` reads as zeros. Caller holds the index's stripe.
+    func resolve(_ index: UInt64, at epoch: UInt64? = nil) -> ChunkID {
+        let (found, fallsThrough) = state.withLock { s in (Self.own(s, index, at: epoch), index < s.parentLimit) }
+        if let found { return found }
+        guard let parent, fallsThrough else { return .none }
+        return parent.resolve(index, at: parentEpoch)
+    }
+
+    // MARK: Reading
+
+    /// Reads up to `buffer.count` bytes at `offset` of the live volume, or of its image at `epoch`
+    /// whose size was `viewSize`; returns how many (short at the end).
+    public func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer, epoch: UInt64? = nil,
+                     viewSize: UInt64? = nil) throws(StoreError) -> Int {
+        let size = viewSize ?? self.size
         guard offset < size else { return 0 }
         let total = Int(min(UInt64(buffer.count), size - offset))
         var done = 0
@@ -107,7 +190,7 @@ public final class Volume: Sendable {
             let piece = UnsafeMutableRawBufferPointer(rebasing: buffer[done..<done + n])
             stripes.lockShared(index)
             defer { stripes.unlock(index) }
-            let chunk = slot(index)
+            let chunk = resolve(index, at: epoch)
             if chunk.isNone {
                 piece.initializeMemory(as: UInt8.self, repeating: 0)
             } else {
@@ -117,6 +200,8 @@ public final class Volume: Sendable {
         }
         return total
     }
+
+    // MARK: Writing
 
     /// Writes `buffer` at `offset`, growing the volume when the write ends past its size.
     public func write(at offset: UInt64, from buffer: UnsafeRawBufferPointer) throws(StoreError) {
@@ -139,83 +224,199 @@ public final class Volume: Sendable {
     }
 
     private func writePiece(_ index: UInt64, _ inChunk: Int, _ piece: UnsafeRawBufferPointer) throws(StoreError) {
-        let wholeChunk = piece.count == chunkSize
-        if !wholeChunk || !isAllZero(piece) {
-            // Fast path: the chunk exists; write in place under the shared stripe.
+        let whole = piece.count == chunkSize
+        if !whole || !isAllZero(piece) {
+            // Fast path: an unshared chunk of our own, written in place under the shared stripe.
             stripes.lockShared(index)
-            let chunk = slot(index)
-            if !chunk.isNone {
+            let mine = state.withLock { s -> ChunkID? in
+                guard let e = s.map.entry(index), e.chunk.isReal, !isShared(e, s) else { return nil }
+                return e.chunk
+            }
+            if let mine {
                 defer { stripes.unlock(index) }
-                try pool.write(chunk, offset: inChunk, from: piece)
+                try pool.write(mine, offset: inChunk, from: piece)
                 return
             }
             stripes.unlock(index)
         }
-        // Slow path: the slot changes (allocate, or free on a whole chunk of zeros).
         stripes.lockExclusive(index)
         defer { stripes.unlock(index) }
-        let chunk = slot(index)
-        let zeros = isAllZero(piece)
-        if wholeChunk && zeros {
-            if !chunk.isNone { unmap(index, chunk) }
-            return
-        }
-        if !chunk.isNone {
-            try pool.write(chunk, offset: inChunk, from: piece)
-            return
-        }
-        if zeros { return }  // unmapped already reads as zeros: allocate nothing
-        let fresh = try pool.allocate()
-        try pool.write(fresh, offset: inChunk, from: piece)  // data first …
-        try pool.setLabel(fresh, ChunkLabel(volume: id, index: index, epoch: 0))
-        state.withLock { s in  // … then the map
-            s.map[index] = fresh
-            s.changes[index] = fresh
+        try rewrite(index) { buffer, base throws(StoreError) in
+            if let buffer {
+                UnsafeMutableRawBufferPointer(rebasing: buffer[inChunk..<inChunk + piece.count]).copyMemory(from: piece)
+                return .whole
+            }
+            return isAllZero(piece) ? (base.isNone ? .unchanged : (whole ? .zeros : .needsBase)) : (whole || base.isNone ? .piece(inChunk, piece) : .needsBase)
         }
     }
 
-    /// Caller holds the exclusive stripe of `index`.
-    private func unmap(_ index: UInt64, _ chunk: ChunkID) {
+    /// How `rewrite` should produce the new content of a chunk.
+    enum Rewrite {
+        /// Nothing to do (the visible content is already right).
+        case unchanged
+        /// The chunk becomes all zeros.
+        case zeros
+        /// New chunk = base with this piece written over it; when base is none, just the piece.
+        case piece(Int, UnsafeRawBufferPointer)
+        /// Call again with the base content in a chunk-sized buffer to edit.
+        case needsBase
+        /// The edited buffer is the new content.
+        case whole
+    }
+
+    /// Changes what `index` holds. Caller holds the index's stripe exclusively. An unshared own chunk
+    /// is edited in place; otherwise a new chunk is written (copy-on-write) and the slot moves to it.
+    private func rewrite(
+        _ index: UInt64, _ plan: (UnsafeMutableRawBufferPointer?, ChunkID) throws(StoreError) -> Rewrite
+    ) throws(StoreError) {
+        let (entry, shared, falls) = state.withLock { s in
+            let e = s.map.entry(index)
+            return (e, e.map { isShared($0, s) } ?? false, parent != nil && index < s.parentLimit)
+        }
+        var base = ChunkID.none
+        if let entry {
+            base = entry.chunk.isTombstone ? .none : entry.chunk
+        } else if let parent, falls {
+            base = parent.resolve(index, at: parentEpoch)
+        }
+        let inPlace = entry.map { $0.chunk.isReal && !shared } ?? false
+        var decision = try plan(nil, base)
+        var edited: UnsafeMutableRawBufferPointer?
+        defer { edited?.deallocate() }
+        if case .needsBase = decision {
+            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkSize, alignment: 4096)
+            edited = buffer
+            if base.isNone {
+                buffer.initializeMemory(as: UInt8.self, repeating: 0)
+            } else {
+                try pool.read(base, offset: 0, into: buffer)
+            }
+            decision = try plan(buffer, base)
+        }
+        switch decision {
+        case .unchanged, .needsBase:
+            return
+        case .zeros:
+            setLive(index, falls ? MapEntry(chunk: .tombstone, birth: epoch) : nil)
+        case .piece(let offset, let piece):
+            if inPlace {
+                try pool.write(base, offset: offset, from: piece)
+            } else {
+                try place(index, offset, piece)
+            }
+        case .whole:
+            let content = UnsafeRawBufferPointer(edited!)
+            if inPlace {
+                try pool.write(base, offset: 0, from: content)
+            } else if isAllZero(content) {
+                setLive(index, falls ? MapEntry(chunk: .tombstone, birth: epoch) : nil)
+            } else {
+                try place(index, 0, content)
+            }
+        }
+    }
+
+    /// Writes `content` at `offset` of a fresh chunk, labels it, then points `index` at it.
+    private func place(_ index: UInt64, _ offset: Int, _ content: UnsafeRawBufferPointer) throws(StoreError) {
+        let fresh = try pool.allocate()
+        let born = epoch
+        try pool.write(fresh, offset: offset, from: content)  // data first …
+        try pool.setLabel(fresh, ChunkLabel(volume: id, index: index, epoch: born))
+        setLive(index, MapEntry(chunk: fresh, birth: born))  // … then the map
+    }
+
+    /// Points `index` at `new` (nil: empty), releasing what it held. Caller holds the stripe exclusively.
+    private func setLive(_ index: UInt64, _ new: MapEntry?) {
         state.withLock { s in
-            s.map[index] = .none
-            s.changes[index] = ChunkID.none
+            if let old = s.map.entry(index) {
+                if old.chunk.isTombstone { s.tombstones -= 1 }
+                release(&s, index, old)
+            }
+            s.map.set(index, new)
+            if new?.chunk.isTombstone == true { s.tombstones += 1 }
+            s.changes.updateValue(new, forKey: index)
+        }
+    }
+
+    /// A live entry leaves the map: a hold may still see it (retain it), another map may share it
+    /// (drop one reference), or nothing does (delete after the next commit).
+    private func release(_ s: inout State, _ index: UInt64, _ old: MapEntry) {
+        if let m = s.maxHold, old.birth <= m {
+            let v = Version(chunk: old.chunk, birth: old.birth, death: s.epoch)
+            s.retained[index, default: []].append(v)
+            let key = RetainedKey(index: index, birth: old.birth)
+            s.retainedAdds[key] = v
+            s.retainedRemoves.remove(key)
+        } else {
+            drop(&s, old.chunk)
+        }
+    }
+
+    private func drop(_ s: inout State, _ chunk: ChunkID) {
+        guard chunk.isReal else { return }
+        if shares.extra(chunk) > 0 {
+            shares.add(chunk, -1)
+            s.shareDeltas[chunk, default: 0] -= 1
+        } else {
             s.pendingFree.append(chunk)
         }
     }
+
+    // MARK: Discard, resize
 
     /// Makes `[offset, offset+length)` read as zeros and frees every whole chunk inside it
     /// (punch hole, zero range, discard). Does not change the size.
     public func discard(at offset: UInt64, length: UInt64) throws(StoreError) {
         let size = self.size
         guard offset < size, length > 0 else { return }
-        let end = min(size, offset + length)
-        let cs = UInt64(chunkSize)
-        let firstWhole = (offset + cs - 1) / cs
-        let endWhole = end / cs
-        // Partial head and tail: zero inside the chunk.
-        var partials: [(UInt64, Int, Int)] = []
-        if firstWhole > endWhole {  // inside one chunk
-            partials.append((offset / cs, Int(offset % cs), Int(end - offset)))
-        } else {
-            if offset % cs != 0 { partials.append((offset / cs, Int(offset % cs), Int(cs - offset % cs))) }
-            if end % cs != 0 && endWhole >= firstWhole { partials.append((endWhole, 0, Int(end % cs))) }
-        }
-        for (index, inChunk, n) in partials {
-            stripes.lockShared(index)
-            defer { stripes.unlock(index) }
-            let chunk = slot(index)
-            if !chunk.isNone { try pool.zero(chunk, offset: inChunk, length: n) }
-        }
-        // Whole chunks: free only what is mapped (never walk a 64 TiB range slot by slot).
-        guard firstWhole < endWhole else { return }
-        let mapped = state.withLock { $0.map.entries(in: firstWhole..<endWhole) }
-        for (index, _) in mapped {
-            stripes.lockExclusive(index)
-            let chunk = slot(index)
-            if !chunk.isNone { unmap(index, chunk) }
-            stripes.unlock(index)
-        }
+        try zeroRange(offset, min(size, offset + length))
         state.withLock { $0.metaDirty = true }
+    }
+
+    private func zeroRange(_ offset: UInt64, _ end: UInt64) throws(StoreError) {
+        let cs = UInt64(chunkSize)
+        var pos = offset
+        while pos < end {
+            let index = pos / cs
+            let inChunk = Int(pos % cs)
+            let n = Int(min(cs - pos % cs, end - pos))
+            if n == chunkSize {
+                // Whole chunks: only visit slots that hold something (never walk 64 TiB slot by slot).
+                let wholeEnd = end / cs
+                try dropWhole(from: index, to: wholeEnd)
+                pos = wholeEnd * cs
+                continue
+            }
+            stripes.lockExclusive(index)
+            defer { stripes.unlock(index) }
+            try rewrite(index) { buffer, base throws(StoreError) in
+                if base.isNone { return .unchanged }
+                guard let buffer else { return .needsBase }
+                UnsafeMutableRawBufferPointer(rebasing: buffer[inChunk..<inChunk + n]).initializeMemory(as: UInt8.self, repeating: 0)
+                return .whole
+            }
+            pos += UInt64(n)
+        }
+    }
+
+    /// Empties every slot in `first..<end` that shows something (own entry or the parent's data).
+    private func dropWhole(from first: UInt64, to end: UInt64) throws(StoreError) {
+        guard first < end else { return }
+        var candidates = Set(state.withLock { $0.map.entries(in: first..<end).map(\.index) })
+        if let parent {
+            let limit = min(end, state.withLock { $0.parentLimit })
+            var i = first
+            while i < limit, let next = parent.nextData(from: i, below: limit, at: parentEpoch) {
+                candidates.insert(next)
+                i = next + 1
+            }
+        }
+        for index in candidates.sorted() {
+            stripes.lockExclusive(index)
+            defer { stripes.unlock(index) }
+            try rewrite(index) { _, base throws(StoreError) in base.isNone ? .unchanged : .zeros }
+            // A tombstone in an otherwise empty slot stays (it hides the parent); none without a parent.
+        }
     }
 
     /// Grows the volume to at least `newEnd` (fallocate without KEEP_SIZE). Thin: allocates nothing.
@@ -239,61 +440,86 @@ public final class Volume: Sendable {
         }
         guard newSize < old else { return }
         let cs = UInt64(chunkSize)
-        if newSize % cs != 0 {
-            let index = newSize / cs
-            stripes.lockShared(index)
-            defer { stripes.unlock(index) }
-            let chunk = slot(index)
-            if !chunk.isNone {
-                let inChunk = Int(newSize % cs)
-                try pool.zero(chunk, offset: inChunk, length: chunkSize - inChunk)
-            }
-        }
         let firstGone = (newSize + cs - 1) / cs
+        if newSize % cs != 0 { try zeroRange(newSize, min(old, firstGone * cs)) }
         let mapped = state.withLock { $0.map.entries(in: firstGone..<UInt64.max) }
         for (index, _) in mapped {
             stripes.lockExclusive(index)
-            let chunk = slot(index)
-            if !chunk.isNone { unmap(index, chunk) }
+            setLive(index, nil)
             stripes.unlock(index)
         }
+        // A clone never falls through past a shrink: growing again must read zeros.
+        state.withLock { s in if parent != nil { s.parentLimit = min(s.parentLimit, firstGone) } }
     }
 
-    /// SEEK_DATA (`data: true`) or SEEK_HOLE from `offset`. nil means ENXIO (offset at or past the end,
-    /// or no data after it). Chunk-granular: a hole is never reported where data is.
-    public func seek(from offset: UInt64, data: Bool) -> UInt64? {
-        state.withLock { s in
-            let size = UInt64(s.record.size)
-            guard offset < size else { return nil }
-            let cs = UInt64(chunkSize)
-            let chunks = (size + cs - 1) / cs
-            let index = offset / cs
-            if data {
-                if !s.map[index].isNone { return offset }
-                guard let next = s.map.nextMapped(from: index + 1, below: chunks) else { return nil }
-                return next * cs
-            } else {
-                if s.map[index].isNone { return offset }
-                let next = s.map.nextUnmapped(from: index + 1, below: chunks)
-                return min(size, next * cs)
-            }
+    // MARK: Seeking
+
+    /// The first index in `from..<limit` whose content at `epoch` is not all-zero-by-absence, or nil.
+    func nextData(from start: UInt64, below limit: UInt64, at epoch: UInt64? = nil) -> UInt64? {
+        let (retainedKeys, parentLimit) = state.withLock { s in
+            (epoch == nil ? [] : s.retained.keys.filter { $0 >= start && $0 < limit }.sorted(), s.parentLimit)
         }
+        var i = start
+        while i < limit {
+            let a = state.withLock { $0.map.nextMapped(from: i, below: limit) } ?? limit
+            let b = retainedKeys.first { $0 >= i } ?? limit
+            var c = limit
+            if let parent, i < parentLimit { c = parent.nextData(from: i, below: min(limit, parentLimit), at: parentEpoch) ?? limit }
+            let m = min(a, b, c)
+            if m >= limit { return nil }
+            if !resolve(m, at: epoch).isNone { return m }
+            i = m + 1
+        }
+        return nil
     }
 
-    /// Copies `length` bytes from `source` at `sourceOffset` to this volume at `offset`, skipping
-    /// holes of the source (they become holes here). Returns bytes copied (short at the source's end).
+    /// SEEK_DATA (`data: true`) or SEEK_HOLE from `offset` of the live volume, or of its image at
+    /// `epoch` whose size was `viewSize`. nil means ENXIO. Chunk-granular: a hole is never reported
+    /// where data is.
+    public func seek(from offset: UInt64, data: Bool, epoch: UInt64? = nil, viewSize: UInt64? = nil) -> UInt64? {
+        let size = viewSize ?? self.size
+        guard offset < size else { return nil }
+        let cs = UInt64(chunkSize)
+        let chunks = (size + cs - 1) / cs
+        let index = offset / cs
+        if data {
+            if !resolve(index, at: epoch).isNone { return offset }
+            return nextData(from: index + 1, below: chunks, at: epoch).map { $0 * cs }
+        }
+        if resolve(index, at: epoch).isNone { return offset }
+        if parent == nil && epoch == nil {
+            let next = state.withLock { $0.map.nextUnmapped(from: index + 1, below: chunks) }
+            return min(size, next * cs)
+        }
+        var i = index + 1
+        while i < chunks && !resolve(i, at: epoch).isNone { i += 1 }
+        return min(size, i * cs)
+    }
+
+    // MARK: Copies inside the mount
+
+    /// Copies `length` bytes from `source` at `sourceOffset` to this volume at `offset`. Whole chunks
+    /// that line up are shared, not copied (the copy costs a map entry); the rest is copied, and holes
+    /// of the source become holes here. Returns bytes copied (short at the source's end).
     public func copy(from source: Volume, at sourceOffset: UInt64, to offset: UInt64, length: UInt64)
         throws(StoreError) -> UInt64
     {
         let srcSize = source.size
         guard sourceOffset < srcSize else { return 0 }
         let total = min(length, srcSize - sourceOffset)
+        let cs = UInt64(chunkSize)
+        let canShare = source.pool === pool && source.chunkSize == chunkSize && sourceOffset % cs == offset % cs
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkSize, alignment: 4096)
         defer { buffer.deallocate() }
         var done: UInt64 = 0
         while done < total {
             let pos = sourceOffset + done
-            let n = min(UInt64(source.chunkSize) - pos % UInt64(source.chunkSize), total - done, UInt64(chunkSize))
+            let n = min(UInt64(source.chunkSize) - pos % UInt64(source.chunkSize), total - done, cs)
+            if canShare && n == cs && !(source === self && pos == offset + done) {
+                try share(from: source, index: pos / cs, to: (offset + done) / cs)
+                done += n
+                continue
+            }
             let isHole = source.seek(from: pos, data: true).map { $0 >= pos + n } ?? true
             if isHole {
                 extend(to: offset + done + n)
@@ -308,6 +534,141 @@ public final class Volume: Sendable {
         return total
     }
 
+    /// Makes slot `target` of this volume refer to the chunk `source` shows at `index` (one more
+    /// reference to it), or empties it when that is a hole.
+    private func share(from source: Volume, index: UInt64, to target: UInt64) throws(StoreError) {
+        source.stripes.lockExclusive(index)
+        let chunk = source.resolve(index)
+        if chunk.isReal { shares.add(chunk, 1) }  // from now on neither side writes it in place
+        source.stripes.unlock(index)
+        extend(to: (target + 1) * UInt64(chunkSize))
+        stripes.lockExclusive(target)
+        defer { stripes.unlock(target) }
+        if chunk.isReal {
+            let born = epoch
+            state.withLock { $0.shareDeltas[chunk, default: 0] += 1 }
+            setLive(target, MapEntry(chunk: chunk, birth: born))
+        } else {
+            try rewrite(target) { _, base throws(StoreError) in base.isNone ? .unchanged : .zeros }
+        }
+        state.withLock { $0.metaDirty = true }
+    }
+
+    // MARK: Snapshots
+
+    /// Stops all I/O on the volume (every stripe held) for an instant-consistent snapshot.
+    func quiesce() { stripes.lockAll() }
+    func resume() { stripes.unlockAll() }
+
+    /// The epoch and size a snapshot taken now captures. Caller has quiesced and flushed.
+    func captureInstant() -> (epoch: UInt64, size: UInt64) {
+        state.withLock { s in (s.epoch, UInt64(s.record.size)) }
+    }
+
+    /// After the snapshot committed: hold `epoch` and write new data in `epoch + 1`.
+    func holdAndAdvance(_ epoch: UInt64) {
+        state.withLock { s in
+            s.holds.append(epoch)
+            s.holds.sort()
+            if s.record.epoch <= Int64(epoch) { s.record.epoch = Int64(epoch + 1) }
+        }
+    }
+
+    /// Adds a hold without changing the epoch (loading the catalog, cloning from a snapshot).
+    func addHold(_ epoch: UInt64) {
+        state.withLock { s in
+            s.holds.append(epoch)
+            s.holds.sort()
+        }
+    }
+
+    /// Drops one hold of `epoch`; versions no remaining hold sees are released (deleted after the next
+    /// commit). Returns the bytes that go.
+    @discardableResult
+    func removeHold(_ epoch: UInt64) -> UInt64 {
+        state.withLock { s in
+            if let i = s.holds.firstIndex(of: epoch) { s.holds.remove(at: i) }
+            var freed: UInt64 = 0
+            for (index, versions) in s.retained {
+                var keep: [Version] = []
+                for v in versions {
+                    if s.holds.contains(where: { v.visible(at: $0) }) {
+                        keep.append(v)
+                        continue
+                    }
+                    let key = RetainedKey(index: index, birth: v.birth)
+                    s.retainedAdds[key] = nil
+                    s.retainedRemoves.insert(key)
+                    if v.chunk.isReal && shares.extra(v.chunk) == 0 { freed += UInt64(chunkSize) }
+                    drop(&s, v.chunk)
+                }
+                s.retained[index] = keep.isEmpty ? nil : keep
+            }
+            return freed
+        }
+    }
+
+    /// Bytes that only the hold at `epoch` keeps (what deleting that snapshot would free).
+    func exclusiveBytes(ofHold epoch: UInt64) -> UInt64 {
+        state.withLock { s in
+            var others = s.holds
+            if let i = others.firstIndex(of: epoch) { others.remove(at: i) }
+            var n: UInt64 = 0
+            for v in s.retained.values.joined() where v.chunk.isReal && v.visible(at: epoch) {
+                if !others.contains(where: { v.visible(at: $0) }) && shares.extra(v.chunk) == 0 { n += UInt64(chunkSize) }
+            }
+            return n
+        }
+    }
+
+    /// Live bytes no snapshot, clone or other volume shares (what deleting the volume would free now).
+    public var exclusiveBytes: UInt64 {
+        state.withLock { s in
+            UInt64(s.map.records(in: 0..<UInt64.max).filter { $0.entry.chunk.isReal && !isShared($0.entry, s) }.count)
+                * UInt64(chunkSize)
+        }
+    }
+
+    /// Bytes of retained versions (space snapshots hold beyond the live data).
+    public var retainedBytes: UInt64 {
+        state.withLock { s in UInt64(s.retained.values.joined().filter { $0.chunk.isReal }.count) * UInt64(chunkSize) }
+    }
+
+    /// Brings the live volume back to what it was at `epoch` (size `size`). Caller has quiesced it and
+    /// made sure it is not open. Chunks the snapshot sees become shared with it, so later writes copy.
+    func revert(to epoch: UInt64, size: UInt64) {
+        state.withLock { s in
+            var indexes = Set(s.map.records(in: 0..<UInt64.max).map(\.index))
+            for (i, vs) in s.retained where vs.contains(where: { $0.visible(at: epoch) }) { indexes.insert(i) }
+            let born = s.epoch
+            for index in indexes.sorted() {
+                let live = s.map.entry(index)
+                let then: MapEntry?
+                if let e = live, e.birth <= epoch {
+                    continue  // unchanged since the snapshot
+                } else if let v = s.retained[index]?.first(where: { $0.visible(at: epoch) }) {
+                    then = MapEntry(chunk: v.chunk, birth: born)
+                    if v.chunk.isReal {
+                        shares.add(v.chunk, 1)
+                        s.shareDeltas[v.chunk, default: 0] += 1
+                    }
+                } else {
+                    then = nil
+                }
+                if let live {
+                    if live.chunk.isTombstone { s.tombstones -= 1 }
+                    release(&s, index, live)
+                }
+                s.map.set(index, then)
+                if then?.chunk.isTombstone == true { s.tombstones += 1 }
+                s.changes.updateValue(then, forKey: index)
+            }
+            s.record.size = Int64(size)
+            s.record.mtime = Self.now()
+            s.metaDirty = true
+        }
+    }
+
     // MARK: Durability
 
     /// The durability barrier: when it returns, every write, discard and resize that returned before
@@ -317,33 +678,50 @@ public final class Volume: Sendable {
     }
 
     private func flushLocked() throws(StoreError) {
-        let (changes, metaDirty, frees, record, unlinked) = state.withLock { s in
-            let taken = (s.changes, s.metaDirty, s.pendingFree, s.record, s.unlinked)
+        let taken = state.withLock { s in
+            let t = (s.changes, s.metaDirty, s.pendingFree, s.record, s.unlinked, s.retainedAdds, s.retainedRemoves,
+                     s.shareDeltas, s.parentLimit)
             s.changes = [:]
             s.metaDirty = false
             s.pendingFree = []
-            return taken
+            s.retainedAdds = [:]
+            s.retainedRemoves = []
+            s.shareDeltas = [:]
+            return t
         }
+        let (changes, metaDirty, frees, record, unlinked, adds, removes, deltas, parentLimit) = taken
         if unlinked { return }  // its row is gone; its chunks go at last close
-        guard !changes.isEmpty || metaDirty || !frees.isEmpty else {
+        guard !changes.isEmpty || metaDirty || !frees.isEmpty || !adds.isEmpty || !removes.isEmpty || !deltas.isEmpty else {
             try pool.flush()
             return
         }
         do throws(StoreError) {
             try pool.flush()
+            var commit = Catalog.VolumeCommit(size: UInt64(record.size), mtime: record.mtime)
+            commit.epoch = UInt64(record.epoch)
+            commit.parentLimit = parentLimit == UInt64.max ? nil : parentLimit
+            commit.changes = changes
+            commit.retainedAdds = adds.map { key, v in
+                RetainedRecord(volumeId: id.rawValue, idx: Int64(key.index), birth: Int64(v.birth),
+                               chunk: Int64(bitPattern: v.chunk.rawValue), death: Int64(v.death))
+            }
+            commit.retainedRemoves = removes.map { ($0.index, $0.birth) }
+            commit.shareDeltas = deltas
+            commit.nextSerials = pool.nextSerials()
             do {
-                try catalog.commitVolume(
-                    id, size: UInt64(record.size), mtime: record.mtime, changes: changes,
-                    nextSerials: pool.nextSerials())
+                try catalog.commitVolume(id, commit)
             } catch {
                 Log.error("\(record.name): map commit failed: \(error)")
                 throw StoreError.io(errno: 5, chunk: .none)
             }
         } catch {
             state.withLock { s in  // put the work back; newer changes win
-                s.changes.merge(changes) { newer, _ in newer }
+                for (k, v) in changes where s.changes[k] == nil { s.changes.updateValue(v, forKey: k) }
                 s.metaDirty = true
                 s.pendingFree = frees + s.pendingFree
+                for (k, v) in adds where s.retainedAdds[k] == nil && !s.retainedRemoves.contains(k) { s.retainedAdds[k] = v }
+                for k in removes where s.retainedAdds[k] == nil { s.retainedRemoves.insert(k) }
+                for (c, d) in deltas { s.shareDeltas[c, default: 0] += d }
             }
             throw error
         }
@@ -355,13 +733,20 @@ public final class Volume: Sendable {
     /// Frees every chunk (after the volume's row is gone from the catalog).
     func releaseAllChunks() {
         let chunks = state.withLock { s in
-            let all = s.map.allEntries.map(\.chunk) + s.pendingFree
+            var all = s.pendingFree
+            for (_, e) in s.map.records(in: 0..<UInt64.max) { all.append(e.chunk) }
+            for v in s.retained.values.joined() { all.append(v.chunk) }
             s.map = ChunkMap()
+            s.retained = [:]
             s.pendingFree = []
             s.changes = [:]
-            return all
+            return all.filter(\.isReal)
         }
         for chunk in chunks {
+            if shares.extra(chunk) > 0 {
+                shares.add(chunk, -1)
+                continue
+            }
             do { try pool.delete(chunk) } catch { Log.error("cannot delete \(chunk): \(error)") }
         }
     }
