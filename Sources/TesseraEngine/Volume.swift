@@ -123,7 +123,6 @@ public final class Volume: Sendable {
         let end = offset + UInt64(buffer.count)
         let now = Self.now()
         state.withLock { s in
-            if end > UInt64(s.record.size) { s.record.size = Int64(end) }
             s.record.mtime = now
             s.metaDirty = true
         }
@@ -133,9 +132,19 @@ public final class Volume: Sendable {
             let index = pos / UInt64(chunkSize)
             let inChunk = Int(pos % UInt64(chunkSize))
             let n = min(chunkSize - inChunk, buffer.count - done)
-            try writePiece(index, inChunk, UnsafeRawBufferPointer(rebasing: buffer[done..<done + n]))
+            do {
+                try writePiece(index, inChunk, UnsafeRawBufferPointer(rebasing: buffer[done..<done + n]))
+            } catch {
+                // A failed write(2) does not extend the file; zero what landed past the end so it can
+                // never reappear when the volume grows.
+                let size = self.size
+                if done > 0 && end > size { try? zeroRange(max(size, offset), end) }
+                throw error
+            }
             done += n
         }
+        // The size grows once the data is in (a reader never sees a new end before its bytes).
+        state.withLock { s in if end > UInt64(s.record.size) { s.record.size = Int64(end) } }
     }
 
     private func writePiece(_ index: UInt64, _ inChunk: Int, _ piece: UnsafeRawBufferPointer) throws(StoreError) {
@@ -166,8 +175,13 @@ public final class Volume: Sendable {
         }
         if zeros { return }  // unmapped already reads as zeros: allocate nothing
         let fresh = try pool.allocate()
-        try pool.write(fresh, offset: inChunk, from: piece)  // data first …
-        try pool.setLabel(fresh, ChunkLabel(volume: id, index: index, epoch: 0))
+        do {
+            try pool.write(fresh, offset: inChunk, from: piece)  // data first …
+            try pool.setLabel(fresh, ChunkLabel(volume: id, index: index, epoch: 0))
+        } catch {
+            try? pool.delete(fresh)  // never mapped: nothing may keep it
+            throw error
+        }
         state.withLock { s in  // … then the map
             s.map[index] = fresh
             s.changes[index] = fresh
@@ -188,7 +202,11 @@ public final class Volume: Sendable {
     public func discard(at offset: UInt64, length: UInt64) throws(StoreError) {
         let size = self.size
         guard offset < size, length > 0 else { return }
-        let end = min(size, offset + length)
+        try zeroRange(offset, min(size, offset + length))
+    }
+
+    /// Zeroes `[offset, end)` whatever the size: partial chunks in place, whole chunks freed.
+    private func zeroRange(_ offset: UInt64, _ end: UInt64) throws(StoreError) {
         let cs = UInt64(chunkSize)
         let firstWhole = (offset + cs - 1) / cs
         let endWhole = end / cs
@@ -228,34 +246,35 @@ public final class Volume: Sendable {
         }
     }
 
-    /// Sets the size. Shrinking frees every chunk past the end and zeroes the tail of the last one.
+    /// Sets the size. Shrinking zeroes the tail of the last chunk and frees every chunk past the end
+    /// before the new size shows; if that fails, the size is unchanged.
     public func resize(to newSize: UInt64) throws(StoreError) {
-        let old = state.withLock { s in
-            let old = UInt64(s.record.size)
+        let old = size
+        if newSize < old {
+            let cs = UInt64(chunkSize)
+            if newSize % cs != 0 {
+                let index = newSize / cs
+                stripes.lockShared(index)
+                defer { stripes.unlock(index) }
+                let chunk = slot(index)
+                if !chunk.isNone {
+                    let inChunk = Int(newSize % cs)
+                    try pool.zero(chunk, offset: inChunk, length: chunkSize - inChunk)
+                }
+            }
+            let firstGone = (newSize + cs - 1) / cs
+            let mapped = state.withLock { $0.map.entries(in: firstGone..<UInt64.max) }
+            for (index, _) in mapped {
+                stripes.lockExclusive(index)
+                let chunk = slot(index)
+                if !chunk.isNone { unmap(index, chunk) }
+                stripes.unlock(index)
+            }
+        }
+        state.withLock { s in
             s.record.size = Int64(newSize)
             s.record.mtime = Self.now()
             s.metaDirty = true
-            return old
-        }
-        guard newSize < old else { return }
-        let cs = UInt64(chunkSize)
-        if newSize % cs != 0 {
-            let index = newSize / cs
-            stripes.lockShared(index)
-            defer { stripes.unlock(index) }
-            let chunk = slot(index)
-            if !chunk.isNone {
-                let inChunk = Int(newSize % cs)
-                try pool.zero(chunk, offset: inChunk, length: chunkSize - inChunk)
-            }
-        }
-        let firstGone = (newSize + cs - 1) / cs
-        let mapped = state.withLock { $0.map.entries(in: firstGone..<UInt64.max) }
-        for (index, _) in mapped {
-            stripes.lockExclusive(index)
-            let chunk = slot(index)
-            if !chunk.isNone { unmap(index, chunk) }
-            stripes.unlock(index)
         }
     }
 
