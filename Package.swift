@@ -63,7 +63,7 @@ let package = Package(
         ),
         .testTarget(
             name: "TesseraCatalogTests",
-            dependencies: ["TesseraCore", "TesseraCatalog"]
+            dependencies: ["TesseraCore", "TesseraCatalog", .product(name: "GRDB", package: "GRDB.swift")]
         ),
         .testTarget(
             name: "TesseraEngineTests",

@@ -17,6 +17,16 @@ public final class Catalog: Sendable {
         self.db = db
     }
 
+    /// GRDB's pool switches WAL on after `prepareDatabase` and sets `synchronous = NORMAL` with it, which
+    /// would leave commits unsynced; set FULL on the writer afterwards and check that it held.
+    private static func requireFullSync(_ db: DatabasePool, _ path: String) throws {
+        let level = try db.writeWithoutTransaction { db -> Int in
+            try db.execute(sql: "PRAGMA synchronous = FULL")
+            return try Int.fetchOne(db, sql: "PRAGMA synchronous") ?? -1
+        }
+        guard level == 2 else { throw TesseraError(.catalog, "cannot make \(path) commit durably (synchronous = \(level))") }
+    }
+
     private static func configuration() -> Configuration {
         var config = Configuration()
         config.foreignKeysEnabled = true
@@ -33,6 +43,7 @@ public final class Catalog: Sendable {
         }
         do {
             let db = try DatabasePool(path: path, configuration: configuration())
+            try requireFullSync(db, path)
             try Schema.migrator.migrate(db)
             return Catalog(path: path, db: db)
         } catch {
@@ -48,6 +59,7 @@ public final class Catalog: Sendable {
         }
         do {
             let db = try DatabasePool(path: path, configuration: configuration())
+            try requireFullSync(db, path)
             let check = try db.read { db in try String.fetchOne(db, sql: "PRAGMA quick_check") }
             guard check == "ok" else {
                 throw TesseraError(.catalog, "catalog \(path) is damaged (\(check ?? "no answer")); refusing to use it")
@@ -294,15 +306,21 @@ public final class Catalog: Sendable {
     // MARK: Extended attributes
 
     public func xattrs(of id: VolumeID) throws(TesseraError) -> [XattrRecord] {
-        try read { try XattrRecord.filter(Column("volumeId") == id.rawValue).fetchAll($0) }
+        try read { db in
+            try XattrRecord.fetchAll(db, sql: "SELECT * FROM volume_xattr WHERE volumeId = ?", arguments: [id.rawValue])
+        }
     }
 
     public func setXattr(_ id: VolumeID, name: String, value: [UInt8]?) throws(TesseraError) {
         try write("set xattr") { db in
             if let value {
-                try XattrRecord(volumeId: id.rawValue, name: name, value: value).upsert(db)
+                // Plain SQL: GRDB's upsert asks for a rowid, which this WITHOUT ROWID table has not.
+                try db.execute(
+                    sql: "INSERT INTO volume_xattr(volumeId, name, value) VALUES (?, ?, ?) "
+                        + "ON CONFLICT(volumeId, name) DO UPDATE SET value = excluded.value",
+                    arguments: [id.rawValue, name, Data(value)])
             } else {
-                _ = try XattrRecord.deleteOne(db, key: ["volumeId": id.rawValue, "name": name])
+                try db.execute(sql: "DELETE FROM volume_xattr WHERE volumeId = ? AND name = ?", arguments: [id.rawValue, name])
             }
         }
     }

@@ -1,3 +1,4 @@
+import Foundation
 import GRDB
 import TesseraCore
 
@@ -150,9 +151,15 @@ public struct ScheduleRecord: Codable, Sendable, FetchableRecord, MutablePersist
 }
 
 /// One row of `volume_xattr` (libvirt's `trusted.libvirt.security.*` and friends).
-public struct XattrRecord: Codable, Sendable, FetchableRecord, PersistableRecord {
+public struct XattrRecord: Sendable, FetchableRecord {
     public static let databaseTableName = "volume_xattr"
     public var volumeId: Int64
     public var name: String
     public var value: [UInt8]
+
+    public init(row: Row) throws {
+        volumeId = row["volumeId"]
+        name = row["name"]
+        value = [UInt8]((row["value"] as Data?) ?? Data())
+    }
 }

@@ -208,7 +208,6 @@ public final class Volume: Sendable {
         let end = offset + UInt64(buffer.count)
         let now = Self.now()
         state.withLock { s in
-            if end > UInt64(s.record.size) { s.record.size = Int64(end) }
             s.record.mtime = now
             s.metaDirty = true
         }
@@ -218,9 +217,19 @@ public final class Volume: Sendable {
             let index = pos / UInt64(chunkSize)
             let inChunk = Int(pos % UInt64(chunkSize))
             let n = min(chunkSize - inChunk, buffer.count - done)
-            try writePiece(index, inChunk, UnsafeRawBufferPointer(rebasing: buffer[done..<done + n]))
+            do {
+                try writePiece(index, inChunk, UnsafeRawBufferPointer(rebasing: buffer[done..<done + n]))
+            } catch {
+                // A failed write(2) does not extend the file; zero what landed past the end so it can
+                // never reappear when the volume grows.
+                let size = self.size
+                if done > 0 && end > size { try? zeroRange(max(size, offset), end) }
+                throw error
+            }
             done += n
         }
+        // The size grows once the data is in (a reader never sees a new end before its bytes).
+        state.withLock { s in if end > UInt64(s.record.size) { s.record.size = Int64(end) } }
     }
 
     private func writePiece(_ index: UInt64, _ inChunk: Int, _ piece: UnsafeRawBufferPointer) throws(StoreError) {
@@ -320,8 +329,13 @@ public final class Volume: Sendable {
     private func place(_ index: UInt64, _ offset: Int, _ content: UnsafeRawBufferPointer) throws(StoreError) {
         let fresh = try pool.allocate()
         let born = epoch
-        try pool.write(fresh, offset: offset, from: content)  // data first …
-        try pool.setLabel(fresh, ChunkLabel(volume: id, index: index, epoch: born))
+        do {
+            try pool.write(fresh, offset: offset, from: content)  // data first …
+            try pool.setLabel(fresh, ChunkLabel(volume: id, index: index, epoch: born))
+        } catch {
+            try? pool.delete(fresh)  // never mapped: nothing may keep it
+            throw error
+        }
         setLive(index, MapEntry(chunk: fresh, birth: born))  // … then the map
     }
 
@@ -429,27 +443,28 @@ public final class Volume: Sendable {
         }
     }
 
-    /// Sets the size. Shrinking frees every chunk past the end and zeroes the tail of the last one.
+    /// Sets the size. Shrinking zeroes the tail of the last chunk and frees every chunk past the end
+    /// before the new size shows; if that fails, the size is unchanged.
     public func resize(to newSize: UInt64) throws(StoreError) {
-        let old = state.withLock { s in
-            let old = UInt64(s.record.size)
+        let old = size
+        if newSize < old {
+            let cs = UInt64(chunkSize)
+            let firstGone = (newSize + cs - 1) / cs
+            if newSize % cs != 0 { try zeroRange(newSize, min(old, firstGone * cs)) }
+            let mapped = state.withLock { $0.map.entries(in: firstGone..<UInt64.max) }
+            for (index, _) in mapped {
+                stripes.lockExclusive(index)
+                setLive(index, nil)
+                stripes.unlock(index)
+            }
+            // A clone never falls through past a shrink: growing again must read zeros.
+            state.withLock { s in if parent != nil { s.parentLimit = min(s.parentLimit, firstGone) } }
+        }
+        state.withLock { s in
             s.record.size = Int64(newSize)
             s.record.mtime = Self.now()
             s.metaDirty = true
-            return old
         }
-        guard newSize < old else { return }
-        let cs = UInt64(chunkSize)
-        let firstGone = (newSize + cs - 1) / cs
-        if newSize % cs != 0 { try zeroRange(newSize, min(old, firstGone * cs)) }
-        let mapped = state.withLock { $0.map.entries(in: firstGone..<UInt64.max) }
-        for (index, _) in mapped {
-            stripes.lockExclusive(index)
-            setLive(index, nil)
-            stripes.unlock(index)
-        }
-        // A clone never falls through past a shrink: growing again must read zeros.
-        state.withLock { s in if parent != nil { s.parentLimit = min(s.parentLimit, firstGone) } }
     }
 
     // MARK: Seeking

@@ -144,6 +144,7 @@ public final class DirectoryStore: ChunkStore {
     }
 
     public func zero(_ chunk: ChunkID, offset: Int, length: Int) throws(StoreError) {
+        guard length > 0 else { return }
         guard let f = try file(chunk, create: false) else { return }
         var st = stat()
         if fstat(f.fd.rawValue, &st) != 0 { throw StoreError.from(errno: errno, chunk: chunk) }

@@ -5,9 +5,9 @@
 // (no routing), so IDs from a PoolLayer work as they are.
 //
 // State: `live`, what reads see now; `durable`, what the last `flush()` made durable; `dirty`, the
-// chunks written, zeroed or deleted since that flush. A chunk is a [UInt8] as long as its highest
-// written byte, like a sparse file: bytes past the end read as zeros. Arrays are copy-on-write, so a
-// flush copies references, not bytes.
+// chunks written, zeroed, labelled or deleted since that flush. Labels have the same live/durable pair.
+// A chunk is a [UInt8] as long as its highest written byte, like a sparse file: bytes past the end read
+// as zeros. Arrays are copy-on-write, so a flush copies references, not bytes.
 //
 // Invariants:
 // - The ChunkStore contract holds: a chunk exists from its first write; reading an absent chunk throws
@@ -35,6 +35,7 @@ public final class MemoryStore: ChunkStore {
         var used: UInt64 = 0
         var flushes = 0
         var labels: [ChunkID: ChunkLabel] = [:]
+        var durableLabels: [ChunkID: ChunkLabel] = [:]
     }
     private let state = Mutex(State())
 
@@ -109,6 +110,7 @@ public final class MemoryStore: ChunkStore {
         precondition(!chunk.isNone, "ChunkID.none is not a chunk")
         state.withLock { s in
             guard let old = s.live.removeValue(forKey: chunk) else { return }
+            s.labels[chunk] = nil
             s.used -= UInt64(old.count)
             s.dirty.insert(chunk)
         }
@@ -116,7 +118,10 @@ public final class MemoryStore: ChunkStore {
 
     public func flush() throws(StoreError) {
         state.withLock { s in
-            for chunk in s.dirty { s.durable[chunk] = s.live[chunk] }
+            for chunk in s.dirty {
+                s.durable[chunk] = s.live[chunk]
+                s.durableLabels[chunk] = s.labels[chunk]
+            }
             s.dirty.removeAll()
             s.flushes += 1
         }
@@ -137,6 +142,7 @@ public final class MemoryStore: ChunkStore {
         try state.withLock { s throws(StoreError) in
             guard s.live[chunk] != nil else { throw .missing(chunk: chunk) }
             s.labels[chunk] = label
+            s.dirty.insert(chunk)
         }
     }
 
@@ -161,6 +167,7 @@ public final class MemoryStore: ChunkStore {
     public func crash() {
         state.withLock { s in
             s.live = s.durable
+            s.labels = s.durableLabels
             s.dirty.removeAll()
             s.used = s.live.values.reduce(0) { $0 + UInt64($1.count) }
         }

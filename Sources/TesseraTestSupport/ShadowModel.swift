@@ -71,10 +71,11 @@ public struct ShadowModel: Sendable {
         define(lo..<lo + data.count)
     }
 
-    /// A write that threw: the size grew as far as the write reached, and its range is unknown.
+    /// A write that threw: the size stays, and the part of its range inside the image is unknown.
     public mutating func failedWrite(at offset: UInt64, length: Int) {
-        grow(to: offset + UInt64(length))
-        forget(at: offset, length: UInt64(length))
+        // A failed write does not grow the image; inside it, the bytes are unknown.
+        guard offset < size else { return }
+        forget(at: offset, length: min(UInt64(length), size - offset))
     }
 
     /// What a read of `count` bytes at `offset` returns (short at the end). Undefined bytes show as

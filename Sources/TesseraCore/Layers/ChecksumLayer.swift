@@ -32,6 +32,9 @@ public final class ChecksumLayer: ChunkStore {
     private final class Table: @unchecked Sendable {
         // Guarded by the chunk's stripe: read under shared, written under exclusive.
         var slots: [UInt64]
+        /// Blocks whose last write failed: the medium may hold either version, so the next write takes
+        /// the "old" checksum from what is really there rather than from the slot.
+        var uncertain: Set<Int> = []
         init(_ slots: [UInt64]) { self.slots = slots }
     }
     private let tables = Mutex<[ChunkID: Table]>([:])
@@ -52,8 +55,11 @@ public final class ChecksumLayer: ChunkStore {
     }
 
     public init(over inner: any ChunkStore, maxCachedTables: Int = 8192) {
-        tableBytes = Self.tableBytes(for: inner.chunkSize - Self.blockSize)
-        chunkSize = inner.chunkSize - tableBytes
+        // Find the table size t with tableBytes(inner - t) == t (it grows with the chunk size).
+        var t = Self.blockSize
+        while t < inner.chunkSize && Self.tableBytes(for: inner.chunkSize - t) != t { t += Self.blockSize }
+        tableBytes = t
+        chunkSize = inner.chunkSize - t
         precondition(chunkSize > 0 && chunkSize % Self.blockSize == 0 && Self.innerChunkSize(for: chunkSize) == inner.chunkSize,
                      "inner chunk size must come from ChecksumLayer.innerChunkSize(for:)")
         self.inner = inner
@@ -92,7 +98,8 @@ public final class ChecksumLayer: ChunkStore {
         let previous = UInt32(truncatingIfNeeded: slot >> 32)
         let c = Self.crc(data)
         if c == current || c == previous { return true }
-        return slot == 0 && c == Self.zeroCRC
+        // A 0 checksum means "never written": that version of the block is all zeros.
+        return (current == 0 || previous == 0) && c == Self.zeroCRC
     }
 
     private func corrupt(_ chunk: ChunkID, _ offset: Int) -> StoreError {
@@ -155,12 +162,19 @@ public final class ChecksumLayer: ChunkStore {
             let start = b * Self.blockSize
             let lo = max(offset, start)
             let hi = min(offset + buffer.count, start + Self.blockSize)
+            if t.uncertain.contains(b) {
+                // Re-anchor the slot on what the medium holds now.
+                try inner.read(chunk, offset: start, into: block)
+                t.slots[b] = UInt64(Self.crc(UnsafeRawBufferPointer(block)))
+            }
             if lo == start && hi == start + Self.blockSize {
                 newCRCs[b - first] = Self.crc(UnsafeRawBufferPointer(rebasing: buffer[lo - offset..<hi - offset]))
                 continue
             }
             // Partly covered: merge with the verified old block to know the new checksum.
-            if t.slots[b] == 0 {
+            if t.uncertain.contains(b) {
+                // Already read above: the medium's bytes are the base.
+            } else if t.slots[b] == 0 {
                 block.initializeMemory(as: UInt8.self, repeating: 0)
             } else {
                 try inner.read(chunk, offset: start, into: block)
@@ -175,10 +189,12 @@ public final class ChecksumLayer: ChunkStore {
         do throws(StoreError) {
             try storeSlots(chunk, t, first, end)  // slots first …
             try inner.write(chunk, offset: offset, from: buffer)  // … then data
+            for b in first..<end { t.uncertain.remove(b) }
         } catch {
-            // The medium state is uncertain; keep both possibilities acceptable on later reads.
-            for b in first..<end where t.slots[b] != old[b - first] {
+            // The medium holds the old or the new bytes: keep both acceptable, and re-anchor next time.
+            for b in first..<end {
                 t.slots[b] = UInt64(UInt32(truncatingIfNeeded: old[b - first])) << 32 | UInt64(newCRCs[b - first])
+                t.uncertain.insert(b)
             }
             throw error
         }
@@ -211,9 +227,25 @@ public final class ChecksumLayer: ChunkStore {
         stripes.lockExclusive(chunk.rawValue)
         defer { stripes.unlock(chunk.rawValue) }
         let t = try table(chunk)
+        // Re-anchor blocks whose last write failed on what the medium holds (reads only: a failure
+        // here changes nothing).
+        for b in first..<end where t.uncertain.contains(b) {
+            try inner.read(chunk, offset: b * Self.blockSize, into: zeros)
+            t.slots[b] = UInt64(Self.crc(UnsafeRawBufferPointer(zeros)))
+        }
+        let old = Array(t.slots[first..<end])
         for b in first..<end { t.slots[b] = Self.rotate(t.slots[b], to: Self.zeroCRC) }
-        try storeSlots(chunk, t, first, end)
-        try inner.zero(chunk, offset: first * Self.blockSize, length: (end - first) * Self.blockSize)
+        do throws(StoreError) {
+            try storeSlots(chunk, t, first, end)
+            try inner.zero(chunk, offset: first * Self.blockSize, length: (end - first) * Self.blockSize)
+            for b in first..<end { t.uncertain.remove(b) }
+        } catch {
+            for b in first..<end {
+                t.slots[b] = UInt64(UInt32(truncatingIfNeeded: old[b - first])) << 32 | UInt64(Self.zeroCRC)
+                t.uncertain.insert(b)
+            }
+            throw error
+        }
     }
 
     private func zeroPart(_ chunk: ChunkID, _ offset: Int, _ length: Int, _ zeros: UnsafeMutableRawBufferPointer) throws(StoreError) {

@@ -1,0 +1,145 @@
+// Shared helpers of the engine tests: byte-array I/O on volumes, a fresh data directory, engine
+// life cycle, and a Volume wired by hand over any ChunkStore (for fault injection and crash tests).
+
+import Foundation
+import TesseraCatalog
+import TesseraCore
+import TesseraTestSupport
+import Testing
+
+@testable import TesseraEngine
+
+extension Volume {
+    // Array's closures rethrow untyped errors; the volume only ever throws StoreError.
+    func write(_ bytes: [UInt8], at offset: UInt64) throws(StoreError) {
+        do { try bytes.withUnsafeBytes { try write(at: offset, from: $0) } } catch { throw error as! StoreError }
+    }
+
+    /// Reads up to `count` bytes; the result is short at the end of the volume.
+    func read(at offset: UInt64, count: Int) throws(StoreError) -> [UInt8] {
+        var out = [UInt8](repeating: 0xEE, count: count)
+        do {
+            let n = try out.withUnsafeMutableBytes { try read(at: offset, into: $0) }
+            return Array(out[0..<n])
+        } catch { throw error as! StoreError }
+    }
+
+    /// The whole volume (small test volumes only).
+    func contents() throws(StoreError) -> [UInt8] { try read(at: 0, count: Int(size)) }
+}
+
+extension Array where Element == UInt8 {
+    /// A non-zero pattern, different per seed.
+    static func pattern(_ count: Int, seed: UInt64) -> [UInt8] {
+        var rng = SplitMix64(seed: seed)
+        return rng.bytes(count).map { $0 | 1 }
+    }
+    static func zeros(_ count: Int) -> [UInt8] { [UInt8](repeating: 0, count: count) }
+}
+
+/// A fresh, initialised data directory (removed with the object).
+final class TestData {
+    let dir: TemporaryDirectory
+    let data: DataDirectory
+    let chunkSize: UInt64
+
+    init(chunkSize: UInt64 = 64 * 1024) throws {
+        dir = try TemporaryDirectory(prefix: "tessera-engine-test")
+        data = DataDirectory(path: dir.path + "/data")
+        self.chunkSize = chunkSize
+        try Engine.initialize(data, chunkSize: chunkSize)
+    }
+
+    /// Opens an Engine, runs `body`, and lets the Engine go (its lock with it) before returning.
+    /// Nothing from inside may escape, or the Engine would stay alive.
+    func withEngine<T>(_ body: (Engine) throws -> T) throws -> T {
+        let engine = try Engine(data)
+        return try body(engine)
+    }
+}
+
+extension Engine {
+    /// Chunks on every store (what really exists on disk).
+    func storedChunks() throws -> Int { try storeInfos().reduce(0) { $0 + $1.chunks } }
+}
+
+/// Runs `body`, which must throw a TesseraError with `code`.
+func expectCode(
+    _ code: TesseraError.Code, _ comment: Comment? = nil, sourceLocation: SourceLocation = #_sourceLocation,
+    _ body: () throws -> Void
+) {
+    do {
+        try body()
+        Issue.record(
+            "expected TesseraError(\(code)), nothing was thrown. \(comment.map { "\($0)" } ?? "")",
+            sourceLocation: sourceLocation)
+    } catch let e as TesseraError {
+        #expect(e.code == code, "\(e.message) \(comment.map { "\($0)" } ?? "")", sourceLocation: sourceLocation)
+    } catch {
+        Issue.record("expected TesseraError(\(code)), got \(error)", sourceLocation: sourceLocation)
+    }
+}
+
+/// A catalog (on disk, in a temporary directory) and one volume on a PoolLayer over `store`, wired by
+/// hand as Engine.init does, so any ChunkStore (MemoryStore, FaultyStore) can sit under a real Volume.
+final class HandWiredVolume {
+    let dir: TemporaryDirectory
+    let catalog: Catalog
+    private(set) var store: any ChunkStore
+    let storeID: StoreID
+    private(set) var volume: Volume
+
+    init(store: any ChunkStore, size: UInt64) throws {
+        dir = try TemporaryDirectory(prefix: "tessera-volume-test")
+        catalog = try Catalog.create(at: dir.path + "/catalog.db")
+        let cs = Int64(store.chunkSize)
+        let pool = try catalog.insertPool(PoolRecord(name: "p", chunkSize: cs, createdAt: 0))
+        let st = try catalog.insertStore(StoreRecord(poolId: pool.id!, name: "s", kind: "test", path: "", createdAt: 0))
+        storeID = StoreID(st.id!)
+        _ = try catalog.insertVolumes([
+            VolumeRecord(name: "v", poolId: pool.id!, size: Int64(size), chunkSize: cs, now: 0)
+        ])
+        self.store = store
+        volume = try Self.load(catalog, store, storeID)
+    }
+
+    /// A new Volume object from what the catalog committed (as after a restart), over the same store or,
+    /// when a stack caches state of its own (ChecksumLayer), over a freshly built one.
+    func reload(store newStore: (any ChunkStore)? = nil) throws {
+        if let newStore { store = newStore }
+        volume = try Self.load(catalog, store, storeID)
+    }
+
+    private static func load(_ catalog: Catalog, _ store: any ChunkStore, _ storeID: StoreID) throws -> Volume {
+        let layer = PoolLayer(chunkSize: store.chunkSize)
+        let serial = try catalog.stores().first { $0.id == storeID.rawValue }!.nextSerial
+        layer.add(storeID, store: store, nextSerial: UInt64(serial))
+        for c in try store.allChunks() { layer.raiseSerial(c.store, to: c.serial + 1) }
+        let record = try catalog.volumes()[0]
+        var map = ChunkMap()
+        for e in try catalog.chunkMap(of: VolumeID(record.id!)) {
+            map[UInt64(e.idx)] = ChunkID(UInt64(bitPattern: e.chunk))
+        }
+        return Volume(record: record, map: map, xattrs: [:], poolName: "p", pool: layer, catalog: catalog)
+    }
+}
+
+/// Compares byte arrays and reports the first difference briefly (`#expect(a == b)` would print both
+/// arrays in full, which for a volume image is megabytes of output).
+func expectBytes(
+    _ actual: [UInt8], _ expected: [UInt8], _ comment: Comment? = nil, sourceLocation: SourceLocation = #_sourceLocation
+) {
+    guard actual != expected else { return }
+    let note = comment.map { "\($0): " } ?? ""
+    if let i = (0..<min(actual.count, expected.count)).first(where: { actual[$0] != expected[$0] }) {
+        let differing = zip(actual, expected).filter { $0 != $1 }.count
+        let text =
+            "\(note)first difference at byte \(i): read \(actual[i]), expected \(expected[i]) "
+            + "(\(differing) byte(s) differ; lengths \(actual.count) and \(expected.count))"
+        Issue.record(Comment(rawValue: text), sourceLocation: sourceLocation)
+    } else {
+        Issue.record(
+            Comment(rawValue: "\(note)length \(actual.count), expected \(expected.count)"),
+            sourceLocation: sourceLocation)
+    }
+}
