@@ -218,7 +218,10 @@ public final class Catalog: Sendable {
             for (idx, birth) in c.retainedRemoves {
                 try dropRetained.execute(arguments: [id.rawValue, Int64(idx), Int64(birth)])
             }
-            for r in c.retainedAdds { try r.upsert(db) }
+            let keep = try db.cachedStatement(
+                sql: "INSERT INTO chunk_retained(volumeId, idx, birth, chunk, death) VALUES (?, ?, ?, ?, ?) "
+                    + "ON CONFLICT(volumeId, idx, birth) DO UPDATE SET chunk = excluded.chunk, death = excluded.death")
+            for r in c.retainedAdds { try keep.execute(arguments: [r.volumeId, r.idx, r.birth, r.chunk, r.death]) }
             for (chunk, delta) in c.shareDeltas where delta != 0 {
                 let key = Int64(bitPattern: chunk.rawValue)
                 try db.execute(

@@ -131,6 +131,12 @@ public struct SnapshotMemberRecord: Codable, Sendable, FetchableRecord, Persista
     public var epoch: Int64
     /// The volume's size at that instant.
     public var size: Int64
+    public init(snapshotId: Int64, volumeId: Int64, epoch: Int64, size: Int64) {
+        self.snapshotId = snapshotId
+        self.volumeId = volumeId
+        self.epoch = epoch
+        self.size = size
+    }
 }
 
 /// One row of `schedule`: snapshot `target` (a volume name, or "*" for all) every `every` seconds,

@@ -13,7 +13,15 @@ public enum ControlRequest: Codable, Sendable {
     case volumeList
     case volumeShow(name: String)
     case volumeResize(name: String, size: UInt64)
-    case volumeDelete(name: String)
+    case volumeDelete(name: String, withSnapshots: Bool)
+    case snapshotCreate(name: String, volumes: [String], all: Bool)
+    case snapshotList
+    case snapshotDelete(name: String)
+    case snapshotRevert(volume: String, snapshot: String)
+    case scheduleSet(target: String, every: Int64, keep: Int64)
+    case scheduleRemove(target: String)
+    case scheduleList
+    case clone(source: String, name: String)
     case unmount(force: Bool)
 }
 
@@ -24,9 +32,14 @@ public struct ControlReply: Codable, Sendable {
     public var pools: [PoolInfo]?
     public var stores: [StoreInfo]?
     public var status: StatusInfo?
+    public var snapshots: [SnapshotInfo]?
+    public var schedules: [ScheduleInfo]?
     public init(error: TesseraError? = nil, volumes: [VolumeInfo]? = nil, pools: [PoolInfo]? = nil,
-                stores: [StoreInfo]? = nil, status: StatusInfo? = nil) {
+                stores: [StoreInfo]? = nil, status: StatusInfo? = nil, snapshots: [SnapshotInfo]? = nil,
+                schedules: [ScheduleInfo]? = nil) {
         self.error = error
+        self.snapshots = snapshots
+        self.schedules = schedules
         self.volumes = volumes
         self.pools = pools
         self.stores = stores
@@ -81,9 +94,29 @@ public struct ControlService: Sendable {
         case .volumeResize(let name, let size):
             try engine.resizeVolume(name, to: size)
             return ControlReply(volumes: [try engine.volumeInfo(name)])
-        case .volumeDelete(let name):
-            try engine.deleteVolume(name)
+        case .volumeDelete(let name, let withSnapshots):
+            try engine.deleteVolume(name, withSnapshots: withSnapshots)
             return ControlReply()
+        case .snapshotCreate(let name, let volumes, let all):
+            return ControlReply(snapshots: [try engine.createSnapshot(name: name, volumes: volumes, all: all)])
+        case .snapshotList:
+            return ControlReply(snapshots: engine.snapshotInfos())
+        case .snapshotDelete(let name):
+            try engine.deleteSnapshot(name)
+            return ControlReply()
+        case .snapshotRevert(let volume, let snapshot):
+            try engine.revert(volume, to: snapshot)
+            return ControlReply(volumes: [try engine.volumeInfo(volume)])
+        case .scheduleSet(let target, let every, let keep):
+            try engine.setSchedule(target: target, every: every, keep: keep)
+            return ControlReply(schedules: try engine.scheduleInfos())
+        case .scheduleRemove(let target):
+            try engine.removeSchedule(target: target)
+            return ControlReply(schedules: try engine.scheduleInfos())
+        case .scheduleList:
+            return ControlReply(schedules: try engine.scheduleInfos())
+        case .clone(let source, let name):
+            return ControlReply(volumes: [engine.info(try engine.clone(source, as: name))])
         case .unmount(let force):
             guard let unmount else { throw TesseraError(.notFound, "no mount is running for \(engine.data.path)") }
             try unmount(force)

@@ -34,8 +34,14 @@ public final class Engine: Sendable {
         var stores: [Int64: StoreRecord] = [:]
         var volumes: [VolumeID: Volume] = [:]
         var byName: [String: VolumeID] = [:]
+        var snapshots: [Int64: SnapshotRecord] = [:]
+        var members: [Int64: [SnapshotMemberRecord]] = [:]
     }
-    private let state = Mutex(State())
+    let state = Mutex(State())
+    /// Extra references to chunks shared between maps (copy_file_range, revert).
+    let shares = ShareTable()
+    /// Serialises snapshot, clone, revert and schedule work (control plane only).
+    let snapshotLock = Mutex(())
     /// Called after a volume's name, size or attributes change outside the FUSE request that caused
     /// it (CLI over the control socket), so the mount can invalidate cached attributes.
     public let observers = Mutex<[@Sendable (VolumeID) -> Void]>([])
@@ -82,21 +88,38 @@ public final class Engine: Sendable {
             pool.layer.add(StoreID(st.id!), store: store, nextSerial: UInt64(st.nextSerial))
             s.stores[st.id!] = st
         }
-        for v in try catalog.volumes() {
+        for share in try catalog.shares() { shares.add(ChunkID(UInt64(bitPattern: share.chunk)), Int(share.extra)) }
+        for v in try catalog.volumes() {  // ids grow, so a clone's parent is loaded before it
             guard let pool = s.pools[v.poolId] else {
                 throw TesseraError(.catalog, "volume \(v.name) names pool #\(v.poolId), which is missing")
             }
             var map = ChunkMap()
             for e in try catalog.chunkMap(of: VolumeID(v.id!)) {
-                map[UInt64(e.idx)] = ChunkID(UInt64(bitPattern: e.chunk))
+                map.set(UInt64(e.idx), MapEntry(chunk: ChunkID(UInt64(bitPattern: e.chunk)), birth: UInt64(e.birth)))
             }
             var xattrs: [String: [UInt8]] = [:]
             for x in try catalog.xattrs(of: VolumeID(v.id!)) { xattrs[x.name] = x.value }
-            let volume = Volume(record: v, map: map, xattrs: xattrs, poolName: pool.record.name, pool: pool.layer,
-                                catalog: catalog)
+            var parent: Volume?
+            if let pid = v.parentId {
+                guard let p = s.volumes[VolumeID(pid)] else {
+                    throw TesseraError(.catalog, "clone \(v.name) names parent volume #\(pid), which is missing")
+                }
+                parent = p
+                p.addHold(UInt64(v.parentEpoch ?? 0))
+            }
+            let volume = Volume(record: v, map: map, retained: try catalog.retained(of: VolumeID(v.id!)), xattrs: xattrs,
+                                poolName: pool.record.name, pool: pool.layer, catalog: catalog, shares: shares, parent: parent)
             s.volumes[volume.id] = volume
             s.byName[v.name] = volume.id
         }
+        for snap in try catalog.snapshots() { s.snapshots[snap.id!] = snap }
+        for m in try catalog.snapshotMembers() {
+            s.members[m.snapshotId, default: []].append(m)
+            s.volumes[VolumeID(m.volumeId)]?.addHold(UInt64(m.epoch))
+        }
+        // A crash between dropping a snapshot and the flush that frees its chunks leaves versions that
+        // nothing holds any more: release them now (freed at the next flush).
+        for v in s.volumes.values { v.removeHold(UInt64.max) }
         state.withLock { $0 = s }
         if collectGarbage { try self.collectGarbage() }
     }
@@ -171,7 +194,7 @@ public final class Engine: Sendable {
 
     func poolLayers() -> [PoolLayer] { state.withLock { $0.pools.values.map(\.layer) } }
 
-    private func notify(_ id: VolumeID) {
+    func notify(_ id: VolumeID) {
         for o in observers.withLock({ $0 }) { o(id) }
     }
 
@@ -187,12 +210,12 @@ public final class Engine: Sendable {
 
     public func volume(id: VolumeID) -> Volume? { state.withLock { $0.volumes[id] } }
 
-    private func requireVolume(_ name: String) throws(TesseraError) -> Volume {
+    func requireVolume(_ name: String) throws(TesseraError) -> Volume {
         guard let v = volume(named: name) else { throw TesseraError(.notFound, "no volume named '\(name)'") }
         return v
     }
 
-    private func pool(named name: String) throws(TesseraError) -> Pool {
+    func pool(named name: String) throws(TesseraError) -> Pool {
         guard let p = state.withLock({ s in s.pools.values.first { $0.record.name == name } }) else {
             throw TesseraError(.notFound, "no pool named '\(name)'")
         }
@@ -262,9 +285,15 @@ public final class Engine: Sendable {
     }
 
     /// Rewrites the manifest of `v` on its pool's stores (after create, rename, resize, chown).
-    func recordManifest(_ volumes: [Volume]) throws(TesseraError) {
+    /// Best effort: the catalog has committed the change already, so a store that cannot take the
+    /// manifest (full, read-only) is logged, not reported as a failure of what did happen.
+    func recordManifest(_ volumes: [Volume]) {
         guard let pool = volumes.first?.poolName else { return }
-        try Manifests.writeVolumes(volumes.map(\.record), roots: manifestRoots(pool: pool))
+        do {
+            try Manifests.writeVolumes(volumes.map(\.record), roots: manifestRoots(pool: pool))
+        } catch {
+            Log.error("volume manifest not updated (fsck --rebuild-catalog may show stale names or sizes): \(error)")
+        }
     }
 
     public func poolInfos() throws(TesseraError) -> [PoolInfo] {
@@ -316,9 +345,12 @@ public final class Engine: Sendable {
 
     public func info(_ v: Volume) -> VolumeInfo {
         let r = v.record
+        let snaps = state.withLock { s in s.members.values.joined().filter { $0.volumeId == r.id! }.count }
         return VolumeInfo(id: r.id!, name: r.name, pool: v.poolName, size: UInt64(r.size), allocated: v.allocatedBytes,
                           chunkSize: UInt64(v.chunkSize), uid: r.uid, gid: r.gid,
-                          mode: "0" + String(r.mode & 0o7777, radix: 8), open: v.isOpen)
+                          mode: "0" + String(r.mode & 0o7777, radix: 8), open: v.isOpen,
+                          referenced: v.allocatedBytes, exclusive: v.exclusiveBytes, heldBySnapshots: v.retainedBytes,
+                          snapshots: snaps, parent: v.parent?.name)
     }
 
     public func volumeInfos() -> [VolumeInfo] { allVolumes().map(info) }
@@ -353,26 +385,33 @@ public final class Engine: Sendable {
             })
             return records.map { r in
                 let v = Volume(record: r, map: ChunkMap(), xattrs: [:], poolName: pool.record.name, pool: pool.layer,
-                               catalog: catalog)
+                               catalog: catalog, shares: shares)
                 s.volumes[v.id] = v
                 s.byName[r.name] = v.id
                 return v
             }
         }
-        try recordManifest(created)
+        recordManifest(created)
         return created
     }
 
     /// `volume delete`: refuses an open image. `unlink` (FUSE) uses `unlink(_:)` instead.
-    public func deleteVolume(_ name: String) throws(TesseraError) {
+    /// `volume delete`: refuses an open image, and a volume with snapshots unless `withSnapshots`
+    /// (they go with it) or with clones (delete those first). `unlink` (FUSE) uses `unlink(_:)`.
+    public func deleteVolume(_ name: String, withSnapshots: Bool = false) throws(TesseraError) {
         let v = try requireVolume(name)
         if v.isOpen { throw TesseraError(.busy, "volume '\(name)' is open; close it first") }
+        try refuseIfReferenced(v, allowSnapshots: withSnapshots)
+        if withSnapshots {
+            for snap in snapshotNames(of: v) { try dropMember(snapshot: snap, volume: v) }
+        }
         try unlink(v)
     }
 
     /// Removes the volume from the namespace and the catalog at once; its chunks are freed now, or at
     /// its last close when it is still open (POSIX unlink semantics).
     public func unlink(_ v: Volume) throws(TesseraError) {
+        try refuseIfReferenced(v, allowSnapshots: false)
         try catalog.deleteVolume(v.id)
         Manifests.removeVolume(v.id, roots: manifestRoots(pool: v.poolName))
         v.markUnlinked()
@@ -381,6 +420,10 @@ public final class Engine: Sendable {
             s.volumes[v.id] = nil
         }
         if !v.isOpen { v.releaseAllChunks() }
+        if let parent = v.parent {
+            parent.removeHold(v.parentEpoch)
+            try? parent.flush()
+        }
         notify(v.id)
     }
 
@@ -410,7 +453,7 @@ public final class Engine: Sendable {
             s.byName[from] = nil
             s.byName[to] = v.id
         }
-        try recordManifest([v])
+        recordManifest([v])
         notify(v.id)
     }
 
@@ -430,7 +473,7 @@ public final class Engine: Sendable {
         } catch {
             throw TesseraError(.io, "resize of '\(v.name)' failed: \(error)")
         }
-        try recordManifest([v])
+        recordManifest([v])
     }
 
     /// Owner and mode (chown/chmod through FUSE); durable when it returns.
@@ -443,7 +486,7 @@ public final class Engine: Sendable {
             if let mtime { r.mtime = mtime }
         }
         try catalog.updateVolume(r)
-        if uid != nil || gid != nil || mode != nil { try recordManifest([v]) }
+        if uid != nil || gid != nil || mode != nil { recordManifest([v]) }
     }
 
     public func setXattr(_ v: Volume, name: String, value: [UInt8]?) throws(TesseraError) {

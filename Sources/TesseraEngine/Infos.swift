@@ -12,6 +12,37 @@ public struct VolumeInfo: Codable, Sendable, Equatable {
     public var gid: Int64
     public var mode: String
     public var open: Bool
+    /// Bytes of chunks the live volume maps (its own; a clone's shared parent data is not counted).
+    public var referenced: UInt64
+    /// Bytes that only the live volume holds (what deleting it would free now).
+    public var exclusive: UInt64
+    /// Bytes of old versions its snapshots and clones keep.
+    public var heldBySnapshots: UInt64
+    public var snapshots: Int
+    /// For a clone: the volume it was cloned from.
+    public var parent: String?
+}
+
+/// What `snapshot list/show` prints.
+public struct SnapshotInfo: Codable, Sendable, Equatable {
+    public var id: Int64
+    public var name: String
+    public var createdAt: Double
+    public var volumes: [String]
+    /// Sizes of the captured images, in the order of `volumes`.
+    public var sizes: [UInt64]
+    /// Bytes that deleting this snapshot would free.
+    public var freeable: UInt64
+    public var scheduled: Bool
+}
+
+/// What `snapshot schedule --list` prints.
+public struct ScheduleInfo: Codable, Sendable, Equatable {
+    public var id: Int64
+    public var target: String
+    public var everySeconds: Int64
+    public var keep: Int64
+    public var lastRun: Double?
 }
 
 /// What `pool list/show` prints.

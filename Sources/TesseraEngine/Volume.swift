@@ -403,6 +403,15 @@ public final class Volume: Sendable {
             }
             stripes.lockExclusive(index)
             defer { stripes.unlock(index) }
+            let mine = state.withLock { s -> ChunkID? in
+                guard let e = s.map.entry(index), e.chunk.isReal, !isShared(e, s) else { return nil }
+                return e.chunk
+            }
+            if let mine {  // our own chunk: punch the range in place
+                try pool.zero(mine, offset: inChunk, length: n)
+                pos += UInt64(n)
+                continue
+            }
             try rewrite(index) { buffer, base throws(StoreError) in
                 if base.isNone { return .unchanged }
                 guard let buffer else { return .needsBase }
@@ -469,6 +478,19 @@ public final class Volume: Sendable {
 
     // MARK: Seeking
 
+    /// Bytes of chunks with data in the image at `epoch` of size `viewSize` (a snapshot's st_blocks).
+    public func allocatedBytes(at epoch: UInt64, viewSize: UInt64) -> UInt64 {
+        let cs = UInt64(chunkSize)
+        let chunks = (viewSize + cs - 1) / cs
+        var n: UInt64 = 0
+        var i: UInt64 = 0
+        while let next = nextData(from: i, below: chunks, at: epoch) {
+            n += 1
+            i = next + 1
+        }
+        return n * cs
+    }
+
     /// The first index in `from..<limit` whose content at `epoch` is not all-zero-by-absence, or nil.
     func nextData(from start: UInt64, below limit: UInt64, at epoch: UInt64? = nil) -> UInt64? {
         let (retainedKeys, parentLimit) = state.withLock { s in
@@ -516,10 +538,10 @@ public final class Volume: Sendable {
     /// Copies `length` bytes from `source` at `sourceOffset` to this volume at `offset`. Whole chunks
     /// that line up are shared, not copied (the copy costs a map entry); the rest is copied, and holes
     /// of the source become holes here. Returns bytes copied (short at the source's end).
-    public func copy(from source: Volume, at sourceOffset: UInt64, to offset: UInt64, length: UInt64)
-        throws(StoreError) -> UInt64
+    public func copy(from source: Volume, at sourceOffset: UInt64, to offset: UInt64, length: UInt64,
+                     sourceEpoch: UInt64? = nil, sourceSize: UInt64? = nil) throws(StoreError) -> UInt64
     {
-        let srcSize = source.size
+        let srcSize = sourceSize ?? source.size
         guard sourceOffset < srcSize else { return 0 }
         let total = min(length, srcSize - sourceOffset)
         let cs = UInt64(chunkSize)
@@ -530,18 +552,18 @@ public final class Volume: Sendable {
         while done < total {
             let pos = sourceOffset + done
             let n = min(UInt64(source.chunkSize) - pos % UInt64(source.chunkSize), total - done, cs)
-            if canShare && n == cs && !(source === self && pos == offset + done) {
-                try share(from: source, index: pos / cs, to: (offset + done) / cs)
+            if canShare && n == cs && !(source === self && pos == offset + done && sourceEpoch == nil) {
+                try share(from: source, index: pos / cs, at: sourceEpoch, to: (offset + done) / cs)
                 done += n
                 continue
             }
-            let isHole = source.seek(from: pos, data: true).map { $0 >= pos + n } ?? true
+            let isHole = source.seek(from: pos, data: true, epoch: sourceEpoch, viewSize: srcSize).map { $0 >= pos + n } ?? true
             if isHole {
                 extend(to: offset + done + n)
                 try discard(at: offset + done, length: n)
             } else {
                 let piece = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<Int(n)])
-                _ = try source.read(at: pos, into: piece)
+                _ = try source.read(at: pos, into: piece, epoch: sourceEpoch, viewSize: srcSize)
                 try write(at: offset + done, from: UnsafeRawBufferPointer(piece))
             }
             done += n
@@ -551,9 +573,9 @@ public final class Volume: Sendable {
 
     /// Makes slot `target` of this volume refer to the chunk `source` shows at `index` (one more
     /// reference to it), or empties it when that is a hole.
-    private func share(from source: Volume, index: UInt64, to target: UInt64) throws(StoreError) {
+    private func share(from source: Volume, index: UInt64, at sourceEpoch: UInt64?, to target: UInt64) throws(StoreError) {
         source.stripes.lockExclusive(index)
-        let chunk = source.resolve(index)
+        let chunk = source.resolve(index, at: sourceEpoch)
         if chunk.isReal { shares.add(chunk, 1) }  // from now on neither side writes it in place
         source.stripes.unlock(index)
         extend(to: (target + 1) * UInt64(chunkSize))

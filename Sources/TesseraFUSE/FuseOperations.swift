@@ -40,8 +40,10 @@ enum FuseOperations {
         ops.rename = { req, parent, name, newParent, newName, flags in
             FuseOperations.handle(req) { try $0.rename(req, parent, String(cString: name!), newParent, String(cString: newName!), flags) }
         }
-        ops.mkdir = { req, _, _, _ in fuse_reply_err(req, EPERM) }
-        ops.rmdir = { req, _, _ in fuse_reply_err(req, EPERM) }
+        ops.mkdir = { req, parent, name, _ in
+            FuseOperations.handle(req) { try $0.mkdir(req, parent, String(cString: name!)) }
+        }
+        ops.rmdir = { req, parent, name in FuseOperations.handle(req) { try $0.rmdir(req, parent, String(cString: name!)) } }
         ops.mknod = { req, _, _, _, _ in fuse_reply_err(req, EPERM) }
         ops.symlink = { req, _, _, _ in fuse_reply_err(req, EPERM) }
         ops.link = { req, _, _, _ in fuse_reply_err(req, EPERM) }
@@ -88,8 +90,15 @@ struct FuseFailure: Error {
 }
 
 extension FuseMount {
-    private static func volume(_ fi: UnsafeMutablePointer<fuse_file_info>) -> Volume {
-        Unmanaged<Volume>.fromOpaque(UnsafeRawPointer(bitPattern: UInt(fi.pointee.fh))!).takeUnretainedValue()
+    private static func image(_ fi: UnsafeMutablePointer<fuse_file_info>) -> OpenImage {
+        Unmanaged<OpenImage>.fromOpaque(UnsafeRawPointer(bitPattern: UInt(fi.pointee.fh))!).takeUnretainedValue()
+    }
+
+    /// The live volume behind a handle open for writing; snapshot images are read-only (EROFS).
+    private static func writable(_ fi: UnsafeMutablePointer<fuse_file_info>) throws(FuseFailure) -> Volume {
+        let image = image(fi)
+        if image.readOnly { throw FuseFailure(EROFS) }
+        return image.volume
     }
 
     private func fail(_ v: Volume, _ what: String, _ offset: off_t, _ error: StoreError) -> FuseFailure {
@@ -102,7 +111,8 @@ extension FuseMount {
     }
 
     private func volume(named file: String, in parent: fuse_ino_t) throws(FuseFailure) -> Volume {
-        guard parent == Inode.root else { throw FuseFailure(parent == Inode.snapshots ? ENOENT : ENOTDIR) }
+        if parent == Inode.snapshots || Inode.snapshotDirID(parent) != nil { throw FuseFailure(EROFS) }
+        guard parent == Inode.root else { throw FuseFailure(ENOTDIR) }
         guard let name = Inode.volumeName(fromFile: file), let v = engine.volume(named: name) else {
             throw FuseFailure(ENOENT)
         }
@@ -139,6 +149,24 @@ extension FuseMount {
         return st
     }
 
+    /// A volume as snapshot `image` captured it: read-only, its size then, its blocks then.
+    private func attr(_ image: SnapshotImage) -> stat {
+        var st = attr(image.volume)
+        st.st_ino = UInt(Inode.snapshotImage(image.snapshotID, image.volume.id))
+        st.st_mode = S_IFREG | (st.st_mode & 0o7777 & ~0o222)
+        st.st_nlink = 1
+        st.st_size = off_t(image.size)
+        st.st_blocks = blkcnt_t(image.volume.allocatedBytes(at: image.epoch, viewSize: image.size) / 512)
+        return st
+    }
+
+    private func snapshotImage(_ ino: fuse_ino_t) throws(FuseFailure) -> SnapshotImage {
+        guard let (snap, vol) = Inode.snapshotImageIDs(ino), let image = engine.snapshotImage(snapshot: snap, volume: vol) else {
+            throw FuseFailure(ENOENT)
+        }
+        return image
+    }
+
     private func entry(_ st: stat) -> fuse_entry_param {
         var e = fuse_entry_param()
         e.ino = fuse_ino_t(st.st_ino)
@@ -150,9 +178,18 @@ extension FuseMount {
     }
 
     func lookup(_ req: fuse_req_t?, _ parent: fuse_ino_t, _ name: String) throws(FuseFailure) {
+        if name.utf8.count > 255 { throw FuseFailure(ENAMETOOLONG) }
         var e: fuse_entry_param
         if parent == Inode.root && name == Inode.snapshotsName {
             e = entry(directoryAttr(Inode.snapshots))
+        } else if parent == Inode.snapshots {
+            guard let id = engine.snapshotImages(name)?.first?.snapshotID else { throw FuseFailure(ENOENT) }
+            e = entry(directoryAttr(Inode.snapshotDir(id)))
+        } else if let snap = Inode.snapshotDirID(parent) {
+            guard let snapName = engine.snapshotName(id: snap), let vol = Inode.volumeName(fromFile: name),
+                  let image = engine.snapshotImages(snapName)?.first(where: { $0.volume.name == vol })
+            else { throw FuseFailure(ENOENT) }
+            e = entry(attr(image))
         } else {
             e = entry(attr(try volume(named: name, in: parent)))
         }
@@ -163,8 +200,13 @@ extension FuseMount {
         var st: stat
         if ino == Inode.root || ino == Inode.snapshots {
             st = directoryAttr(ino)
+        } else if let snap = Inode.snapshotDirID(ino) {
+            guard engine.snapshotName(id: snap) != nil else { throw FuseFailure(ENOENT) }
+            st = directoryAttr(ino)
+        } else if Inode.snapshotImageIDs(ino) != nil {
+            st = attr(try snapshotImage(ino))
         } else if let fi, fi.pointee.fh != 0 {
-            st = attr(Self.volume(fi))  // also answers fstat on an unlinked, still-open image
+            st = attr(Self.image(fi).volume)  // also answers fstat on an unlinked, still-open image
         } else {
             st = attr(try volume(ino))
         }
@@ -174,7 +216,10 @@ extension FuseMount {
     func setattr(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ new: stat, _ toSet: Int32,
                  _ fi: UnsafeMutablePointer<fuse_file_info>?) throws(FuseFailure) {
         let v: Volume
-        if let fi, fi.pointee.fh != 0 { v = Self.volume(fi) } else if ino >= Inode.volumeBase {
+        if Inode.snapshotImageIDs(ino) != nil || Inode.snapshotDirID(ino) != nil || ino == Inode.snapshots {
+            throw FuseFailure(EROFS)
+        }
+        if let fi, fi.pointee.fh != 0 { v = try Self.writable(fi) } else if Inode.isVolume(ino) {
             v = try volume(ino)
         } else {
             throw FuseFailure(EPERM)
@@ -212,7 +257,19 @@ extension FuseMount {
         if ino == Inode.root {
             names.append((Inode.snapshotsName, directoryAttr(Inode.snapshots)))
             for v in engine.allVolumes() { names.append((v.name + Inode.imageSuffix, attr(v))) }
-        } else if ino != Inode.snapshots {
+        } else if ino == Inode.snapshots {
+            for name in engine.snapshotNames() {
+                if let id = engine.snapshotImages(name)?.first?.snapshotID { names.append((name, directoryAttr(Inode.snapshotDir(id)))) }
+            }
+        } else if let snap = Inode.snapshotDirID(ino) {
+            guard let snapName = engine.snapshotName(id: snap) else { throw FuseFailure(ENOENT) }
+            for image in engine.snapshotImages(snapName) ?? [] {
+                var st = stat()
+                st.st_ino = UInt(Inode.snapshotImage(image.snapshotID, image.volume.id))
+                st.st_mode = S_IFREG
+                names.append((image.volume.name + Inode.imageSuffix, st))
+            }
+        } else {
             throw FuseFailure(ENOTDIR)
         }
         let buf = UnsafeMutablePointer<CChar>.allocate(capacity: size)
@@ -232,34 +289,46 @@ extension FuseMount {
     // MARK: Files
 
     func open(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ fi: UnsafeMutablePointer<fuse_file_info>) throws(FuseFailure) {
-        guard ino >= Inode.volumeBase else { throw FuseFailure(EISDIR) }
-        let v = try volume(ino)
-        attach(v, fi)
+        if Inode.snapshotImageIDs(ino) != nil {
+            if fi.pointee.flags & O_ACCMODE != O_RDONLY || fi.pointee.flags & O_TRUNC != 0 { throw FuseFailure(EROFS) }
+            let image = try snapshotImage(ino)
+            attach(OpenImage(image.volume, epoch: image.epoch, size: image.size), fi)
+        } else {
+            guard Inode.isVolume(ino) else { throw FuseFailure(EISDIR) }
+            let v = try volume(ino)
+            // libfuse asks for atomic O_TRUNC: the kernel passes the flag here instead of a SETATTR.
+            if fi.pointee.flags & O_TRUNC != 0 && fi.pointee.flags & O_ACCMODE != O_RDONLY {
+                do { try engine.resize(v, to: 0) } catch { throw FuseFailure(error) }
+            }
+            attach(OpenImage(v), fi)
+        }
         fuse_reply_open(req, fi)
     }
 
     /// Gives the open file a retained reference to its volume (released in `release`).
-    private func attach(_ v: Volume, _ fi: UnsafeMutablePointer<fuse_file_info>) {
-        v.opened()
-        fi.pointee.fh = UInt64(UInt(bitPattern: Unmanaged.passRetained(v).toOpaque()))
+    private func attach(_ image: OpenImage, _ fi: UnsafeMutablePointer<fuse_file_info>) {
+        image.volume.opened()
+        fi.pointee.fh = UInt64(UInt(bitPattern: Unmanaged.passRetained(image).toOpaque()))
         // O_DIRECT (qemu cache=none): bypass the page cache; Tessera never forwards O_DIRECT to stores.
         tessera_fi_set_direct_io(fi, fi.pointee.flags & O_DIRECT_ != 0 ? 1 : 0)
         tessera_fi_set_keep_cache(fi, 0)
     }
 
     func release(_ req: fuse_req_t?, _ fi: UnsafeMutablePointer<fuse_file_info>) throws(FuseFailure) {
-        let v = Unmanaged<Volume>.fromOpaque(UnsafeRawPointer(bitPattern: UInt(fi.pointee.fh))!).takeRetainedValue()
+        let image = Unmanaged<OpenImage>.fromOpaque(UnsafeRawPointer(bitPattern: UInt(fi.pointee.fh))!).takeRetainedValue()
         fi.pointee.fh = 0
-        engine.closed(v)
+        engine.closed(image.volume)
         fuse_reply_err(req, 0)
     }
 
     func read(_ req: fuse_req_t?, _ size: Int, _ off: off_t, _ fi: UnsafeMutablePointer<fuse_file_info>) throws(FuseFailure) {
-        let v = Self.volume(fi)
+        let image = Self.image(fi)
+        let v = image.volume
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(size, 1), alignment: 4096)
         defer { buffer.deallocate() }
         do {
-            let n = try v.read(at: UInt64(off), into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<size]))
+            let n = try v.read(at: UInt64(off), into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<size]),
+                               epoch: image.epoch, viewSize: image.size)
             fuse_reply_buf(req, buffer.baseAddress?.assumingMemoryBound(to: CChar.self), n)
         } catch {
             throw fail(v, "read of \(size) bytes", off, error)
@@ -268,7 +337,7 @@ extension FuseMount {
 
     func write(_ req: fuse_req_t?, _ buf: UnsafePointer<CChar>, _ size: Int, _ off: off_t,
                _ fi: UnsafeMutablePointer<fuse_file_info>) throws(FuseFailure) {
-        let v = Self.volume(fi)
+        let v = try Self.writable(fi)
         guard off >= 0, UInt64(off) + UInt64(size) <= Engine.maxVolumeSize else { throw FuseFailure(EFBIG) }
         do {
             try v.write(at: UInt64(off), from: UnsafeRawBufferPointer(start: buf, count: size))
@@ -279,7 +348,7 @@ extension FuseMount {
     }
 
     func fsync(_ req: fuse_req_t?, _ fi: UnsafeMutablePointer<fuse_file_info>) throws(FuseFailure) {
-        let v = Self.volume(fi)
+        let v = Self.image(fi).volume
         do { try v.flush() } catch { throw fail(v, "fsync", 0, error) }
         fuse_reply_err(req, 0)
     }
@@ -302,7 +371,9 @@ extension FuseMount {
 
     func create(_ req: fuse_req_t?, _ parent: fuse_ino_t, _ file: String, _ mode: mode_t,
                 _ fi: UnsafeMutablePointer<fuse_file_info>) throws(FuseFailure) {
+        if parent == Inode.snapshots || Inode.snapshotDirID(parent) != nil { throw FuseFailure(EROFS) }
         guard parent == Inode.root else { throw FuseFailure(EPERM) }
+        if file.utf8.count > 255 { throw FuseFailure(ENAMETOOLONG) }
         guard let name = Inode.volumeName(fromFile: file) else {
             throw FuseFailure(EINVAL, "create \(file): images must be named NAME.img")
         }
@@ -316,7 +387,7 @@ extension FuseMount {
             throw FuseFailure(error)
         }
         var e = entry(attr(v))
-        attach(v, fi)
+        attach(OpenImage(v), fi)
         fuse_reply_create(req, &e, fi)
     }
 
@@ -329,7 +400,7 @@ extension FuseMount {
     func rename(_ req: fuse_req_t?, _ parent: fuse_ino_t, _ file: String, _ newParent: fuse_ino_t,
                 _ newFile: String, _ flags: UInt32) throws(FuseFailure) {
         let v = try volume(named: file, in: parent)
-        guard newParent == Inode.root else { throw FuseFailure(EXDEV) }
+        guard newParent == Inode.root else { throw FuseFailure(newParent == Inode.snapshots || Inode.snapshotDirID(newParent) != nil ? EROFS : EXDEV) }
         guard let newName = Inode.volumeName(fromFile: newFile) else { throw FuseFailure(EINVAL) }
         if flags & RENAME_EXCHANGE_ != 0 { throw FuseFailure(EINVAL) }
         do throws(TesseraError) {
@@ -340,11 +411,33 @@ extension FuseMount {
         fuse_reply_err(req, 0)
     }
 
+    // MARK: Snapshot directories
+
+    /// `mkdir MOUNT/.snapshots/NAME` snapshots every volume at one instant.
+    func mkdir(_ req: fuse_req_t?, _ parent: fuse_ino_t, _ name: String) throws(FuseFailure) {
+        guard parent == Inode.snapshots else { throw FuseFailure(Inode.snapshotDirID(parent) != nil ? EROFS : EPERM) }
+        do { try engine.createSnapshot(name: name, volumes: [], all: true) } catch { throw FuseFailure(error) }
+        guard let id = engine.snapshotImages(name)?.first?.snapshotID else { throw FuseFailure(EIO) }
+        var e = entry(directoryAttr(Inode.snapshotDir(id)))
+        fuse_reply_entry(req, &e)
+    }
+
+    /// `rmdir MOUNT/.snapshots/NAME` deletes the snapshot.
+    func rmdir(_ req: fuse_req_t?, _ parent: fuse_ino_t, _ name: String) throws(FuseFailure) {
+        guard parent == Inode.snapshots else { throw FuseFailure(parent == Inode.root ? ENOTDIR : EROFS) }
+        do { try engine.deleteSnapshot(name) } catch { throw FuseFailure(error) }
+        fuse_reply_err(req, 0)
+    }
+
     // MARK: Extended attributes (libvirt's trusted.libvirt.security.* among them)
 
     func setxattr(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ name: String, _ value: UnsafePointer<CChar>?, _ size: Int,
                   _ flags: Int32) throws(FuseFailure) {
-        guard ino >= Inode.volumeBase else { throw FuseFailure(ENOTSUP) }
+        if Inode.snapshotImageIDs(ino) != nil { throw FuseFailure(EROFS) }
+        guard Inode.isVolume(ino) else { throw FuseFailure(ENOTSUP) }
+        // As ext4: only the known namespaces, each with a name after its prefix.
+        guard let prefix = ["user.", "trusted.", "security."].first(where: name.hasPrefix) else { throw FuseFailure(EOPNOTSUPP) }
+        if name.utf8.count == prefix.utf8.count || name.utf8.count > 255 { throw FuseFailure(EINVAL) }
         let v = try volume(ino)
         let exists = v.xattrs[name] != nil
         if flags & Int32(XATTR_CREATE) != 0 && exists { throw FuseFailure(EEXIST) }
@@ -355,13 +448,13 @@ extension FuseMount {
     }
 
     func getxattr(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ name: String, _ size: Int) throws(FuseFailure) {
-        guard ino >= Inode.volumeBase else { throw FuseFailure(ENODATA) }
+        guard Inode.isVolume(ino) else { throw FuseFailure(ENODATA) }
         guard let value = try volume(ino).xattrs[name] else { throw FuseFailure(ENODATA) }
         try replyBytes(req, value, size)
     }
 
     func listxattr(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ size: Int) throws(FuseFailure) {
-        let names = ino >= Inode.volumeBase ? try volume(ino).xattrs.keys.sorted() : []
+        let names = Inode.isVolume(ino) ? try volume(ino).xattrs.keys.sorted() : []
         try replyBytes(req, names.flatMap { Array($0.utf8) + [0] }, size)
     }
 
@@ -376,7 +469,7 @@ extension FuseMount {
     }
 
     func removexattr(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ name: String) throws(FuseFailure) {
-        guard ino >= Inode.volumeBase else { throw FuseFailure(ENODATA) }
+        guard Inode.isVolume(ino) else { throw FuseFailure(ENODATA) }
         let v = try volume(ino)
         guard v.xattrs[name] != nil else { throw FuseFailure(ENODATA) }
         do { try engine.setXattr(v, name: name, value: nil) } catch { throw FuseFailure(error) }
@@ -387,7 +480,7 @@ extension FuseMount {
 
     func fallocate(_ req: fuse_req_t?, _ mode: Int32, _ off: off_t, _ len: off_t,
                    _ fi: UnsafeMutablePointer<fuse_file_info>) throws(FuseFailure) {
-        let v = Self.volume(fi)
+        let v = try Self.writable(fi)
         guard off >= 0, len > 0 else { throw FuseFailure(EINVAL) }
         let end = UInt64(off) + UInt64(len)
         guard end <= Engine.maxVolumeSize else { throw FuseFailure(EFBIG) }
@@ -416,21 +509,23 @@ extension FuseMount {
     }
 
     func lseek(_ req: fuse_req_t?, _ off: off_t, _ whence: Int32, _ fi: UnsafeMutablePointer<fuse_file_info>) throws(FuseFailure) {
-        let v = Self.volume(fi)
+        let image = Self.image(fi)
         guard whence == SEEK_DATA_ || whence == SEEK_HOLE_, off >= 0 else { throw FuseFailure(EINVAL) }
-        guard let found = v.seek(from: UInt64(off), data: whence == SEEK_DATA_) else { throw FuseFailure(ENXIO) }
+        guard let found = image.volume.seek(from: UInt64(off), data: whence == SEEK_DATA_, epoch: image.epoch,
+                                            viewSize: image.size) else { throw FuseFailure(ENXIO) }
         fuse_reply_lseek(req, off_t(found))
     }
 
     func copyRange(_ req: fuse_req_t?, _ offIn: off_t, _ fiIn: UnsafeMutablePointer<fuse_file_info>, _ offOut: off_t,
                    _ fiOut: UnsafeMutablePointer<fuse_file_info>, _ len: Int) throws(FuseFailure) {
-        let src = Self.volume(fiIn)
-        let dst = Self.volume(fiOut)
+        let src = Self.image(fiIn)
+        let dst = try Self.writable(fiOut)
         guard offIn >= 0, offOut >= 0, UInt64(offOut) + UInt64(len) <= Engine.maxVolumeSize else {
             throw FuseFailure(EINVAL)
         }
         do {
-            let n = try dst.copy(from: src, at: UInt64(offIn), to: UInt64(offOut), length: UInt64(len))
+            let n = try dst.copy(from: src.volume, at: UInt64(offIn), to: UInt64(offOut), length: UInt64(len),
+                                 sourceEpoch: src.epoch, sourceSize: src.size)
             fuse_reply_write(req, Int(n))
         } catch {
             throw fail(dst, "copy_file_range of \(len) bytes", offOut, error)

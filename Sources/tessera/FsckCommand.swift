@@ -21,8 +21,8 @@ struct FsckCommand: ParsableCommand {
     @Option(help: "Another store directory to rebuild from (repeatable).") var store: [String] = []
 
     func validate() throws {
-        if repair && rebuildCatalog { throw ValidationError("--repair and --rebuild-catalog do not go together") }
-        if !store.isEmpty && !rebuildCatalog { throw ValidationError("--store goes with --rebuild-catalog") }
+        if repair && rebuildCatalog { throw invalid("--repair and --rebuild-catalog do not go together") }
+        if !store.isEmpty && !rebuildCatalog { throw invalid("--store goes with --rebuild-catalog") }
     }
 
     func run() throws {

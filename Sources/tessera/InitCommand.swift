@@ -17,7 +17,7 @@ struct InitCommand: ParsableCommand {
         let dir = data.directory
         let size = try chunkSize.map { try parseSize($0, option: "--chunk-size") } ?? Engine.defaultChunkSize
         guard size >= 4096, size <= 64 << 20, size & (size - 1) == 0 else {
-            throw ValidationError("--chunk-size must be a power of two from 4K to 64M")
+            throw invalid("--chunk-size must be a power of two from 4K to 64M")
         }
         do {
             try Engine.initialize(dir, chunkSize: size)

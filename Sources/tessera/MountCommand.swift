@@ -40,6 +40,7 @@ struct MountCommand: ParsableCommand {
             }
             let server = try ControlServer(path: dir.socketPath, service: service)
             engine.startPeriodicFlush()
+            engine.startScheduler()
             server.start()
             Log.info("mounted \(dir.path) at \(mountpoint) (\(engine.allVolumes().count) volumes)")
             defer { server.stop() }

@@ -23,19 +23,36 @@ func parseSize(_ text: String, option: String) throws -> UInt64 {
     do {
         return try ByteSize.parse(text)
     } catch {
-        throw ValidationError("\(option): \(error.description)")
+        throw invalid("\(option): \(error.description)")
     }
 }
 
 func checkName(_ name: String, _ what: String) throws {
-    if let problem = Names.problem(with: name, what: what) { throw ValidationError(problem) }
+    if let problem = Names.problem(with: name, what: what) { throw invalid(problem) }
 }
 
 /// Prints the error on one line and exits with its documented code.
 func failure(_ any: any Error) -> ExitCode {
     let error = any as? TesseraError ?? TesseraError(.io, "\(any)")
-    FileHandle.standardError.write("tessera: \(error.message)\n".data(using: .utf8)!)
+    printError(error.message)
     return ExitCode(error.code.rawValue)
+}
+
+/// Bad input found before anything runs: one line, exit 2.
+func invalid(_ message: String) -> ExitCode { failure(TesseraError(.invalid, message)) }
+
+/// Set once an error line was printed, so `main` never prints a second one. Only the CLI's main thread
+/// touches it (the daemon never reaches these paths).
+nonisolated(unsafe) var errorPrinted = false
+
+/// Writes "tessera: MESSAGE" as exactly one line (control characters shown escaped).
+func printError(_ message: String) {
+    errorPrinted = true
+    var line = ""
+    for u in message.unicodeScalars {
+        if u == "\n" { line += "\\n" } else if u.value < 0x20 || u.value == 0x7f { line += "\\x" + String(u.value, radix: 16) } else { line.unicodeScalars.append(u) }
+    }
+    FileHandle.standardError.write("tessera: \(line)\n".data(using: .utf8)!)
 }
 
 /// Runs a request against the running mount (control socket) or, with none, against the catalog

@@ -15,7 +15,7 @@ struct StoreCommand: ParsableCommand {
         func validate() throws {
             try checkName(name, "store")
             try checkName(pool, "pool")
-            if dir.isEmpty { throw ValidationError("--dir is empty") }
+            if dir.isEmpty { throw invalid("--dir is empty") }
         }
 
         func run() throws {

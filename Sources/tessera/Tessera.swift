@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 
 @main
 struct Tessera: ParsableCommand {
@@ -7,6 +8,24 @@ struct Tessera: ParsableCommand {
         abstract: "Thin virtual volumes as raw image files in a FUSE mount.",
         subcommands: [
             InitCommand.self, MountCommand.self, UnmountCommand.self, StatusCommand.self, PoolCommand.self,
-            StoreCommand.self, VolumeCommand.self, FsckCommand.self,
+            StoreCommand.self, VolumeCommand.self, SnapshotCommand.self, CloneCommand.self, FsckCommand.self,
         ])
+
+    /// Every error ends as one line on stderr: ours carry their exit code (ExitCode, printed already);
+    /// the argument parser's usage errors are folded to their first line and exit 64.
+    static func main() {
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch let code as ExitCode {
+            Foundation.exit(code.rawValue)
+        } catch {
+            let code = exitCode(for: error)
+            if code == .success { exit(withError: error) }  // --help, --version
+            if errorPrinted { Foundation.exit(code.rawValue) }
+            let first = message(for: error).split(separator: "\n").first.map(String.init) ?? "\(error)"
+            printError(first.hasPrefix("Error: ") ? String(first.dropFirst(7)) : first)
+            Foundation.exit(code.rawValue)
+        }
+    }
 }

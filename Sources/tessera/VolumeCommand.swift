@@ -19,8 +19,8 @@ struct VolumeCommand: ParsableCommand {
             try checkName(name, "volume")
             try checkName(pool, "pool")
             let bytes = try parseSize(size, option: "--size")
-            do { try Engine.checkSize(bytes) } catch { throw ValidationError(error.message) }
-            if let count, count < 1 || count > 10_000 { throw ValidationError("--count must be between 1 and 10000") }
+            do { try Engine.checkSize(bytes) } catch { throw invalid(error.message) }
+            if let count, count < 1 || count > 10_000 { throw invalid("--count must be between 1 and 10000") }
         }
 
         func run() throws {
@@ -58,6 +58,8 @@ struct VolumeCommand: ParsableCommand {
                 pool:       \(v.pool)
                 size:       \(human(v.size)) (\(v.size) bytes)
                 allocated:  \(human(v.allocated)) (\(v.allocated) bytes)
+                referenced: \(human(v.referenced)), exclusive \(human(v.exclusive)), held by snapshots \(human(v.heldBySnapshots))
+                snapshots:  \(v.snapshots)\(v.parent.map { "\nclone of:   \($0)" } ?? "")
                 chunk size: \(human(v.chunkSize))
                 owner:      \(v.uid):\(v.gid) mode \(v.mode)
                 open:       \(v.open ? "yes" : "no")
@@ -74,7 +76,7 @@ struct VolumeCommand: ParsableCommand {
         func validate() throws {
             try checkName(name, "volume")
             let bytes = try parseSize(size, option: "--size")
-            do { try Engine.checkSize(bytes) } catch { throw ValidationError(error.message) }
+            do { try Engine.checkSize(bytes) } catch { throw invalid(error.message) }
         }
 
         func run() throws {
@@ -87,11 +89,12 @@ struct VolumeCommand: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Delete a volume and free its space.")
         @OptionGroup var data: DataOptions
         @Argument var name: String
+        @Flag(help: "Also delete the volume's snapshots (its image leaves group snapshots).") var withSnapshots = false
 
         func validate() throws { try checkName(name, "volume") }
 
         func run() throws {
-            _ = try perform(.volumeDelete(name: name), data.directory)
+            _ = try perform(.volumeDelete(name: name, withSnapshots: withSnapshots), data.directory)
             print("deleted \(name)")
         }
     }

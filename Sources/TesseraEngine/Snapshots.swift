@@ -1,0 +1,302 @@
+// Snapshots, consistency groups, clones, revert and schedules — the control-plane side of the
+// birth-epoch design in Volume.swift.
+//
+// A (group) snapshot stops I/O on each member volume (all stripes, in volume-id order), flushes them,
+// records every member's current epoch in one catalog transaction and moves each to the next epoch.
+// Every write acknowledged before that instant is in; none issued after it is. Cost: a flush of what
+// is dirty plus one small transaction, whatever the volume sizes.
+import Foundation
+import TesseraCatalog
+import TesseraCore
+
+/// One image inside a snapshot directory.
+public struct SnapshotImage: Sendable {
+    public let snapshotID: Int64
+    public let volume: Volume
+    public let epoch: UInt64
+    public let size: UInt64
+}
+
+extension Engine {
+    // MARK: Lookup
+
+    func snapshotNames(of v: Volume) -> [Int64] {
+        state.withLock { s in s.members.filter { $0.value.contains { $0.volumeId == v.id.rawValue } }.map(\.key) }
+    }
+
+    func clones(of v: Volume) -> [Volume] { allVolumes().filter { $0.parent === v } }
+
+    func refuseIfReferenced(_ v: Volume, allowSnapshots: Bool) throws(TesseraError) {
+        let kids = clones(of: v)
+        if !kids.isEmpty {
+            throw TesseraError(.busy, "volume '\(v.name)' has clones (\(kids.map(\.name).joined(separator: ", "))); delete them first")
+        }
+        let snaps = snapshotNames(of: v)
+        if !snaps.isEmpty && !allowSnapshots {
+            let names = state.withLock { s in snaps.compactMap { s.snapshots[$0]?.name } }
+            throw TesseraError(.busy, "volume '\(v.name)' has snapshots (\(names.sorted().joined(separator: ", "))); "
+                + "delete them, or pass --with-snapshots")
+        }
+    }
+
+    private func requireSnapshot(_ name: String) throws(TesseraError) -> (SnapshotRecord, [SnapshotMemberRecord]) {
+        guard let found = state.withLock({ s in
+            s.snapshots.values.first { $0.name == name }.map { ($0, s.members[$0.id!] ?? []) }
+        }) else { throw TesseraError(.notFound, "no snapshot named '\(name)'") }
+        return found
+    }
+
+    /// The images of snapshot `name` (for the mount's .snapshots directories).
+    public func snapshotImages(_ name: String) -> [SnapshotImage]? {
+        guard let (snap, members) = try? requireSnapshot(name) else { return nil }
+        return members.compactMap { m in
+            volume(id: VolumeID(m.volumeId)).map {
+                SnapshotImage(snapshotID: snap.id!, volume: $0, epoch: UInt64(m.epoch), size: UInt64(m.size))
+            }
+        }.sorted { $0.volume.name < $1.volume.name }
+    }
+
+    public func snapshotName(id: Int64) -> String? { state.withLock { $0.snapshots[id]?.name } }
+
+    public func snapshotImage(snapshot id: Int64, volume: VolumeID) -> SnapshotImage? {
+        guard let name = snapshotName(id: id) else { return nil }
+        return snapshotImages(name)?.first { $0.volume.id == volume }
+    }
+
+    public func snapshotNames() -> [String] {
+        state.withLock { s in s.snapshots.values.sorted { ($0.createdAt, $0.id!) < ($1.createdAt, $1.id!) }.map(\.name) }
+    }
+
+    public func snapshotInfos() -> [SnapshotInfo] {
+        let snaps = state.withLock { s in
+            s.snapshots.values.sorted { ($0.createdAt, $0.id!) < ($1.createdAt, $1.id!) }.map { ($0, s.members[$0.id!] ?? []) }
+        }
+        return snaps.map { snap, members in
+            var names: [String] = []
+            var sizes: [UInt64] = []
+            var freeable: UInt64 = 0
+            for m in members.sorted(by: { $0.volumeId < $1.volumeId }) {
+                guard let v = volume(id: VolumeID(m.volumeId)) else { continue }
+                names.append(v.name)
+                sizes.append(UInt64(m.size))
+                freeable += v.exclusiveBytes(ofHold: UInt64(m.epoch))
+            }
+            return SnapshotInfo(id: snap.id!, name: snap.name, createdAt: snap.createdAt, volumes: names, sizes: sizes,
+                                freeable: freeable, scheduled: snap.scheduleId != nil)
+        }
+    }
+
+    // MARK: Create and delete
+
+    /// Snapshots `volumes` (or every volume with `all`) at one instant, as `name`.
+    @discardableResult
+    public func createSnapshot(name: String, volumes names: [String], all: Bool = false, scheduleID: Int64? = nil)
+        throws(TesseraError) -> SnapshotInfo
+    {
+        try Self.checkName(name, "snapshot")
+        if !all && names.isEmpty { throw TesseraError(.invalid, "name at least one volume, or --all") }
+        var chosen: [Volume] = all ? allVolumes() : []
+        for n in names where !all {
+            let v = try requireVolume(n)
+            if !chosen.contains(where: { $0 === v }) { chosen.append(v) }
+        }
+        if chosen.isEmpty { throw TesseraError(.invalid, "there is no volume to snapshot") }
+        chosen.sort { $0.id.rawValue < $1.id.rawValue }
+        return try snapshotLock.withLock { _ throws(TesseraError) in
+            if state.withLock({ s in s.snapshots.values.contains { $0.name == name } }) {
+                throw TesseraError(.exists, "a snapshot named '\(name)' already exists")
+            }
+            for v in chosen { v.quiesce() }
+            defer { for v in chosen { v.resume() } }
+            for v in chosen {
+                do { try v.flush() } catch { throw TesseraError(.io, "cannot flush '\(v.name)' for the snapshot: \(error)") }
+            }
+            var members: [VolumeID: (epoch: UInt64, size: UInt64)] = [:]
+            for v in chosen { members[v.id] = v.captureInstant() }
+            let record = try catalog.insertSnapshot(
+                SnapshotRecord(name: name, createdAt: Date().timeIntervalSince1970, scheduleId: scheduleID), members: members)
+            for v in chosen { v.holdAndAdvance(members[v.id]!.epoch) }
+            state.withLock { s in
+                s.snapshots[record.id!] = record
+                s.members[record.id!] = members.map { id, m in
+                    SnapshotMemberRecord(snapshotId: record.id!, volumeId: id.rawValue, epoch: Int64(m.epoch), size: Int64(m.size))
+                }
+            }
+            return snapshotInfos().first { $0.id == record.id! }!
+        }
+    }
+
+    /// Deletes snapshot `name`; the space only it held is freed.
+    public func deleteSnapshot(_ name: String) throws(TesseraError) {
+        try snapshotLock.withLock { _ throws(TesseraError) in
+            let (snap, members) = try requireSnapshot(name)
+            try catalog.deleteSnapshot(snap.id!)  // the catalog first: a crash now only leaks (pruned at open)
+            state.withLock { s in
+                s.snapshots[snap.id!] = nil
+                s.members[snap.id!] = nil
+            }
+            try release(members)
+        }
+    }
+
+    /// Removes one volume from a snapshot (volume delete --with-snapshots).
+    func dropMember(snapshot id: Int64, volume v: Volume) throws(TesseraError) {
+        try snapshotLock.withLock { _ throws(TesseraError) in
+            let members = state.withLock { s in (s.members[id] ?? []).filter { $0.volumeId == v.id.rawValue } }
+            try catalog.deleteSnapshotMember(snapshot: id, volume: v.id)
+            state.withLock { s in
+                s.members[id]?.removeAll { $0.volumeId == v.id.rawValue }
+                if s.members[id]?.isEmpty ?? true {
+                    s.members[id] = nil
+                    s.snapshots[id] = nil
+                }
+            }
+            try release(members)
+        }
+    }
+
+    private func release(_ members: [SnapshotMemberRecord]) throws(TesseraError) {
+        for m in members {
+            guard let v = volume(id: VolumeID(m.volumeId)) else { continue }
+            v.removeHold(UInt64(m.epoch))
+            do { try v.flush() } catch { throw TesseraError(.io, "cannot free the space of '\(v.name)': \(error)") }
+        }
+    }
+
+    // MARK: Revert and clone
+
+    /// Brings `volumeName` back to snapshot `snapshotName`. Refused while the image is open: a guest
+    /// must not see its disk change under it.
+    public func revert(_ volumeName: String, to snapshotName: String) throws(TesseraError) {
+        let v = try requireVolume(volumeName)
+        let (_, members) = try requireSnapshot(snapshotName)
+        guard let m = members.first(where: { $0.volumeId == v.id.rawValue }) else {
+            throw TesseraError(.notFound, "snapshot '\(snapshotName)' does not hold volume '\(volumeName)'")
+        }
+        if v.isOpen { throw TesseraError(.busy, "volume '\(volumeName)' is open; close it before reverting") }
+        try snapshotLock.withLock { _ throws(TesseraError) in
+            v.quiesce()
+            defer { v.resume() }
+            v.revert(to: UInt64(m.epoch), size: UInt64(m.size))
+            do { try v.flush() } catch { throw TesseraError(.io, "revert of '\(volumeName)' failed: \(error)") }
+        }
+        recordManifest([v])
+        notify(v.id)
+    }
+
+    /// Makes `newName` a writable clone of `source`: "SNAPSHOT/VOLUME" (as captured) or "VOLUME" (as it is
+    /// now). O(1): the clone shares every chunk until either side writes it.
+    @discardableResult
+    public func clone(_ source: String, as newName: String) throws(TesseraError) -> Volume {
+        try Self.checkName(newName, "volume")
+        if volume(named: newName) != nil { throw TesseraError(.exists, "a volume named '\(newName)' already exists") }
+        let parts = source.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
+        guard parts.count == 1 || parts.count == 2 else {
+            throw TesseraError(.invalid, "clone source must be VOLUME or SNAPSHOT/VOLUME, not '\(source)'")
+        }
+        let parent = try requireVolume(parts.last!)
+        return try snapshotLock.withLock { _ throws(TesseraError) -> Volume in
+            let epoch: UInt64
+            let size: UInt64
+            if parts.count == 2 {
+                let (_, members) = try requireSnapshot(parts[0])
+                guard let m = members.first(where: { $0.volumeId == parent.id.rawValue }) else {
+                    throw TesseraError(.notFound, "snapshot '\(parts[0])' does not hold volume '\(parent.name)'")
+                }
+                (epoch, size) = (UInt64(m.epoch), UInt64(m.size))
+            } else {
+                parent.quiesce()
+                defer { parent.resume() }
+                do { try parent.flush() } catch { throw TesseraError(.io, "cannot flush '\(parent.name)': \(error)") }
+                (epoch, size) = parent.captureInstant()
+                try catalog.setEpoch(parent.id, epoch + 1)
+                parent.holdAndAdvance(epoch)
+                parent.removeHold(epoch)  // the clone's own hold is added below, as for a snapshot source
+            }
+            let pool = try self.pool(named: parent.poolName)
+            var r = VolumeRecord(name: newName, poolId: pool.record.id!, size: Int64(size), chunkSize: Int64(parent.chunkSize),
+                                 uid: parent.record.uid, gid: parent.record.gid, mode: parent.record.mode,
+                                 now: Date().timeIntervalSince1970)
+            r.parentId = parent.id.rawValue
+            r.parentEpoch = Int64(epoch)
+            r = try catalog.insertVolumes([r])[0]
+            parent.addHold(epoch)
+            let v = Volume(record: r, map: ChunkMap(), xattrs: [:], poolName: parent.poolName, pool: parent.pool,
+                           catalog: catalog, shares: shares, parent: parent)
+            state.withLock { s in
+                s.volumes[v.id] = v
+                s.byName[newName] = v.id
+            }
+            recordManifest([v])
+            return v
+        }
+    }
+
+    // MARK: Schedules
+
+    public func setSchedule(target: String, every: Int64, keep: Int64) throws(TesseraError) {
+        if target != "*" { _ = try requireVolume(target) }
+        guard every >= 60 else { throw TesseraError(.invalid, "--every must be at least 1m") }
+        guard keep >= 1 && keep <= 10_000 else { throw TesseraError(.invalid, "--keep must be between 1 and 10000") }
+        var record = (try catalog.schedules()).first { $0.target == target } ?? ScheduleRecord(target: target, every: every, keep: keep)
+        record.every = every
+        record.keep = keep
+        _ = try catalog.saveSchedule(record)
+    }
+
+    public func removeSchedule(target: String) throws(TesseraError) {
+        guard let record = (try catalog.schedules()).first(where: { $0.target == target }) else {
+            throw TesseraError(.notFound, "no schedule for '\(target)'")
+        }
+        try catalog.deleteSchedule(record.id!)
+    }
+
+    public func scheduleInfos() throws(TesseraError) -> [ScheduleInfo] {
+        try catalog.schedules().map {
+            ScheduleInfo(id: $0.id!, target: $0.target, everySeconds: $0.every, keep: $0.keep, lastRun: $0.lastRun)
+        }
+    }
+
+    /// Takes every snapshot that is due (a run missed while no mount ran is taken once), then deletes
+    /// the oldest snapshots of each schedule beyond its `keep`.
+    public func runDueSchedules(now: Date = Date()) {
+        guard let schedules = try? catalog.schedules() else { return }
+        let stamp = DateFormatter()
+        stamp.dateFormat = "yyyyMMdd-HHmmss"
+        stamp.timeZone = TimeZone(identifier: "UTC")
+        for var sch in schedules {
+            if let last = sch.lastRun, now.timeIntervalSince1970 - last < Double(sch.every) { continue }
+            let all = sch.target == "*"
+            if !all && volume(named: sch.target) == nil { continue }
+            let name = "\(all ? "all" : sch.target)-\(stamp.string(from: now))"
+            do {
+                try createSnapshot(name: name, volumes: all ? [] : [sch.target], all: all, scheduleID: sch.id)
+                Log.info("schedule: took snapshot \(name)")
+            } catch {
+                Log.error("schedule \(sch.target): \(error)")
+            }
+            sch.lastRun = now.timeIntervalSince1970
+            _ = try? catalog.saveSchedule(sch)
+            let mine = state.withLock { s in
+                s.snapshots.values.filter { $0.scheduleId == sch.id }.sorted { $0.createdAt < $1.createdAt }
+            }
+            for old in mine.dropLast(Int(sch.keep)) {
+                do { try deleteSnapshot(old.name) } catch { Log.error("schedule retention: \(error)") }
+            }
+        }
+    }
+
+    /// Checks the schedules every `interval` seconds on a thread of its own (the mount daemon).
+    public func startScheduler(every interval: Double = 20) {
+        let t = Thread { [weak self] in
+            self?.runDueSchedules()
+            while true {
+                Thread.sleep(forTimeInterval: interval)
+                guard let self else { return }
+                self.runDueSchedules()
+            }
+        }
+        t.name = "tessera-scheduler"
+        t.start()
+    }
+}
