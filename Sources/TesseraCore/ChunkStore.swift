@@ -63,6 +63,9 @@ public protocol ChunkStore: AnyObject, Sendable {
     func delete(_ chunk: ChunkID) throws(StoreError)
     /// Durability barrier (see above).
     func flush() throws(StoreError)
+    /// Durability barrier for these chunks only (one volume's fsync): their writes, zeroes, labels and
+    /// creation. A failing chunk of another volume does not fail it.
+    func flush(chunks: Set<ChunkID>) throws(StoreError)
     /// Capacity, free space and space used by chunks.
     func usage() throws(StoreError) -> StoreUsage
     /// Every chunk the store holds, for garbage collection and checks. Not for the data path.

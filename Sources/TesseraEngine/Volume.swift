@@ -67,6 +67,8 @@ public final class Volume: Sendable {
         var shareDeltas: [ChunkID: Int] = [:]
         var metaDirty = false
         var pendingFree: [ChunkID] = []
+        /// Chunks written, zeroed or created since the last flush: what this volume's fsync syncs.
+        var touched: Set<ChunkID> = []
         var xattrs: [String: [UInt8]]
         var openCount = 0
         var unlinked = false
@@ -244,6 +246,7 @@ public final class Volume: Sendable {
             if let mine {
                 defer { stripes.unlock(index) }
                 try pool.write(mine, offset: inChunk, from: piece)
+                touch(mine)
                 return
             }
             stripes.unlock(index)
@@ -310,6 +313,7 @@ public final class Volume: Sendable {
         case .piece(let offset, let piece):
             if inPlace {
                 try pool.write(base, offset: offset, from: piece)
+                touch(base)
             } else {
                 try place(index, offset, piece)
             }
@@ -317,6 +321,7 @@ public final class Volume: Sendable {
             let content = UnsafeRawBufferPointer(edited!)
             if inPlace {
                 try pool.write(base, offset: 0, from: content)
+                touch(base)
             } else if isAllZero(content) {
                 setLive(index, falls ? MapEntry(chunk: .tombstone, birth: epoch) : nil)
             } else {
@@ -332,12 +337,16 @@ public final class Volume: Sendable {
         do {
             try pool.write(fresh, offset: offset, from: content)  // data first …
             try pool.setLabel(fresh, ChunkLabel(volume: id, index: index, epoch: born))
+            touch(fresh)
         } catch {
             try? pool.delete(fresh)  // never mapped: nothing may keep it
             throw error
         }
         setLive(index, MapEntry(chunk: fresh, birth: born))  // … then the map
     }
+
+    /// Records that this volume's next flush must make `chunk` durable (after the write returned).
+    private func touch(_ chunk: ChunkID) { state.withLock { _ = $0.touched.insert(chunk) } }
 
     /// Points `index` at `new` (nil: empty), releasing what it held. Caller holds the stripe exclusively.
     private func setLive(_ index: UInt64, _ new: MapEntry?) {
@@ -409,6 +418,7 @@ public final class Volume: Sendable {
             }
             if let mine {  // our own chunk: punch the range in place
                 try pool.zero(mine, offset: inChunk, length: n)
+                touch(mine)
                 pos += UInt64(n)
                 continue
             }
@@ -585,6 +595,7 @@ public final class Volume: Sendable {
             let born = epoch
             state.withLock { $0.shareDeltas[chunk, default: 0] += 1 }
             setLive(target, MapEntry(chunk: chunk, birth: born))
+            touch(chunk)  // the source may not have synced it yet: our map must not commit before its data
         } else {
             try rewrite(target) { _, base throws(StoreError) in base.isNone ? .unchanged : .zeros }
         }
@@ -717,7 +728,8 @@ public final class Volume: Sendable {
     private func flushLocked() throws(StoreError) {
         let taken = state.withLock { s in
             let t = (s.changes, s.metaDirty, s.pendingFree, s.record, s.unlinked, s.retainedAdds, s.retainedRemoves,
-                     s.shareDeltas, s.parentLimit)
+                     s.shareDeltas, s.parentLimit, s.touched)
+            s.touched = []
             s.changes = [:]
             s.metaDirty = false
             s.pendingFree = []
@@ -726,14 +738,19 @@ public final class Volume: Sendable {
             s.shareDeltas = [:]
             return t
         }
-        let (changes, metaDirty, frees, record, unlinked, adds, removes, deltas, parentLimit) = taken
+        let (changes, metaDirty, frees, record, unlinked, adds, removes, deltas, parentLimit, touched) = taken
         if unlinked { return }  // its row is gone; its chunks go at last close
         guard !changes.isEmpty || metaDirty || !frees.isEmpty || !adds.isEmpty || !removes.isEmpty || !deltas.isEmpty else {
-            try pool.flush()
+            do throws(StoreError) {
+                try pool.flush(chunks: touched)
+            } catch {
+                state.withLock { $0.touched.formUnion(touched) }
+                throw error
+            }
             return
         }
         do throws(StoreError) {
-            try pool.flush()
+            try pool.flush(chunks: touched)
             var commit = Catalog.VolumeCommit(size: UInt64(record.size), mtime: record.mtime)
             commit.epoch = UInt64(record.epoch)
             commit.parentLimit = parentLimit == UInt64.max ? nil : parentLimit
@@ -759,6 +776,7 @@ public final class Volume: Sendable {
                 for (k, v) in adds where s.retainedAdds[k] == nil && !s.retainedRemoves.contains(k) { s.retainedAdds[k] = v }
                 for k in removes where s.retainedAdds[k] == nil { s.retainedRemoves.insert(k) }
                 for (c, d) in deltas { s.shareDeltas[c, default: 0] += d }
+                s.touched.formUnion(touched)
             }
             throw error
         }

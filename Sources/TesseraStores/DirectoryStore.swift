@@ -41,6 +41,7 @@ public final class DirectoryStore: ChunkStore {
         var files: [ChunkID: ChunkFile] = [:]
         var dirtyChunks: Set<ChunkID> = []
         var dirtyDirs: Set<UInt8> = []
+        var labeled: Set<ChunkID> = []
     }
     private let state = Mutex(State())
     private let flushLock = Mutex(())
@@ -159,6 +160,7 @@ public final class DirectoryStore: ChunkStore {
         state.withLock { s in
             s.files[chunk] = nil
             s.dirtyChunks.remove(chunk)
+            s.labeled.remove(chunk)
         }
         if unlink(path(chunk)) != 0 && errno != ENOENT { throw StoreError.from(errno: errno, chunk: chunk) }
         state.withLock { _ = $0.dirtyDirs.insert(UInt8(truncatingIfNeeded: chunk.rawValue)) }
@@ -167,36 +169,45 @@ public final class DirectoryStore: ChunkStore {
     public func flush() throws(StoreError) {
         // Held across I/O on purpose: flush is the durability barrier, and serialising it is what
         // makes "returned" mean "everything before me is durable" (see the header).
-        try flushLock.withLock { _ throws(StoreError) in try flushLocked() }
+        try flushLock.withLock { _ throws(StoreError) in try flushLocked(only: nil) }
     }
 
-    private func flushLocked() throws(StoreError) {
-        do {
-            let (chunks, dirs) = state.withLock { s in
-                let c = s.dirtyChunks.map { ($0, s.files[$0]) }
-                let d = s.dirtyDirs
-                s.dirtyChunks.removeAll(keepingCapacity: true)
-                s.dirtyDirs.removeAll(keepingCapacity: true)
-                return (c, d)
-            }
-            var failure: StoreError?
-            for (chunk, cached) in chunks {
-                var f = cached
-                if f == nil {
-                    do { f = try file(chunk, create: false) } catch { failure = error; continue }
-                }
-                guard let f else { continue }  // deleted since: nothing to sync
-                if fdatasync(f.fd.rawValue) != 0 {
-                    failure = StoreError.from(errno: errno, chunk: chunk)
-                    state.withLock { _ = $0.dirtyChunks.insert(chunk) }
-                }
-            }
-            for d in dirs where !fsyncPath(chunksDir + "/" + Self.hex2(d)) {
-                failure = StoreError.from(errno: errno, chunk: .none)
-                state.withLock { _ = $0.dirtyDirs.insert(d) }
-            }
-            if let failure { throw failure }
+    public func flush(chunks: Set<ChunkID>) throws(StoreError) {
+        try flushLock.withLock { _ throws(StoreError) in try flushLocked(only: chunks) }
+    }
+
+    /// Syncs the dirty chunks (all, or those in `only`) and the directories their entries live in.
+    /// A chunk whose label changed gets fsync (the xattr is inode metadata), the others fdatasync.
+    private func flushLocked(only: Set<ChunkID>?) throws(StoreError) {
+        let (chunks, dirs) = state.withLock { s in
+            let picked = only.map { s.dirtyChunks.intersection($0) } ?? s.dirtyChunks
+            let c = picked.map { ($0, s.files[$0], s.labeled.contains($0)) }
+            let d = only.map { Set($0.map { UInt8(truncatingIfNeeded: $0.rawValue) }).intersection(s.dirtyDirs) } ?? s.dirtyDirs
+            s.dirtyChunks.subtract(picked)
+            s.labeled.subtract(picked)
+            s.dirtyDirs.subtract(d)
+            return (c, d)
         }
+        var failure: StoreError?
+        for (chunk, cached, labeled) in chunks {
+            var f = cached
+            if f == nil {
+                do { f = try file(chunk, create: false) } catch { failure = error; continue }
+            }
+            guard let f else { continue }  // deleted since: nothing to sync
+            if (labeled ? fsync(f.fd.rawValue) : fdatasync(f.fd.rawValue)) != 0 {
+                failure = StoreError.from(errno: errno, chunk: chunk)
+                state.withLock { s in
+                    s.dirtyChunks.insert(chunk)
+                    if labeled { s.labeled.insert(chunk) }
+                }
+            }
+        }
+        for d in dirs where !fsyncPath(chunksDir + "/" + Self.hex2(d)) {
+            failure = StoreError.from(errno: errno, chunk: .none)
+            state.withLock { _ = $0.dirtyDirs.insert(d) }
+        }
+        if let failure { throw failure }
     }
 
     /// Labels live in an xattr of the chunk file: 24 bytes, volume · index · epoch, little-endian.
@@ -207,6 +218,10 @@ public final class DirectoryStore: ChunkStore {
         var raw = (label.volume.rawValue.littleEndian, label.index.littleEndian, label.epoch.littleEndian)
         let rc = withUnsafeBytes(of: &raw) { fsetxattr(f.fd.rawValue, Self.labelXattr, $0.baseAddress, $0.count, 0) }
         if rc != 0 { throw StoreError.from(errno: errno, chunk: chunk) }
+        state.withLock { s in
+            s.dirtyChunks.insert(chunk)
+            s.labeled.insert(chunk)
+        }
     }
 
     public func label(of chunk: ChunkID) throws(StoreError) -> ChunkLabel? {

@@ -164,6 +164,11 @@ public final class FaultyStore: ChunkStore {
         try inner.flush()
     }
 
+    public func flush(chunks: Set<ChunkID>) throws(StoreError) {
+        if let e = enter(.flush, .none) { throw e }
+        try inner.flush(chunks: chunks)
+    }
+
     public func usage() throws(StoreError) -> StoreUsage {
         if let e = enter(.usage, .none) { throw e }
         return try inner.usage()

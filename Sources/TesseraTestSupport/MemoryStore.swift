@@ -127,6 +127,18 @@ public final class MemoryStore: ChunkStore {
         }
     }
 
+    /// Makes only `chunks` durable (a volume's fsync); other chunks stay as they were.
+    public func flush(chunks: Set<ChunkID>) throws(StoreError) {
+        state.withLock { s in
+            for chunk in s.dirty.intersection(chunks) {
+                s.durable[chunk] = s.live[chunk]
+                s.durableLabels[chunk] = s.labels[chunk]
+            }
+            s.dirty.subtract(chunks)
+            s.flushes += 1
+        }
+    }
+
     public func usage() throws(StoreError) -> StoreUsage {
         state.withLock { s in
             let total = capacity ?? 1 << 40

@@ -260,6 +260,7 @@ public final class ChecksumLayer: ChunkStore {
     }
 
     public func flush() throws(StoreError) { try inner.flush() }
+    public func flush(chunks: Set<ChunkID>) throws(StoreError) { try inner.flush(chunks: chunks) }
     public func usage() throws(StoreError) -> StoreUsage { try inner.usage() }
     public func allChunks() throws(StoreError) -> [ChunkID] { try inner.allChunks() }
     public func setLabel(_ chunk: ChunkID, _ label: ChunkLabel) throws(StoreError) { try inner.setLabel(chunk, label) }

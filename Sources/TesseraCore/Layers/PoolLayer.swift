@@ -129,6 +129,15 @@ public final class PoolLayer: ChunkStore {
         if let failure { throw failure }
     }
 
+    public func flush(chunks: Set<ChunkID>) throws(StoreError) {
+        var failure: StoreError?
+        for (id, group) in Dictionary(grouping: chunks, by: \.store) {
+            guard let store = state.withLock({ $0.members[id]?.store }) else { continue }
+            do { try store.flush(chunks: Set(group)) } catch { failure = error }
+        }
+        if let failure { throw failure }
+    }
+
     public func usage() throws(StoreError) -> StoreUsage {
         let stores = state.withLock { s in s.order.compactMap { s.members[$0]?.store } }
         var total = StoreUsage(totalBytes: 0, freeBytes: 0, usedBytes: 0)
