@@ -468,6 +468,9 @@ public final class Engine: Sendable {
     public func resize(_ v: Volume, to size: UInt64) throws(TesseraError) {
         try Self.checkSize(size, allowZero: true)
         do {
+            // Shrinking drops data: first prove the stores take a flush, so a failing store refuses the
+            // resize before anything changes instead of half-applying it.
+            if size < v.size { try v.flush() }
             try v.resize(to: size)
             try v.flush()
         } catch {

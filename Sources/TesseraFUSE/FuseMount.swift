@@ -81,7 +81,17 @@ public final class FuseMount: @unchecked Sendable {
     /// Flushes everything, then unmounts from outside the loop. Without `force`, an open image refuses
     /// (EBUSY); with it, the mount is detached and ends at its last close.
     public func requestUnmount(force: Bool) throws(TesseraError) {
-        do { try engine.flushAll() } catch { throw TesseraError(.io, "flush before unmount failed: \(error)") }
+        do {
+            try engine.flushAll()
+        } catch {
+            // A store that cannot take writes any more must not pin the mount forever: --force (and
+            // SIGTERM) unmount anyway, and the daemon exits with the error.
+            guard force else {
+                throw TesseraError(.io, "flush before unmount failed: \(error); writes not yet fsynced may be lost "
+                    + "(tessera unmount --force unmounts anyway)")
+            }
+            Log.error("flush before unmount failed: \(error); unmounting anyway (--force)")
+        }
         if umount2(mountpoint, 0) == 0 { return }
         let e = errno
         if e == EBUSY && force {
