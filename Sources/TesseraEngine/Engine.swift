@@ -262,8 +262,12 @@ public final class Engine: Sendable {
         if state.withLock({ s in s.stores.values.contains { $0.name == name } }) {
             throw TesseraError(.exists, "a store named '\(name)' already exists")
         }
-        if state.withLock({ s in s.stores.values.contains { $0.path == abs } }) {
-            throw TesseraError(.exists, "\(abs) is already a store")
+        func nested(_ a: String, _ b: String) -> Bool { a == b || a.hasPrefix(b + "/") || b.hasPrefix(a + "/") }
+        if let other = state.withLock({ s in s.stores.values.first { nested($0.path, abs) } }) {
+            throw TesseraError(.exists, "\(abs) overlaps store '\(other.name)' (\(other.path))")
+        }
+        if nested(abs, data.path) && !abs.hasPrefix(data.path + "/stores/") {
+            throw TesseraError(.invalid, "\(abs) overlaps the data directory \(data.path); use another directory")
         }
         var record = StoreRecord(poolId: pool.record.id!, name: name, kind: "dir", path: abs,
                                  createdAt: Date().timeIntervalSince1970)

@@ -15,6 +15,7 @@ struct Tessera: ParsableCommand {
     /// the argument parser's usage errors are folded to their first line and exit 64.
     static func main() {
         do {
+            try refuseRepeatedOptions(Array(CommandLine.arguments.dropFirst()))
             var command = try parseAsRoot()
             try command.run()
         } catch let code as ExitCode {
@@ -26,6 +27,22 @@ struct Tessera: ParsableCommand {
             let first = message(for: error).split(separator: "\n").first.map(String.init) ?? "\(error)"
             printError(first.hasPrefix("Error: ") ? String(first.dropFirst(7)) : first)
             Foundation.exit(code.rawValue)
+        }
+    }
+
+    /// Options that may be given more than once; every other `--option` given twice is refused rather
+    /// than letting the last one win silently.
+    static let repeatable: Set<String> = ["--store"]
+
+    static func refuseRepeatedOptions(_ args: [String]) throws {
+        var seen = Set<String>()
+        for arg in args {
+            if arg == "--" { break }
+            guard arg.hasPrefix("--") else { continue }
+            let name = String(arg.split(separator: "=", maxSplits: 1)[0])
+            if !repeatable.contains(name) && !seen.insert(name).inserted {
+                throw invalid("option \(name) is given more than once")
+            }
         }
     }
 }

@@ -269,7 +269,9 @@ fuse_case "create with a control char"       "*" touch $'ctl\x01.img'
 fuse_case "O_CREAT|O_EXCL on v.img"          EEXIST python3 "$SC" 'os.open("v.img", os.O_CREAT | os.O_EXCL | os.O_RDWR)'
 fuse_case "mkdir"                            EPERM python3 "$SC" 'os.mkdir("d")'
 fuse_case "mkdir d.img"                      EPERM python3 "$SC" 'os.mkdir("d.img")'
-fuse_case "mkdir in .snapshots"              EPERM,EACCES,EROFS python3 "$SC" 'os.mkdir(".snapshots/d")'
+# mkdir .snapshots/NAME is a feature (it takes a snapshot); a bad name or a directory inside one is not
+fuse_case "mkdir .snapshots/.hidden"         EINVAL,EPERM python3 "$SC" 'os.mkdir(".snapshots/.hidden")'
+fuse_case "mkdir .snapshots/x.img"           EINVAL,EPERM python3 "$SC" 'os.mkdir(".snapshots/x.img")'
 fuse_case "create in .snapshots"             "*" touch .snapshots/a.img
 fuse_case "mkfifo p.img"                     "*" mkfifo p.img
 fuse_case "mknod (device) n.img"             "*" mknod n.img b 7 200
