@@ -233,6 +233,30 @@ public final class Catalog: Sendable {
         }
     }
 
+    /// Replaces the share counts with `counts` (recomputed from the maps at open).
+    public func replaceShares(_ counts: [ChunkID: Int]) throws(TesseraError) {
+        try write("record share counts") { db in
+            try db.execute(sql: "DELETE FROM chunk_share")
+            for (chunk, extra) in counts where extra != 0 {
+                try db.execute(sql: "INSERT INTO chunk_share(chunk, extra) VALUES (?, ?)",
+                               arguments: [Int64(bitPattern: chunk.rawValue), extra])
+            }
+        }
+    }
+
+    /// Adds `deltas` to the share counts (a deleted volume's dropped references).
+    public func applyShareDeltas(_ deltas: [ChunkID: Int]) throws(TesseraError) {
+        try write("record share counts") { db in
+            for (chunk, delta) in deltas where delta != 0 {
+                let key = Int64(bitPattern: chunk.rawValue)
+                try db.execute(
+                    sql: "INSERT INTO chunk_share(chunk, extra) VALUES (?, ?) ON CONFLICT(chunk) DO UPDATE SET extra = extra + excluded.extra",
+                    arguments: [key, delta])
+                try db.execute(sql: "DELETE FROM chunk_share WHERE chunk = ? AND extra = 0", arguments: [key])
+            }
+        }
+    }
+
     // MARK: Snapshots and schedules
 
     public func snapshots() throws(TesseraError) -> [SnapshotRecord] {

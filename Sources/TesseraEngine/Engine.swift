@@ -88,7 +88,6 @@ public final class Engine: Sendable {
             pool.layer.add(StoreID(st.id!), store: store, nextSerial: UInt64(st.nextSerial))
             s.stores[st.id!] = st
         }
-        for share in try catalog.shares() { shares.add(ChunkID(UInt64(bitPattern: share.chunk)), Int(share.extra)) }
         for v in try catalog.volumes() {  // ids grow, so a clone's parent is loaded before it
             guard let pool = s.pools[v.poolId] else {
                 throw TesseraError(.catalog, "volume \(v.name) names pool #\(v.poolId), which is missing")
@@ -120,6 +119,15 @@ public final class Engine: Sendable {
         // A crash between dropping a snapshot and the flush that frees its chunks leaves versions that
         // nothing holds any more: release them now (freed at the next flush).
         for v in s.volumes.values { v.removeHold(UInt64.max) }
+        // Share counts follow from the committed maps (references − 1), so they are recomputed rather
+        // than trusted: a crash between two volumes' commits can never leave them wrong.
+        var refs: [ChunkID: Int] = [:]
+        for v in s.volumes.values {
+            for (_, c) in v.mapEntries + v.retainedEntries where c.isReal { refs[c, default: 0] += 1 }
+        }
+        let extra = refs.filter { $0.value > 1 }.mapValues { $0 - 1 }
+        for (c, n) in extra { shares.add(c, n) }
+        try catalog.replaceShares(extra)
         state.withLock { $0 = s }
         if collectGarbage { try self.collectGarbage() }
     }
@@ -423,7 +431,7 @@ public final class Engine: Sendable {
             s.byName[v.name] = nil
             s.volumes[v.id] = nil
         }
-        if !v.isOpen { v.releaseAllChunks() }
+        if !v.isOpen { recordReleased(v.releaseAllChunks()) }
         if let parent = v.parent {
             parent.removeHold(v.parentEpoch)
             try? parent.flush()
@@ -433,7 +441,12 @@ public final class Engine: Sendable {
 
     /// Call at the last close of a volume; frees an unlinked volume's chunks.
     public func closed(_ v: Volume) {
-        if v.closed() { v.releaseAllChunks() }
+        if v.closed() { recordReleased(v.releaseAllChunks()) }
+    }
+
+    private func recordReleased(_ deltas: [ChunkID: Int]) {
+        guard !deltas.isEmpty else { return }
+        do { try catalog.applyShareDeltas(deltas) } catch { Log.error("share counts not recorded (recomputed at next open): \(error)") }
     }
 
     /// Renames; an existing target is replaced (rename(2) semantics) unless `noReplace`.

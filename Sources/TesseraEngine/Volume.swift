@@ -470,14 +470,18 @@ public final class Volume: Sendable {
             let cs = UInt64(chunkSize)
             let firstGone = (newSize + cs - 1) / cs
             if newSize % cs != 0 { try zeroRange(newSize, min(old, firstGone * cs)) }
-            let mapped = state.withLock { $0.map.entries(in: firstGone..<UInt64.max) }
-            for (index, _) in mapped {
-                stripes.lockExclusive(index)
-                setLive(index, nil)
-                stripes.unlock(index)
+            if parent != nil {
+                // A clone hides its parent's data past the end with tombstones born now, so growing
+                // again reads zeros while its older snapshots still see what was there.
+                try dropWhole(from: firstGone, to: Engine.maxVolumeSize / cs + 1)
+            } else {
+                let mapped = state.withLock { $0.map.entries(in: firstGone..<UInt64.max) }
+                for (index, _) in mapped {
+                    stripes.lockExclusive(index)
+                    setLive(index, nil)
+                    stripes.unlock(index)
+                }
             }
-            // A clone never falls through past a shrink: growing again must read zeros.
-            state.withLock { s in if parent != nil { s.parentLimit = min(s.parentLimit, firstGone) } }
         }
         state.withLock { s in
             s.record.size = Int64(newSize)
@@ -661,11 +665,13 @@ public final class Volume: Sendable {
         state.withLock { s in
             var others = s.holds
             if let i = others.firstIndex(of: epoch) { others.remove(at: i) }
-            var n: UInt64 = 0
+            // A chunk goes when every reference to it is a version only this hold sees.
+            var refs: [ChunkID: Int] = [:]
             for v in s.retained.values.joined() where v.chunk.isReal && v.visible(at: epoch) {
-                if !others.contains(where: { v.visible(at: $0) }) && shares.extra(v.chunk) == 0 { n += UInt64(chunkSize) }
+                if !others.contains(where: { v.visible(at: $0) }) { refs[v.chunk, default: 0] += 1 }
             }
-            return n
+            let freed = refs.filter { chunk, n in n == 1 + shares.extra(chunk) }.count
+            return UInt64(freed) * UInt64(chunkSize)
         }
     }
 
@@ -785,24 +791,30 @@ public final class Volume: Sendable {
         }
     }
 
-    /// Frees every chunk (after the volume's row is gone from the catalog).
-    func releaseAllChunks() {
-        let chunks = state.withLock { s in
+    /// Frees every chunk (after the volume's row is gone from the catalog). Returns the share-count
+    /// changes the catalog must record (unflushed ones and the references dropped here).
+    func releaseAllChunks() -> [ChunkID: Int] {
+        let (chunks, pending) = state.withLock { s in
             var all = s.pendingFree
             for (_, e) in s.map.records(in: 0..<UInt64.max) { all.append(e.chunk) }
             for v in s.retained.values.joined() { all.append(v.chunk) }
+            let pending = s.shareDeltas
             s.map = ChunkMap()
             s.retained = [:]
             s.pendingFree = []
             s.changes = [:]
-            return all.filter(\.isReal)
+            s.shareDeltas = [:]
+            return (all.filter(\.isReal), pending)
         }
+        var deltas = pending
         for chunk in chunks {
             if shares.extra(chunk) > 0 {
                 shares.add(chunk, -1)
+                deltas[chunk, default: 0] -= 1
                 continue
             }
             do { try pool.delete(chunk) } catch { Log.error("cannot delete \(chunk): \(error)") }
         }
+        return deltas
     }
 }
