@@ -361,7 +361,7 @@ public final class Engine: Sendable {
         return VolumeInfo(id: r.id!, name: r.name, pool: v.poolName, size: UInt64(r.size), allocated: v.allocatedBytes,
                           chunkSize: UInt64(v.chunkSize), uid: r.uid, gid: r.gid,
                           mode: "0" + String(r.mode & 0o7777, radix: 8), open: v.isOpen,
-                          referenced: v.allocatedBytes, exclusive: v.exclusiveBytes, heldBySnapshots: v.retainedBytes,
+                          referenced: v.referencedBytes, exclusive: v.exclusiveBytes, heldBySnapshots: v.retainedBytes,
                           snapshots: snaps, parent: v.parent?.name)
     }
 

@@ -492,6 +492,21 @@ public final class Volume: Sendable {
 
     // MARK: Seeking
 
+    /// Bytes of chunks with data in the live image: its own chunks, plus for a clone the parent's it
+    /// still reads through (what `st_blocks` and `referenced` report).
+    public var referencedBytes: UInt64 {
+        guard parent != nil else { return allocatedBytes }
+        let cs = UInt64(chunkSize)
+        let chunks = (size + cs - 1) / cs
+        var n: UInt64 = 0
+        var i: UInt64 = 0
+        while let next = nextData(from: i, below: chunks) {
+            n += 1
+            i = next + 1
+        }
+        return n * cs
+    }
+
     /// Bytes of chunks with data in the image at `epoch` of size `viewSize` (a snapshot's st_blocks).
     public func allocatedBytes(at epoch: UInt64, viewSize: UInt64) -> UInt64 {
         let cs = UInt64(chunkSize)

@@ -139,7 +139,7 @@ extension FuseMount {
         st.st_uid = uid_t(r.uid)
         st.st_gid = gid_t(r.gid)
         st.st_size = off_t(r.size)
-        st.st_blocks = blkcnt_t(v.allocatedBytes / 512)
+        st.st_blocks = blkcnt_t(v.referencedBytes / 512)
         st.st_blksize = blksize_t(min(v.chunkSize, 1 << 20))
         let sec = r.mtime.rounded(.down)
         let ts = timespec(tv_sec: Int(sec), tv_nsec: Int((r.mtime - sec) * 1e9))
