@@ -59,6 +59,15 @@ public protocol ChunkStore: AnyObject, Sendable {
     /// Makes `length` bytes at `offset` read as zeros, releasing their space where the medium can.
     /// A chunk that does not exist stays absent.
     func zero(_ chunk: ChunkID, offset: Int, length: Int) throws(StoreError)
+    /// Replaces the whole content of `chunk` with `buffer` (count ≤ chunkSize; the rest reads as zeros),
+    /// creating it if absent. Atomic: a crash leaves the old or the new content, never a mix.
+    func replace(_ chunk: ChunkID, with buffer: UnsafeRawBufferPointer) throws(StoreError)
+    /// The stored bytes of `chunk` (at most chunkSize; bytes past the returned count read as zeros).
+    /// Throws `.missing` when the chunk does not exist.
+    func readAll(_ chunk: ChunkID) throws(StoreError) -> [UInt8]
+    /// True when `chunk`'s store works in whole chunks (object stores, compression): callers should
+    /// read it with readAll and write it with replace rather than in pieces.
+    func prefersWholeChunks(_ chunk: ChunkID) -> Bool
     /// Removes `chunk`; removing an absent chunk is not an error.
     func delete(_ chunk: ChunkID) throws(StoreError)
     /// Durability barrier (see above).

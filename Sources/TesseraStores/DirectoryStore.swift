@@ -144,6 +144,62 @@ public final class DirectoryStore: ChunkStore {
         state.withLock { _ = $0.dirtyChunks.insert(chunk) }
     }
 
+    /// Writes the new content to `ID.new` beside the chunk, copies the label, then renames it over the
+    /// chunk: a crash leaves one whole version. The next flush syncs the new file and its directory.
+    public func replace(_ chunk: ChunkID, with buffer: UnsafeRawBufferPointer) throws(StoreError) {
+        let p = path(chunk)
+        let tmp = p + ".new"
+        let fd = Glibc.open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        if fd < 0 { throw StoreError.from(errno: errno, chunk: chunk) }
+        let f = ChunkFile(FileDescriptor(rawValue: fd))
+        var done = 0
+        while done < buffer.count {
+            do {
+                done += try f.fd.write(toAbsoluteOffset: Int64(done), UnsafeRawBufferPointer(rebasing: buffer[done...]))
+            } catch {
+                unlink(tmp)
+                throw StoreError.from(errno: (error as? Errno)?.rawValue ?? EIO, chunk: chunk)
+            }
+        }
+        var labeled = false
+        if let old = try file(chunk, create: false) {
+            var raw = [UInt8](repeating: 0, count: 64)
+            let n = fgetxattr(old.fd.rawValue, Self.labelXattr, &raw, raw.count)
+            if n > 0 {
+                if fsetxattr(fd, Self.labelXattr, raw, n, 0) != 0 {
+                    let e = errno
+                    unlink(tmp)
+                    throw StoreError.from(errno: e, chunk: chunk)
+                }
+                labeled = true
+            }
+        }
+        if rename(tmp, p) != 0 {
+            let e = errno
+            unlink(tmp)
+            throw StoreError.from(errno: e, chunk: chunk)
+        }
+        state.withLock { s in
+            s.files[chunk] = f
+            s.dirtyChunks.insert(chunk)
+            if labeled { s.labeled.insert(chunk) }
+            s.dirtyDirs.insert(UInt8(truncatingIfNeeded: chunk.rawValue))
+        }
+    }
+
+    public func readAll(_ chunk: ChunkID) throws(StoreError) -> [UInt8] {
+        guard let f = try file(chunk, create: false) else { throw .missing(chunk: chunk) }
+        var st = stat()
+        if fstat(f.fd.rawValue, &st) != 0 { throw StoreError.from(errno: errno, chunk: chunk) }
+        let count = min(Int(st.st_size), chunkSize)
+        var out = [UInt8](repeating: 0, count: count)
+        try out.withMutableStoreBytes { (buffer) throws(StoreError) in try read(chunk, offset: 0, into: buffer) }
+        return out
+    }
+
+    /// Chunk files take pieces: a 4 KiB write is one pwrite.
+    public func prefersWholeChunks(_ chunk: ChunkID) -> Bool { false }
+
     public func zero(_ chunk: ChunkID, offset: Int, length: Int) throws(StoreError) {
         guard length > 0 else { return }
         guard let f = try file(chunk, create: false) else { return }

@@ -25,7 +25,7 @@ import TesseraCore
 
 public final class FaultyStore: ChunkStore {
     public enum Operation: String, CaseIterable, Hashable, Sendable {
-        case read, write, zero, delete, flush, usage, allChunks, setLabel, label, check
+        case read, write, replace, readAll, zero, delete, flush, usage, allChunks, setLabel, label, check
     }
 
     /// The error an injected fault throws.
@@ -148,6 +148,18 @@ public final class FaultyStore: ChunkStore {
         if let e = enter(.write, chunk) { throw e }
         try inner.write(chunk, offset: offset, from: buffer)
     }
+
+    public func replace(_ chunk: ChunkID, with buffer: UnsafeRawBufferPointer) throws(StoreError) {
+        if let e = enter(.replace, chunk) { throw e }
+        try inner.replace(chunk, with: buffer)
+    }
+
+    public func readAll(_ chunk: ChunkID) throws(StoreError) -> [UInt8] {
+        if let e = enter(.readAll, chunk) { throw e }
+        return try inner.readAll(chunk)
+    }
+
+    public func prefersWholeChunks(_ chunk: ChunkID) -> Bool { inner.prefersWholeChunks(chunk) }
 
     public func zero(_ chunk: ChunkID, offset: Int, length: Int) throws(StoreError) {
         if let e = enter(.zero, chunk) { throw e }

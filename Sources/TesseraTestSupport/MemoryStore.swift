@@ -39,10 +39,14 @@ public final class MemoryStore: ChunkStore {
     }
     private let state = Mutex(State())
 
-    public init(chunkSize: Int, capacity: UInt64? = nil) {
+    /// Whether the store asks to be used in whole chunks (plays an object store for the layers above).
+    public let wholeChunks: Bool
+
+    public init(chunkSize: Int, capacity: UInt64? = nil, wholeChunks: Bool = false) {
         precondition(chunkSize > 0)
         self.chunkSize = chunkSize
         self.capacity = capacity
+        self.wholeChunks = wholeChunks
     }
 
     private func check(_ chunk: ChunkID, _ offset: Int, _ length: Int) {
@@ -87,6 +91,27 @@ public final class MemoryStore: ChunkStore {
             s.dirty.insert(chunk)
         }
     }
+
+    public func replace(_ chunk: ChunkID, with buffer: UnsafeRawBufferPointer) throws(StoreError) {
+        check(chunk, 0, buffer.count)
+        try state.withLock { s throws(StoreError) in
+            let old = UInt64(s.live[chunk]?.count ?? 0)
+            if let capacity, s.used - old + UInt64(buffer.count) > capacity { throw .noSpace }
+            s.live[chunk] = Array(buffer)
+            s.used = s.used - old + UInt64(buffer.count)
+            s.dirty.insert(chunk)
+        }
+    }
+
+    public func readAll(_ chunk: ChunkID) throws(StoreError) -> [UInt8] {
+        precondition(!chunk.isNone, "ChunkID.none is not a chunk")
+        return try state.withLock { s throws(StoreError) in
+            guard let bytes = s.live[chunk] else { throw .missing(chunk: chunk) }
+            return bytes
+        }
+    }
+
+    public func prefersWholeChunks(_ chunk: ChunkID) -> Bool { wholeChunks }
 
     public func zero(_ chunk: ChunkID, offset: Int, length: Int) throws(StoreError) {
         check(chunk, offset, length)

@@ -17,6 +17,8 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
     /// What the engine builds for a pool of directory stores.
     case poolOverChecksumOverDirectory
     case faultyOverMemory
+    /// A checksum layer over a store that wants whole chunks (what object stores get).
+    case checksumOverWholeChunkMemory
 
     var testDescription: String { rawValue }
 }
@@ -69,6 +71,9 @@ final class StoreFixture {
             let pool = PoolLayer(chunkSize: cs)
             pool.add(StoreID(7), store: try DirectoryStore(root: dir.path, chunkSize: cs), nextSerial: 1)
             return StoreFixture(kind, pool, storeIDs: [7], dirs: [dir])
+        case .checksumOverWholeChunkMemory:
+            let inner = MemoryStore(chunkSize: ChecksumLayer.innerChunkSize(for: cs), wholeChunks: true)
+            return StoreFixture(kind, ChecksumLayer(over: inner), storeIDs: [1, 2])
         case .faultyOverMemory:
             return StoreFixture(kind, FaultyStore(wrapping: MemoryStore(chunkSize: cs), seed: 1), storeIDs: [1, 2])
         }
@@ -124,6 +129,34 @@ struct StoreConformanceTests {
         var expected = first
         expected.replaceSubrange(3000..<3777, with: patch)
         #expect(try f.read(c, at: 0, count: Self.cs) == expected)
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func replaceAndReadAllMoveWholeChunks(kind: StoreKind) throws {
+        let f = try StoreFixture.make(kind)
+        let c = f.chunk(0)
+        // Replace creates an absent chunk.
+        let first = pattern(Self.cs, seed: 40)
+        try first.withUnsafeBytes { try f.store.replace(c, with: $0) }
+        #expect(try f.read(c, at: 0, count: Self.cs) == first)
+        var all = try f.store.readAll(c)
+        all += [UInt8](repeating: 0, count: Self.cs - all.count)
+        #expect(all == first)
+        // A shorter replacement: the tail reads as zeros, nothing of the old content survives.
+        let second = pattern(5000, seed: 41)
+        try second.withUnsafeBytes { try f.store.replace(c, with: $0) }
+        var expected = second + [UInt8](repeating: 0, count: Self.cs - 5000)
+        #expect(try f.read(c, at: 0, count: Self.cs) == expected)
+        all = try f.store.readAll(c)
+        #expect(all.count <= Self.cs)
+        #expect(all + [UInt8](repeating: 0, count: Self.cs - all.count) == expected)
+        // Pieces after a replace work as usual.
+        try f.write(c, at: 6000, [9, 9])
+        expected[6000] = 9
+        expected[6001] = 9
+        #expect(try f.read(c, at: 0, count: Self.cs) == expected)
+        #expect(throws: StoreError.missing(chunk: f.chunk(1))) { _ = try f.store.readAll(f.chunk(1)) }
+        #expect(Set(try f.store.allChunks()) == [c])
     }
 
     @Test(arguments: StoreKind.allCases)

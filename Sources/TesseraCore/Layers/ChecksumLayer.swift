@@ -14,6 +14,9 @@
 // - A chunk's I/O holds its stripe: shared to read, exclusive to write or zero, so a reader never sees
 //   a block half rewritten and two writers never interleave slot and data.
 // - Slot tables are cached (write-through, bounded); the copy on the inner store is the truth.
+// Whole-chunk stores (object stores, compression; `inner.prefersWholeChunks`): data and table travel
+// together in one `readAll` / `replace`, which the store makes atomic, so a slot holds one CRC (both
+// halves equal) and a partial write is read-modify-write of the whole chunk under the exclusive stripe.
 // Limitation: after a machine crash (not a daemon kill), a block written but never fsynced may have
 // reached the medium without its slot, or the reverse; it then reads as corrupt until rewritten.
 // Lock order: stripe → tables (short).
@@ -108,7 +111,92 @@ public final class ChecksumLayer: ChunkStore {
         return .corrupt(chunk: chunk, offset: offset)
     }
 
+    // MARK: Whole chunks (data and table in one inner object)
+
+    /// Reads and verifies the whole chunk: data (chunkSize bytes, zero-padded) and its slots.
+    /// Caller holds the stripe.
+    private func loadWhole(_ chunk: ChunkID) throws(StoreError) -> [UInt8] {
+        var raw = try inner.readAll(chunk)
+        if raw.count < inner.chunkSize { raw.append(contentsOf: repeatElement(0, count: inner.chunkSize - raw.count)) }
+        let slots = raw.withUnsafeBytes { p in
+            (0..<blocks).map { UInt64(littleEndian: p.loadUnaligned(fromByteOffset: chunkSize + $0 * 8, as: UInt64.self)) }
+        }
+        let t = Table(slots)
+        try raw.withStoreBytes { (p) throws(StoreError) in
+            for b in 0..<blocks {
+                let piece = UnsafeRawBufferPointer(rebasing: p[b * Self.blockSize..<(b + 1) * Self.blockSize])
+                if !verify(chunk, t, block: b, piece) { throw corrupt(chunk, b * Self.blockSize) }
+            }
+        }
+        raw.removeLast(raw.count - chunkSize)
+        return raw
+    }
+
+    /// Stores `data` (chunkSize bytes) with a fresh table in one atomic replace. Caller holds the stripe
+    /// exclusively.
+    private func storeWhole(_ chunk: ChunkID, _ data: [UInt8]) throws(StoreError) {
+        var raw = data
+        raw.reserveCapacity(inner.chunkSize)
+        raw.append(contentsOf: repeatElement(0, count: inner.chunkSize - chunkSize))
+        raw.withUnsafeMutableBytes { p in
+            for b in 0..<blocks {
+                let c = Self.crc(UnsafeRawBufferPointer(rebasing: p[b * Self.blockSize..<(b + 1) * Self.blockSize]))
+                p.storeBytes(of: (UInt64(c) << 32 | UInt64(c)).littleEndian, toByteOffset: chunkSize + b * 8, as: UInt64.self)
+            }
+        }
+        tables.withLock { _ = $0.removeValue(forKey: chunk) }
+        try raw.withStoreBytes { (p) throws(StoreError) in try inner.replace(chunk, with: p) }
+    }
+
+    /// Read-modify-write of a whole-chunk store: `patch` edits the chunk's data in place.
+    private func modifyWhole(_ chunk: ChunkID, create: Bool, _ patch: (UnsafeMutableRawBufferPointer) -> Void) throws(StoreError) {
+        stripes.lockExclusive(chunk.rawValue)
+        defer { stripes.unlock(chunk.rawValue) }
+        var data: [UInt8]
+        do throws(StoreError) {
+            data = try loadWhole(chunk)
+        } catch .missing {
+            guard create else { return }
+            data = [UInt8](repeating: 0, count: chunkSize)
+        }
+        data.withUnsafeMutableBytes { patch($0) }
+        try storeWhole(chunk, data)
+    }
+
+    public func replace(_ chunk: ChunkID, with buffer: UnsafeRawBufferPointer) throws(StoreError) {
+        precondition(buffer.count <= chunkSize)
+        var data = [UInt8](repeating: 0, count: chunkSize)
+        data.withUnsafeMutableBytes { $0.copyMemory(from: buffer) }
+        if inner.prefersWholeChunks(chunk) {
+            stripes.lockExclusive(chunk.rawValue)
+            defer { stripes.unlock(chunk.rawValue) }
+            return try storeWhole(chunk, data)
+        }
+        // A piecewise store: an overwrite of every block keeps the per-block crash rules.
+        try data.withStoreBytes { (p) throws(StoreError) in try write(chunk, offset: 0, from: p) }
+    }
+
+    public func readAll(_ chunk: ChunkID) throws(StoreError) -> [UInt8] {
+        if inner.prefersWholeChunks(chunk) {
+            stripes.lockShared(chunk.rawValue)
+            defer { stripes.unlock(chunk.rawValue) }
+            return try loadWhole(chunk)
+        }
+        var data = [UInt8](repeating: 0, count: chunkSize)
+        try data.withMutableStoreBytes { (p) throws(StoreError) in try read(chunk, offset: 0, into: p) }
+        return data
+    }
+
+    public func prefersWholeChunks(_ chunk: ChunkID) -> Bool { inner.prefersWholeChunks(chunk) }
+
+    // MARK: Pieces
+
     public func read(_ chunk: ChunkID, offset: Int, into buffer: UnsafeMutableRawBufferPointer) throws(StoreError) {
+        if inner.prefersWholeChunks(chunk) {
+            let data = try readAll(chunk)
+            data.withUnsafeBytes { buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[offset..<offset + buffer.count])) }
+            return
+        }
         let first = offset / Self.blockSize
         let end = (offset + buffer.count + Self.blockSize - 1) / Self.blockSize
         let aligned = offset % Self.blockSize == 0 && buffer.count % Self.blockSize == 0
@@ -150,6 +238,11 @@ public final class ChecksumLayer: ChunkStore {
     }
 
     public func write(_ chunk: ChunkID, offset: Int, from buffer: UnsafeRawBufferPointer) throws(StoreError) {
+        if inner.prefersWholeChunks(chunk) {
+            return try modifyWhole(chunk, create: true) { data in
+                UnsafeMutableRawBufferPointer(rebasing: data[offset..<offset + buffer.count]).copyMemory(from: buffer)
+            }
+        }
         let first = offset / Self.blockSize
         let end = (offset + buffer.count + Self.blockSize - 1) / Self.blockSize
         stripes.lockExclusive(chunk.rawValue)
@@ -201,6 +294,11 @@ public final class ChecksumLayer: ChunkStore {
     }
 
     public func zero(_ chunk: ChunkID, offset: Int, length: Int) throws(StoreError) {
+        if inner.prefersWholeChunks(chunk) {
+            return try modifyWhole(chunk, create: false) { data in
+                _ = UnsafeMutableRawBufferPointer(rebasing: data[offset..<offset + length]).initializeMemory(as: UInt8.self, repeating: 0)
+            }
+        }
         do throws(StoreError) {
             _ = try inner.label(of: chunk)  // cheap existence test: an absent chunk stays absent
         } catch .missing {
@@ -267,6 +365,14 @@ public final class ChecksumLayer: ChunkStore {
     public func label(of chunk: ChunkID) throws(StoreError) -> ChunkLabel? { try inner.label(of: chunk) }
 
     public func check(_ chunk: ChunkID) throws(StoreError) -> ChunkCheck {
+        if inner.prefersWholeChunks(chunk) {
+            do throws(StoreError) {
+                _ = try readAll(chunk)
+                return .ok
+            } catch .corrupt(_, let offset) {
+                return .corrupt(offsets: [offset])
+            }
+        }
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkSize, alignment: 4096)
         defer { buffer.deallocate() }
         stripes.lockShared(chunk.rawValue)

@@ -99,6 +99,18 @@ public final class PoolLayer: ChunkStore {
         try route(chunk).write(chunk, offset: offset, from: buffer)
     }
 
+    public func replace(_ chunk: ChunkID, with buffer: UnsafeRawBufferPointer) throws(StoreError) {
+        try route(chunk).replace(chunk, with: buffer)
+    }
+
+    public func readAll(_ chunk: ChunkID) throws(StoreError) -> [UInt8] {
+        try route(chunk).readAll(chunk)
+    }
+
+    public func prefersWholeChunks(_ chunk: ChunkID) -> Bool {
+        (try? route(chunk).prefersWholeChunks(chunk)) ?? false
+    }
+
     public func zero(_ chunk: ChunkID, offset: Int, length: Int) throws(StoreError) {
         try route(chunk).zero(chunk, offset: offset, length: length)
     }
