@@ -2,7 +2,7 @@
 import PackageDescription
 
 // Targets, one job each; dependencies point one way:
-// CFuse3 ← TesseraFUSE; TesseraCore ← TesseraStores, TesseraCatalog ← TesseraEngine ← TesseraControl
+// CFuse3 ← TesseraFUSE; CZstd ← TesseraCore ← TesseraStores, TesseraCatalog ← TesseraEngine ← TesseraControl
 // ← TesseraFUSE ← tessera. TesseraTestSupport serves the tests only.
 let package = Package(
     name: "Tessera",
@@ -21,10 +21,15 @@ let package = Package(
             pkgConfig: "fuse3",
             providers: [.apt(["libfuse3-dev"])]
         ),
+        .systemLibrary(
+            name: "CZstd",
+            pkgConfig: "libzstd",
+            providers: [.apt(["libzstd-dev"])]
+        ),
         .target(name: "CLinux"),
         .target(
             name: "TesseraCore",
-            dependencies: ["CLinux", .product(name: "SystemPackage", package: "swift-system")]
+            dependencies: ["CLinux", "CZstd", .product(name: "SystemPackage", package: "swift-system")]
         ),
         .target(
             name: "TesseraStores",
