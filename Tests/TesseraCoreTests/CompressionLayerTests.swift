@@ -17,7 +17,9 @@ struct CompressionLayerTests {
 
     /// Text-like bytes: a few words in a seeded order, which zstd shrinks several times over.
     func text(_ count: Int, seed: UInt64) -> [UInt8] {
-        let words = ["chunk ", "store ", "layer ", "volume ", "tessera ", "snapshot ", "zstd ", "mirror\n"].map { Array($0.utf8) }
+        let words = ["chunk ", "store ", "layer ", "volume ", "tessera ", "snapshot ", "zstd ", "mirror\n"].map {
+            Array($0.utf8)
+        }
         var rng = SplitMix64(seed: seed)
         var out: [UInt8] = []
         out.reserveCapacity(count + 16)
@@ -253,9 +255,13 @@ struct CompressionLayerTests {
                     } else {
                         var got = [UInt8](repeating: 0xEE, count: Self.cs)
                         try got.withUnsafeMutableBytes { try layer.read(c, offset: 0, into: $0) }
-                        if !versions.contains(got) { errors.withLock { $0.append("reader \(t) round \(round): a mixed version") } }
+                        if !versions.contains(got) {
+                            errors.withLock { $0.append("reader \(t) round \(round): a mixed version") }
+                        }
                         let all = try layer.readAll(c)
-                        if !versions.contains(padded(all)) { errors.withLock { $0.append("reader \(t) round \(round): readAll mixed") } }
+                        if !versions.contains(padded(all)) {
+                            errors.withLock { $0.append("reader \(t) round \(round): readAll mixed") }
+                        }
                     }
                 } catch {
                     errors.withLock { $0.append("thread \(t) round \(round): \(error)") }

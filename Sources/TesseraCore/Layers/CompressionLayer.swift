@@ -72,8 +72,9 @@ public final class CompressionLayer: ChunkStore {
     public init(over inner: any ChunkStore, level: Int = CompressionLayer.defaultLevel) {
         precondition(Self.levels.contains(level), "zstd level \(level) outside \(Self.levels)")
         chunkSize = (inner.chunkSize - Self.headerSize) / 4096 * 4096
-        precondition(chunkSize > 0 && chunkSize <= Int(UInt32.max) && Self.innerChunkSize(for: chunkSize) <= inner.chunkSize,
-                     "inner chunk size must come from CompressionLayer.innerChunkSize(for:)")
+        precondition(
+            chunkSize > 0 && chunkSize <= Int(UInt32.max) && Self.innerChunkSize(for: chunkSize) <= inner.chunkSize,
+            "inner chunk size must come from CompressionLayer.innerChunkSize(for:)")
         self.inner = inner
         self.level = level
     }
@@ -125,16 +126,16 @@ public final class CompressionLayer: ChunkStore {
         /// for a chunk of `chunkSize` (bad magic, version, codec, lengths, or bytes after the payload).
         init?(parsing object: UnsafeRawBufferPointer, chunkSize: Int) {
             guard object.count >= CompressionLayer.headerSize,
-                  object[0..<4].elementsEqual(CompressionLayer.magic),
-                  object[4] == CompressionLayer.version,
-                  let codec = Codec(rawValue: object[5]),
-                  object[6] == 0, object[7] == 0
+                object[0..<4].elementsEqual(CompressionLayer.magic),
+                object[4] == CompressionLayer.version,
+                let codec = Codec(rawValue: object[5]),
+                object[6] == 0, object[7] == 0
             else { return nil }
             let logical = Int(UInt32(littleEndian: object.loadUnaligned(fromByteOffset: 8, as: UInt32.self)))
             let stored = Int(UInt32(littleEndian: object.loadUnaligned(fromByteOffset: 12, as: UInt32.self)))
             let end = CompressionLayer.headerSize + stored
             guard logical <= chunkSize, end <= object.count,
-                  codec == .raw ? stored == logical : stored < logical
+                codec == .raw ? stored == logical : stored < logical
             else { return nil }
             // A store may hand back the object zero-padded (readAll's contract); anything else is damage.
             guard isAllZero(UnsafeRawBufferPointer(rebasing: object[end...])) else { return nil }
@@ -209,7 +210,8 @@ public final class CompressionLayer: ChunkStore {
         }
         guard let decoded else {
             failures.add(1, ordering: .relaxed)
-            Log.error("compressed chunk damaged: \(chunk) (store #\(chunk.store.rawValue)), \(object.count) bytes stored")
+            Log.error(
+                "compressed chunk damaged: \(chunk) (store #\(chunk.store.rawValue)), \(object.count) bytes stored")
             throw .corrupt(chunk: chunk, offset: 0)
         }
         return decoded
@@ -224,7 +226,9 @@ public final class CompressionLayer: ChunkStore {
     private func store(_ chunk: ChunkID, _ data: UnsafeRawBufferPointer) throws(StoreError) {
         let object = encode(data)
         try object.withStoreBytes { (p) throws(StoreError) in try inner.replace(chunk, with: p) }
-        let logical = object.withUnsafeBytes { UInt32(littleEndian: $0.loadUnaligned(fromByteOffset: 8, as: UInt32.self)) }
+        let logical = object.withUnsafeBytes {
+            UInt32(littleEndian: $0.loadUnaligned(fromByteOffset: 8, as: UInt32.self))
+        }
         logicalWritten.add(UInt64(logical), ordering: .relaxed)
         storedWritten.add(UInt64(object.count), ordering: .relaxed)
     }
@@ -270,7 +274,9 @@ public final class CompressionLayer: ChunkStore {
         let data = try readAll(chunk)
         let have = max(0, min(buffer.count, data.count - offset))
         if have > 0 {
-            data.withUnsafeBytes { buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[offset..<offset + have])) }
+            data.withUnsafeBytes {
+                buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[offset..<offset + have]))
+            }
         }
         if have < buffer.count {
             UnsafeMutableRawBufferPointer(rebasing: buffer[have...]).initializeMemory(as: UInt8.self, repeating: 0)
@@ -282,7 +288,9 @@ public final class CompressionLayer: ChunkStore {
         try modify(chunk, create: true) { data in
             let end = offset + buffer.count
             if data.count < end { data.append(contentsOf: repeatElement(0, count: end - data.count)) }
-            data.withUnsafeMutableBytes { UnsafeMutableRawBufferPointer(rebasing: $0[offset..<end]).copyMemory(from: buffer) }
+            data.withUnsafeMutableBytes {
+                UnsafeMutableRawBufferPointer(rebasing: $0[offset..<end]).copyMemory(from: buffer)
+            }
             return true
         }
     }
@@ -295,7 +303,8 @@ public final class CompressionLayer: ChunkStore {
             let end = min(data.count, offset + length)
             guard offset < end else { return false }
             data.withUnsafeMutableBytes {
-                _ = UnsafeMutableRawBufferPointer(rebasing: $0[offset..<end]).initializeMemory(as: UInt8.self, repeating: 0)
+                _ = UnsafeMutableRawBufferPointer(rebasing: $0[offset..<end]).initializeMemory(
+                    as: UInt8.self, repeating: 0)
             }
             return true
         }
