@@ -19,6 +19,10 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
     case faultyOverMemory
     /// A checksum layer over a store that wants whole chunks (what object stores get).
     case checksumOverWholeChunkMemory
+    /// A preallocated file of slots.
+    case file
+    /// What the engine builds over a file store.
+    case checksumOverFile
 
     var testDescription: String { rawValue }
 }
@@ -74,6 +78,15 @@ final class StoreFixture {
         case .checksumOverWholeChunkMemory:
             let inner = MemoryStore(chunkSize: ChecksumLayer.innerChunkSize(for: cs), wholeChunks: true)
             return StoreFixture(kind, ChecksumLayer(over: inner), storeIDs: [1, 2])
+        case .file:
+            let dir = try TemporaryDirectory()
+            let store = try FileStore.create(path: dir.path + "/store", size: 256 * UInt64(cs), chunkSize: cs)
+            return StoreFixture(kind, store, storeIDs: [1, 2], dirs: [dir])
+        case .checksumOverFile:
+            let dir = try TemporaryDirectory()
+            let inner = ChecksumLayer.innerChunkSize(for: cs)
+            let store = try FileStore.create(path: dir.path + "/store", size: 256 * UInt64(inner), chunkSize: inner)
+            return StoreFixture(kind, ChecksumLayer(over: store), storeIDs: [1, 2], dirs: [dir])
         case .faultyOverMemory:
             return StoreFixture(kind, FaultyStore(wrapping: MemoryStore(chunkSize: cs), seed: 1), storeIDs: [1, 2])
         }
