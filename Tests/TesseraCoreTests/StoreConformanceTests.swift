@@ -24,6 +24,10 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
     /// Checksums above compression: the checksum layer then works in whole chunks too.
     case checksumOverCompressionOverMemory
     case compressionOverDirectory
+    /// A preallocated file of slots.
+    case file
+    /// What the engine builds over a file store.
+    case checksumOverFile
 
     var testDescription: String { rawValue }
 
@@ -98,6 +102,15 @@ final class StoreFixture {
             let dir = try TemporaryDirectory()
             let inner = try DirectoryStore(root: dir.path, chunkSize: CompressionLayer.innerChunkSize(for: cs))
             return StoreFixture(kind, CompressionLayer(over: inner), storeIDs: [1, 2], dirs: [dir])
+        case .file:
+            let dir = try TemporaryDirectory()
+            let store = try FileStore.create(path: dir.path + "/store", size: 256 * UInt64(cs), chunkSize: cs)
+            return StoreFixture(kind, store, storeIDs: [1, 2], dirs: [dir])
+        case .checksumOverFile:
+            let dir = try TemporaryDirectory()
+            let inner = ChecksumLayer.innerChunkSize(for: cs)
+            let store = try FileStore.create(path: dir.path + "/store", size: 256 * UInt64(inner), chunkSize: inner)
+            return StoreFixture(kind, ChecksumLayer(over: store), storeIDs: [1, 2], dirs: [dir])
         case .faultyOverMemory:
             return StoreFixture(kind, FaultyStore(wrapping: MemoryStore(chunkSize: cs), seed: 1), storeIDs: [1, 2])
         }

@@ -4,6 +4,13 @@
 #include <sys/types.h>
 
 int tessera_punch_hole(int fd, off_t offset, off_t length);
+/// fallocate(FALLOC_FL_ZERO_RANGE): the range reads as zeros and stays allocated (on a block device the
+/// kernel writes zeros itself when the device cannot). -1 and errno on failure.
+int tessera_zero_range(int fd, off_t offset, off_t length);
+/// fallocate(mode 0): allocate (and extend to) the range; reads of new space return zeros.
+int tessera_allocate(int fd, off_t offset, off_t length);
+/// ioctl(BLKGETSIZE64): the size in bytes of the block device open on `fd`. -1 and errno on failure.
+int tessera_block_device_size(int fd, unsigned long long *size);
 #include <stdint.h>
 #include <stddef.h>
 #include <sys/xattr.h>
