@@ -62,8 +62,14 @@ struct S3TestServer: Sendable {
     private static func startMoto() throws -> Int {
         let port = freePort()
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["moto_server", "-H", "127.0.0.1", "-p", String(port)]
+        // moto must not outlive the tests, however they end: a shell holds it and kills it when its stdin
+        // (a pipe whose write end only this process holds) reaches EOF, which the kernel guarantees at exit.
+        process.executableURL = URL(fileURLWithPath: "/bin/sh")
+        process.arguments = [
+            // SIGKILL: the child inherits our threads' blocked-signal mask, in which SIGTERM is blocked.
+            "-c", "moto_server -H 127.0.0.1 -p \(port) & m=$!; read _ || true; kill -9 $m",
+        ]
+        process.standardInput = motoLifeline
         let log = FileManager.default.temporaryDirectory.appendingPathComponent("tessera-moto-\(port).log")
         _ = FileManager.default.createFile(atPath: log.path, contents: nil)
         let handle = try FileHandle(forWritingTo: log)
@@ -74,8 +80,6 @@ struct S3TestServer: Sendable {
                 message: "TESSERA_TEST_S3_URL is not set and moto_server cannot start (\(error)); "
                     + "install it (pip install 'moto[server]') or run Scripts/test, which starts Ceph RGW")
         }
-        motoPID = process.processIdentifier
-        atexit { if motoPID > 0 { kill(motoPID, SIGTERM) } }
         let deadline = Date().addingTimeInterval(20)
         while Date() < deadline {
             if !process.isRunning {
@@ -122,7 +126,8 @@ struct S3TestServer: Sendable {
     }
 }
 
-nonisolated(unsafe) private var motoPID: pid_t = 0
+/// The write end stays open for the life of the test process (see startMoto).
+private let motoLifeline = Pipe()
 
 struct TestSetupFailure: Error, CustomStringConvertible {
     let message: String
