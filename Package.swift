@@ -3,7 +3,8 @@ import PackageDescription
 
 // Targets, one job each; dependencies point one way:
 // CFuse3 ← TesseraFUSE; CZstd ← TesseraCore ← TesseraStores, TesseraCatalog ← TesseraEngine ← TesseraControl
-// ← TesseraFUSE ← tessera. TesseraTestSupport serves the tests only.
+// ← TesseraFUSE ← tessera; TesseraCore ← TesseraS3 (SigV4 over AsyncHTTPClient, kept out of the core and its tests)
+// ← tessera. TesseraTestSupport serves the tests only.
 let package = Package(
     name: "Tessera",
     platforms: [.macOS(.v15)],
@@ -14,6 +15,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
     ],
     targets: [
         .systemLibrary(
@@ -34,6 +38,16 @@ let package = Package(
         .target(
             name: "TesseraStores",
             dependencies: ["TesseraCore", "CLinux", .product(name: "SystemPackage", package: "swift-system")]
+        ),
+        .target(
+            name: "TesseraS3",
+            dependencies: [
+                "TesseraCore", "TesseraStores",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ]
         ),
         .target(
             name: "TesseraCatalog",
@@ -65,6 +79,10 @@ let package = Package(
         .testTarget(
             name: "TesseraCoreTests",
             dependencies: ["TesseraCore", "TesseraStores", "TesseraTestSupport"]
+        ),
+        .testTarget(
+            name: "TesseraS3Tests",
+            dependencies: ["TesseraCore", "TesseraS3", "TesseraTestSupport"]
         ),
         .testTarget(
             name: "TesseraCatalogTests",
