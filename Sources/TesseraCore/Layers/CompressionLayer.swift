@@ -27,6 +27,9 @@
 //   of one chunk never lose each other's bytes. `prefersWholeChunks` is always true.
 // - zstd contexts are used by one thread at a time: taken from a small pool for one call, returned
 //   after it, freed at deinit (or at once when the pool is full).
+// Cost: a 4 KiB write is readAll + decompress + compress + replace of the whole chunk, which is why
+// callers should move whole chunks here (`prefersWholeChunks`). Durability is the inner store's: flush
+// passes through, and `replace` reaches the medium as the inner store's replace does.
 // Every method of ChunkStore is written out here (no default pass-through), so a method added to the
 // protocol cannot silently bypass compression.
 // Lock order: stripe → context pool (short, never across I/O or compression).
