@@ -146,7 +146,8 @@ public final class FileStore: ChunkStore {
                 }
                 target = size ?? bytes
                 if case .ours(let id) = sniff(fd), !force {
-                    throw StoreSetupError("\(path) already holds a Tessera file store (\(id)); use force to format it again")
+                    throw StoreSetupError(
+                        "\(path) already holds a Tessera file store (\(id)); use force to format it again")
                 }
             } else {
                 let current = UInt64(st.st_size)
@@ -154,10 +155,12 @@ public final class FileStore: ChunkStore {
                     switch sniff(fd) {
                     case .ours(let id):
                         guard force else {
-                            throw StoreSetupError("\(path) already holds a Tessera file store (\(id)); use force to format it again")
+                            throw StoreSetupError(
+                                "\(path) already holds a Tessera file store (\(id)); use force to format it again")
                         }
                     case .foreign:
-                        throw StoreSetupError("\(path) is not empty and is not a Tessera file store; refusing to overwrite it")
+                        throw StoreSetupError(
+                            "\(path) is not empty and is not a Tessera file store; refusing to overwrite it")
                     }
                     if ftruncate(raw, 0) != 0 { throw StoreSetupError("cannot truncate \(path): \(lastError())") }
                 }
@@ -184,13 +187,15 @@ public final class FileStore: ChunkStore {
                 let e = errno
                 _ = ftruncate(raw, 0)
                 if e == ENOSPC || e == EDQUOT {
-                    throw StoreSetupError("not enough space on the filesystem holding \(path) for \(target) bytes (ENOSPC)")
+                    throw StoreSetupError(
+                        "not enough space on the filesystem holding \(path) for \(target) bytes (ENOSPC)")
                 }
                 throw StoreSetupError("cannot preallocate \(target) bytes for \(path): \(String(cString: strerror(e)))")
             }
             try syncSetup(fd, path)
-            let header = Header(chunkSize: UInt64(chunkSize), slots: UInt64(layout.slots),
-                                dataOffset: UInt64(layout.dataOffset), flags: flags, uuid: randomUUID())
+            let header = Header(
+                chunkSize: UInt64(chunkSize), slots: UInt64(layout.slots),
+                dataOffset: UInt64(layout.dataOffset), flags: flags, uuid: randomUUID())
             do {
                 _ = try fd.writeAll(toAbsoluteOffset: 0, header.encoded())
             } catch {
@@ -225,7 +230,8 @@ public final class FileStore: ChunkStore {
             }
             let header = try Header(decoding: raw, path: path)
             guard header.chunkSize == UInt64(chunkSize) else {
-                throw StoreSetupError("\(path) holds chunks of \(header.chunkSize) bytes, not the \(chunkSize) expected")
+                throw StoreSetupError(
+                    "\(path) holds chunks of \(header.chunkSize) bytes, not the \(chunkSize) expected")
             }
             let size: UInt64
             if (st.st_mode & S_IFMT) == S_IFBLK {
@@ -238,13 +244,14 @@ public final class FileStore: ChunkStore {
                 size = UInt64(st.st_size)
             }
             guard header.slots >= 1, header.slots <= UInt64(UInt32.max),
-                  let layout = Layout(slots: Int(header.slots), chunkSize: chunkSize),
-                  UInt64(layout.dataOffset) == header.dataOffset
+                let layout = Layout(slots: Int(header.slots), chunkSize: chunkSize),
+                UInt64(layout.dataOffset) == header.dataOffset
             else {
                 throw StoreSetupError("the header of \(path) is inconsistent (slot count \(header.slots))")
             }
             guard UInt64(layout.end) <= size else {
-                throw StoreSetupError("\(path) has \(size) bytes but its \(header.slots) slots need \(layout.end): truncated?")
+                throw StoreSetupError(
+                    "\(path) has \(size) bytes but its \(header.slots) slots need \(layout.end): truncated?")
             }
             return try FileStore(fd: fd, path: path, header: header, isBlockDevice: (st.st_mode & S_IFMT) == S_IFBLK)
         } catch {
@@ -262,8 +269,9 @@ public final class FileStore: ChunkStore {
         slotCount = Int(header.slots)
         dataOffset = Int(header.dataOffset)
         uuid = header.uuid.map { Self.hex2($0) }.joined()
-        var s = State(chunkIn: [UInt64](repeating: 0, count: slotCount),
-                      kind: [Kind](repeating: .free, count: slotCount))
+        var s = State(
+            chunkIn: [UInt64](repeating: 0, count: slotCount),
+            kind: [Kind](repeating: .free, count: slotCount))
         var sequences = [UInt64](repeating: 0, count: slotCount)
         var damaged = 0
         let perRead = 16384
@@ -272,10 +280,12 @@ public final class FileStore: ChunkStore {
         while first < slotCount {
             let count = min(perRead, slotCount - first)
             let bytes = count * Self.entryBytes
-            let n = (try? buffer.withUnsafeMutableBytes { b in
-                try fd.read(fromAbsoluteOffset: Int64(Self.headerBytes + first * Self.entryBytes),
-                            into: UnsafeMutableRawBufferPointer(rebasing: b[0..<bytes]))
-            }) ?? -1
+            let n =
+                (try? buffer.withUnsafeMutableBytes { b in
+                    try fd.read(
+                        fromAbsoluteOffset: Int64(Self.headerBytes + first * Self.entryBytes),
+                        into: UnsafeMutableRawBufferPointer(rebasing: b[0..<bytes]))
+                }) ?? -1
             guard n == bytes else { throw StoreSetupError("cannot read the slot table of \(path)") }
             for i in 0..<count {
                 let slot = first + i
@@ -314,12 +324,15 @@ public final class FileStore: ChunkStore {
             }
             first += count
         }
-        for slot in stride(from: slotCount - 1, through: 0, by: -1) where s.kind[slot] == .free || s.kind[slot] == .dirty {
+        for slot in stride(from: slotCount - 1, through: 0, by: -1)
+        where s.kind[slot] == .free || s.kind[slot] == .dirty {
             s.free.append(UInt32(slot))
         }
         damagedSlots = damaged
         state = Mutex(s)
-        if damaged > 0 { Log.error("file store \(path): \(damaged) slot table entries are damaged; their slots are not used") }
+        if damaged > 0 {
+            Log.error("file store \(path): \(damaged) slot table entries are damaged; their slots are not used")
+        }
     }
 
     deinit { try? fd.close() }
@@ -334,8 +347,9 @@ public final class FileStore: ChunkStore {
         while done < buffer.count {
             let n: Int
             do {
-                n = try fd.read(fromAbsoluteOffset: Int64(position(slot, offset + done)),
-                                into: UnsafeMutableRawBufferPointer(rebasing: buffer[done...]))
+                n = try fd.read(
+                    fromAbsoluteOffset: Int64(position(slot, offset + done)),
+                    into: UnsafeMutableRawBufferPointer(rebasing: buffer[done...]))
             } catch {
                 throw StoreError.from(errno: (error as? Errno)?.rawValue ?? EIO, chunk: chunk)
             }
@@ -351,8 +365,8 @@ public final class FileStore: ChunkStore {
         dataDirty.store(true, ordering: .releasing)
     }
 
-    /// Writes into a fresh slot, then switches the chunk to it; the old slot is cleared and punched by
-    /// the flush after the one that makes the switch durable (see the header).
+    /// Writes into a fresh slot, then switches the chunk to it; the next flush makes the switch durable,
+    /// then punches and clears the old slot (see the header). Needs one free slot: `.noSpace` otherwise.
     public func replace(_ chunk: ChunkID, with buffer: UnsafeRawBufferPointer) throws(StoreError) {
         let slot = try takeSlot(chunk)
         do {
@@ -385,6 +399,8 @@ public final class FileStore: ChunkStore {
     /// Slots take pieces: a 4 KiB write is one pwrite.
     public func prefersWholeChunks(_ chunk: ChunkID) -> Bool { false }
 
+    /// Zeroes the range in place (ZERO_RANGE): the slot is the store's space whatever it holds, so it stays
+    /// reserved and a later write into it cannot run out of room on the filesystem.
     public func zero(_ chunk: ChunkID, offset: Int, length: Int) throws(StoreError) {
         guard length > 0 else { return }
         guard let slot = state.withLock({ $0.slotOf[chunk] }) else { return }
@@ -462,8 +478,9 @@ public final class FileStore: ChunkStore {
         var done = 0
         while done < buffer.count {
             do {
-                done += try fd.write(toAbsoluteOffset: Int64(position + done),
-                                     UnsafeRawBufferPointer(rebasing: buffer[done...]))
+                done += try fd.write(
+                    toAbsoluteOffset: Int64(position + done),
+                    UnsafeRawBufferPointer(rebasing: buffer[done...]))
             } catch {
                 throw StoreError.from(errno: (error as? Errno)?.rawValue ?? EIO, chunk: chunk)
             }
@@ -510,8 +527,13 @@ public final class FileStore: ChunkStore {
             for slot in s.claims.sorted() {
                 let chunk = ChunkID(s.chunkIn[Int(slot)])
                 guard s.kind[Int(slot)] == .used, chunk.isReal else { continue }
-                claims.append((slot, Entry.encode(chunk: chunk, sequence: s.nextSequence, label: s.labels[chunk],
-                                                  flags: 0, slot: slot)))
+                claims.append(
+                    (
+                        slot,
+                        Entry.encode(
+                            chunk: chunk, sequence: s.nextSequence, label: s.labels[chunk],
+                            flags: 0, slot: slot)
+                    ))
                 s.nextSequence += 1
             }
             s.claims = []
@@ -556,8 +578,15 @@ public final class FileStore: ChunkStore {
             }
         }
         do throws(StoreError) {
-            try writeEntries(clears.map { ($0.slot, Entry.encode(chunk: .none, sequence: 0, label: nil,
-                                                                  flags: Self.entryStale, slot: $0.slot)) })
+            try writeEntries(
+                clears.map {
+                    (
+                        $0.slot,
+                        Entry.encode(
+                            chunk: .none, sequence: 0, label: nil,
+                            flags: Self.entryStale, slot: $0.slot)
+                    )
+                })
             try sync()  // C
         } catch {
             restore(claims: false)
@@ -620,7 +649,8 @@ public final class FileStore: ChunkStore {
     public func usage() throws(StoreError) -> StoreUsage {
         let (used, free) = state.withLock { ($0.slotOf.count, $0.free.count) }
         let cs = UInt64(chunkSize)
-        return StoreUsage(totalBytes: UInt64(slotCount) * cs, freeBytes: UInt64(free) * cs, usedBytes: UInt64(used) * cs)
+        return StoreUsage(
+            totalBytes: UInt64(slotCount) * cs, freeBytes: UInt64(free) * cs, usedBytes: UInt64(used) * cs)
     }
 
     public func allChunks() throws(StoreError) -> [ChunkID] {
@@ -645,8 +675,10 @@ public final class FileStore: ChunkStore {
         /// The most slots that fit in `size` bytes.
         init?(size: UInt64, chunkSize: Int) {
             guard size > UInt64(FileStore.headerBytes) else { return nil }
-            var n = Int(min((size - UInt64(FileStore.headerBytes)) / UInt64(chunkSize + FileStore.entryBytes),
-                            UInt64(UInt32.max)))
+            var n = Int(
+                min(
+                    (size - UInt64(FileStore.headerBytes)) / UInt64(chunkSize + FileStore.entryBytes),
+                    UInt64(UInt32.max)))
             while n >= 1, let l = Layout(slots: n, chunkSize: chunkSize), UInt64(l.end) > size { n -= 1 }
             self.init(slots: n, chunkSize: chunkSize)
         }
@@ -675,10 +707,12 @@ public final class FileStore: ChunkStore {
             }
             let version = raw.loadLE(UInt32.self, at: 8)
             guard version == FileStore.formatVersion else {
-                throw StoreSetupError("\(path) has file store format version \(version); this build reads version \(FileStore.formatVersion)")
+                throw StoreSetupError(
+                    "\(path) has file store format version \(version); this build reads version \(FileStore.formatVersion)"
+                )
             }
             guard raw.loadLE(UInt32.self, at: 12) == UInt32(FileStore.entryBytes),
-                  raw.loadLE(UInt64.self, at: 32) == UInt64(FileStore.headerBytes)
+                raw.loadLE(UInt64.self, at: 32) == UInt64(FileStore.headerBytes)
             else {
                 throw StoreSetupError("the header of \(path) is inconsistent (entry size or table offset)")
             }
@@ -716,20 +750,25 @@ public final class FileStore: ChunkStore {
                 return
             }
             guard raw.loadLE(UInt32.self, at: base + 60) == crc(raw, base..<base + 60),
-                  raw.loadLE(UInt32.self, at: base + 44) == slot
+                raw.loadLE(UInt32.self, at: base + 44) == slot
             else {
                 self = .damaged
                 return
             }
             let flags = raw.loadLE(UInt32.self, at: base + 40)
-            let label = flags & FileStore.entryLabeled == 0 ? nil : ChunkLabel(
-                volume: VolumeID(Int64(bitPattern: raw.loadLE(UInt64.self, at: base + 16))),
-                index: raw.loadLE(UInt64.self, at: base + 24), epoch: raw.loadLE(UInt64.self, at: base + 32))
-            self = .entry(chunk: ChunkID(raw.loadLE(UInt64.self, at: base)),
-                          sequence: raw.loadLE(UInt64.self, at: base + 8), label: label, flags: flags)
+            let label =
+                flags & FileStore.entryLabeled == 0
+                ? nil
+                : ChunkLabel(
+                    volume: VolumeID(Int64(bitPattern: raw.loadLE(UInt64.self, at: base + 16))),
+                    index: raw.loadLE(UInt64.self, at: base + 24), epoch: raw.loadLE(UInt64.self, at: base + 32))
+            self = .entry(
+                chunk: ChunkID(raw.loadLE(UInt64.self, at: base)),
+                sequence: raw.loadLE(UInt64.self, at: base + 8), label: label, flags: flags)
         }
 
-        static func encode(chunk: ChunkID, sequence: UInt64, label: ChunkLabel?, flags: UInt32, slot: UInt32) -> [UInt8] {
+        static func encode(chunk: ChunkID, sequence: UInt64, label: ChunkLabel?, flags: UInt32, slot: UInt32) -> [UInt8]
+        {
             var raw = [UInt8](repeating: 0, count: FileStore.entryBytes)
             raw.storeLE(chunk.rawValue, at: 0)
             raw.storeLE(sequence, at: 8)
@@ -791,7 +830,9 @@ public final class FileStore: ChunkStore {
         if fdatasync(fd.rawValue) != 0 { throw StoreSetupError("cannot sync \(path): \(lastError())") }
     }
 
-    private static func writeZeros(_ fd: FileDescriptor, at position: Int, count: Int, _ path: String) throws(StoreSetupError) {
+    private static func writeZeros(_ fd: FileDescriptor, at position: Int, count: Int, _ path: String)
+        throws(StoreSetupError)
+    {
         do throws(StoreError) {
             try writeZeros(fd, at: position, count: count)
         } catch {

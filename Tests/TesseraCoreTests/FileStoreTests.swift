@@ -65,8 +65,11 @@ struct FileStoreTests {
             #expect(try Self.read(store, ChunkID(2), at: 4999, count: 5) == [0, 1, 2, 3, 0])
             #expect(try store.label(of: ChunkID(1)) == label)
             #expect(try store.label(of: ChunkID(2)) == nil)
-            #expect(try store.usage() == StoreUsage(totalBytes: 8 * UInt64(Self.cs), freeBytes: 6 * UInt64(Self.cs),
-                                                   usedBytes: 2 * UInt64(Self.cs)))
+            #expect(
+                try store.usage()
+                    == StoreUsage(
+                        totalBytes: 8 * UInt64(Self.cs), freeBytes: 6 * UInt64(Self.cs),
+                        usedBytes: 2 * UInt64(Self.cs)))
             // A label set after reopening is written too.
             try store.setLabel(ChunkID(2), label)
             try store.flush()
@@ -177,22 +180,30 @@ struct FileStoreTests {
     @Test func badInputsGiveClearErrors() throws {
         let dir = try TemporaryDirectory()
         let cs = Self.cs
-        #expect(Self.setupError { _ = try FileStore.create(path: dir.path, size: 1 << 20, chunkSize: cs) }
-            .contains("is a directory"))
-        #expect(Self.setupError { _ = try FileStore.create(path: dir.path + "/new", size: nil, chunkSize: cs) }
-            .contains("a size is needed"))
-        #expect(Self.setupError { _ = try FileStore.create(path: dir.path + "/small", size: 8192 + UInt64(cs) - 1, chunkSize: cs) }
+        #expect(
+            Self.setupError { _ = try FileStore.create(path: dir.path, size: 1 << 20, chunkSize: cs) }
+                .contains("is a directory"))
+        #expect(
+            Self.setupError { _ = try FileStore.create(path: dir.path + "/new", size: nil, chunkSize: cs) }
+                .contains("a size is needed"))
+        #expect(
+            Self.setupError {
+                _ = try FileStore.create(path: dir.path + "/small", size: 8192 + UInt64(cs) - 1, chunkSize: cs)
+            }
             .contains("too small"))
         #expect(!FileManager.default.fileExists(atPath: dir.path + "/small"), "a failed create leaves no file")
         let foreign = dir.path + "/foreign"
         #expect(FileManager.default.createFile(atPath: foreign, contents: Data("hello".utf8)))
-        #expect(Self.setupError { _ = try FileStore.create(path: foreign, size: 1 << 20, chunkSize: cs) }
-            .contains("not empty and is not a Tessera file store"))
+        #expect(
+            Self.setupError { _ = try FileStore.create(path: foreign, size: 1 << 20, chunkSize: cs) }
+                .contains("not empty and is not a Tessera file store"))
         #expect(try Data(contentsOf: URL(fileURLWithPath: foreign)) == Data("hello".utf8), "left untouched")
-        #expect(Self.setupError { _ = try FileStore.open(path: foreign, chunkSize: cs) }
-            .contains("not a Tessera file store"))
-        #expect(Self.setupError { _ = try FileStore.open(path: dir.path + "/absent", chunkSize: cs) }
-            .contains("No such file"))
+        #expect(
+            Self.setupError { _ = try FileStore.open(path: foreign, chunkSize: cs) }
+                .contains("not a Tessera file store"))
+        #expect(
+            Self.setupError { _ = try FileStore.open(path: dir.path + "/absent", chunkSize: cs) }
+                .contains("No such file"))
 
         let path = dir.path + "/store"
         do {
@@ -201,10 +212,12 @@ struct FileStoreTests {
             try Self.write(store, ChunkID(1), [1])
             try store.flush()
         }
-        #expect(Self.setupError { _ = try FileStore.open(path: path, chunkSize: 2 * cs) }
-            .contains("holds chunks of \(cs) bytes"))
-        #expect(Self.setupError { _ = try FileStore.create(path: path, size: nil, chunkSize: cs) }
-            .contains("already holds a Tessera file store"))
+        #expect(
+            Self.setupError { _ = try FileStore.open(path: path, chunkSize: 2 * cs) }
+                .contains("holds chunks of \(cs) bytes"))
+        #expect(
+            Self.setupError { _ = try FileStore.create(path: path, size: nil, chunkSize: cs) }
+                .contains("already holds a Tessera file store"))
         #expect(try FileStore.open(path: path, chunkSize: cs).allChunks() == [ChunkID(1)], "refused create kept it")
         // force formats it again, keeping the size.
         let again = try FileStore.create(path: path, size: nil, chunkSize: cs, force: true)
@@ -253,7 +266,9 @@ struct FileStoreTests {
             return
         }
         defer { _ = run("/usr/bin/umount", mnt) }
-        let message = Self.setupError { _ = try FileStore.create(path: mnt + "/store", size: 8 << 20, chunkSize: Self.cs) }
+        let message = Self.setupError {
+            _ = try FileStore.create(path: mnt + "/store", size: 8 << 20, chunkSize: Self.cs)
+        }
         #expect(message.contains("not enough space") && message.contains("ENOSPC"), "\(message)")
         #expect(!FileManager.default.fileExists(atPath: mnt + "/store"))
     }
@@ -264,45 +279,92 @@ struct FileStoreTests {
         let image = dir.path + "/disk.img"
         #expect(FileManager.default.createFile(atPath: image, contents: nil))
         #expect(truncate(image, 16 << 20) == 0)
-        let attach = run("/usr/sbin/losetup", "-f", "--show", image)
-        guard attach.status == 0, attach.output.hasPrefix("/dev/loop") else {
-            Issue.record("losetup failed: \(attach.output)")
-            return
-        }
-        let device = attach.output
-        defer { #expect(run("/usr/sbin/losetup", "-d", device).status == 0, "detach \(device)") }
-        let data = pattern(Self.cs, seed: 5)
-        do {
-            #expect(Self.setupError { _ = try FileStore.create(path: device, size: 32 << 20, chunkSize: Self.cs) }
-                .contains("less than"))
-            let store = try FileStore.create(path: device, size: nil, chunkSize: Self.cs)
-            #expect(store.isBlockDevice)
-            #expect(store.slotCount == 255, "the whole device")
-            try Self.write(store, ChunkID(1), data)
-            try Self.write(store, ChunkID(2), at: 9000, [9])
-            try store.setLabel(ChunkID(1), ChunkLabel(volume: VolumeID(3), index: 4, epoch: 5))
-            try store.flush()
-            try store.delete(ChunkID(2))
-            try store.flush()
-            try Self.write(store, ChunkID(3), at: 1, [3])
-            #expect(try Self.read(store, ChunkID(3), at: 0, count: 9002) == [0, 3] + [UInt8](repeating: 0, count: 9000))
-            try store.flush()
-        }
-        do {
-            let store = try FileStore.open(path: device, chunkSize: Self.cs)
-            #expect(Set(try store.allChunks()) == [ChunkID(1), ChunkID(3)])
-            #expect(try Self.read(store, ChunkID(1)) == data)
-            #expect(try store.label(of: ChunkID(1)) == ChunkLabel(volume: VolumeID(3), index: 4, epoch: 5))
-            #expect(Self.setupError { _ = try FileStore.open(path: device, chunkSize: Self.cs) }.contains("in use"))
-        }
-        #expect(Self.setupError { _ = try FileStore.create(path: device, size: nil, chunkSize: Self.cs) }
-            .contains("already holds"))
-        do {
-            let forced = try FileStore.create(path: device, size: 8 << 20, chunkSize: Self.cs, force: true)
-            #expect(try forced.allChunks().isEmpty)
-            #expect(forced.slotCount == 127, "the first 8 MiB")
+        try withLoopDevice(over: image) { device in
+            let data = pattern(Self.cs, seed: 5)
+            do {
+                #expect(
+                    Self.setupError { _ = try FileStore.create(path: device, size: 32 << 20, chunkSize: Self.cs) }
+                        .contains("less than"))
+                let store = try FileStore.create(path: device, size: nil, chunkSize: Self.cs)
+                #expect(store.isBlockDevice)
+                #expect(store.slotCount == 255, "the whole device")
+                try Self.write(store, ChunkID(1), data)
+                try Self.write(store, ChunkID(2), at: 9000, [9])
+                try store.setLabel(ChunkID(1), ChunkLabel(volume: VolumeID(3), index: 4, epoch: 5))
+                try store.flush()
+                try store.delete(ChunkID(2))
+                try store.flush()
+                try Self.write(store, ChunkID(3), at: 1, [3])
+                #expect(
+                    try Self.read(store, ChunkID(3), at: 0, count: 9002) == [0, 3] + [UInt8](repeating: 0, count: 9000))
+                try store.flush()
+            }
+            do {
+                let store = try FileStore.open(path: device, chunkSize: Self.cs)
+                #expect(Set(try store.allChunks()) == [ChunkID(1), ChunkID(3)])
+                #expect(try Self.read(store, ChunkID(1)) == data)
+                #expect(try store.label(of: ChunkID(1)) == ChunkLabel(volume: VolumeID(3), index: 4, epoch: 5))
+                #expect(Self.setupError { _ = try FileStore.open(path: device, chunkSize: Self.cs) }.contains("in use"))
+            }
+            #expect(
+                Self.setupError { _ = try FileStore.create(path: device, size: nil, chunkSize: Self.cs) }
+                    .contains("already holds"))
+            do {
+                let forced = try FileStore.create(path: device, size: 8 << 20, chunkSize: Self.cs, force: true)
+                #expect(try forced.allChunks().isEmpty)
+                #expect(forced.slotCount == 127, "the first 8 MiB")
+            }
         }
     }
+}
+
+extension FileStoreTests {
+    /// A device that cannot zero or discard (a loop over ramfs): slots are never assumed zero, so a slot
+    /// whose old bytes were not erased is zeroed when it is taken. The image starts full of 0xAB.
+    @Test(.enabled(if: getuid() == 0 && FileManager.default.fileExists(atPath: "/dev/loop-control")))
+    func blockDeviceThatCannotZero() throws {
+        let dir = try TemporaryDirectory()
+        let mnt = try dir.subdirectory("ramfs")
+        guard run("/usr/bin/mount", "-t", "ramfs", "ramfs", mnt).status == 0 else {
+            Issue.record("cannot mount a ramfs")
+            return
+        }
+        defer { _ = run("/usr/bin/umount", mnt) }
+        let image = mnt + "/disk.img"
+        #expect(FileManager.default.createFile(atPath: image, contents: Data(repeating: 0xAB, count: 8 << 20)))
+        try withLoopDevice(over: image) { device in
+            var expected = [UInt8](repeating: 0, count: Self.cs)
+            expected[100] = 1
+            do {
+                let store = try FileStore.create(path: device, size: nil, chunkSize: Self.cs)
+                try Self.write(store, ChunkID(1), at: 100, [1])
+                #expect(try Self.read(store, ChunkID(1)) == expected, "a never-used slot of an unzeroed device")
+                try Self.write(store, ChunkID(2), pattern(Self.cs, seed: 2))
+                try store.flush()
+                try store.delete(ChunkID(2))  // the punch fails: the slot keeps its bytes
+                try store.flush()
+                try Self.write(store, ChunkID(3), at: 100, [1])
+                #expect(try Self.read(store, ChunkID(3)) == expected, "a reused slot whose punch failed")
+                try store.flush()
+            }
+            let store = try FileStore.open(path: device, chunkSize: Self.cs)
+            #expect(Set(try store.allChunks()) == [ChunkID(1), ChunkID(3)])
+            #expect(try Self.read(store, ChunkID(3)) == expected)
+            try Self.write(store, ChunkID(4), at: 100, [1])
+            #expect(try Self.read(store, ChunkID(4)) == expected, "never-used slots stay suspect after a reopen")
+        }
+    }
+}
+
+/// Attaches `image` as a loop device, runs `body` with its path, and detaches it whatever happens.
+private func withLoopDevice(over image: String, _ body: (String) throws -> Void) throws {
+    let attach = run("/usr/sbin/losetup", "-f", "--show", image)
+    guard attach.status == 0, attach.output.hasPrefix("/dev/loop") else {
+        Issue.record("losetup failed: \(attach.output)")
+        return
+    }
+    defer { #expect(run("/usr/sbin/losetup", "-d", attach.output).status == 0, "detach \(attach.output)") }
+    try body(attach.output)
 }
 
 /// Runs a command, returning its exit status and its output (trimmed).
