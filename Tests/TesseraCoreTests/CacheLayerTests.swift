@@ -181,6 +181,36 @@ struct CacheLayerTests {
         }
     }
 
+    /// A miss whose inner read is slow must not cache what it read once a newer write has been written
+    /// back and evicted meanwhile: the write-back waits for the fill (the chunk's stripe).
+    @Test(arguments: [false, true])
+    func aSlowFillNeverBringsBackOlderData(wholeChunks: Bool) throws {
+        let memory = MemoryStore(chunkSize: Self.cs, wholeChunks: wholeChunks)
+        let slow = SlowReads(memory)
+        // Bigger than a chunk: the stale fill's own blocks must not push out block 0 again.
+        let cache = CacheLayer(over: slow, .init(capacity: 24 * Self.bs, readAhead: 0))
+        defer { cache.stop() }
+        let x = Self.chunk(0)
+        let others = [Self.chunk(1), Self.chunk(2)]
+        try Self.write(memory, x, at: 0, pattern(Self.cs, seed: 1))
+        for c in others { try Self.write(memory, c, at: 0, pattern(Self.cs, seed: c.rawValue)) }
+        slow.stall.withLock { $0 = 1 }
+        let reader = Thread { _ = try? Self.read(cache, x, at: 0, count: Self.bs) }
+        reader.start()
+        #expect(Self.eventually { slow.stalled.value }, "the slow fill has read the old bytes")
+        let newer = pattern(Self.bs, seed: 3)
+        try Self.write(cache, x, at: 0, newer)
+        try cache.flush(chunks: [x])
+        let evictions = cache.stats.evictions
+        for c in others {
+            for b in 0..<Self.cs / Self.bs { _ = try Self.read(cache, c, at: b * Self.bs, count: Self.bs) }
+        }
+        #expect(cache.stats.evictions > evictions, "block 0 of x left RAM")
+        #expect(Self.eventually { !reader.isExecuting && reader.isFinished })
+        let fresh = try Self.read(cache, x, at: 0, count: Self.bs) == newer
+        #expect(fresh, "block 0 of x went back to its old bytes")
+    }
+
     // MARK: Eviction
 
     /// A hot set read a few times survives a scan of ten times the capacity read once.
@@ -297,7 +327,8 @@ struct CacheLayerTests {
         try cache.flush()
         var latest = newer
         latest[8192] = 7
-        #expect(Self.contents(memory, a) == latest, "after the second flush")
+        let landedLater = Self.contents(memory, a) == latest
+        #expect(landedLater, "after the second flush")
     }
 
     // MARK: Write-back errors
@@ -367,4 +398,48 @@ struct CacheLayerTests {
         #expect(cache.stats == CacheLayer.Stats())
         cache.stop()
     }
+}
+
+/// Forwards to a MemoryStore; the next `stall` reads (read, readAll) hold their bytes for 400 ms after
+/// reading them, as a slow medium returns data that may be stale by the time it arrives.
+private final class SlowReads: ChunkStore {
+    let inner: MemoryStore
+    let stall = Locked(0)
+    let stalled = Locked(false)
+    init(_ inner: MemoryStore) { self.inner = inner }
+    var chunkSize: Int { inner.chunkSize }
+
+    private func hold() {
+        let stalls = stall.withLock { n in
+            defer { n = max(0, n - 1) }
+            return n > 0
+        }
+        guard stalls else { return }
+        stalled.withLock { $0 = true }
+        usleep(400_000)
+    }
+
+    func read(_ chunk: ChunkID, offset: Int, into buffer: UnsafeMutableRawBufferPointer) throws(StoreError) {
+        try inner.read(chunk, offset: offset, into: buffer)
+        hold()
+    }
+    func readAll(_ chunk: ChunkID) throws(StoreError) -> [UInt8] {
+        let bytes = try inner.readAll(chunk)
+        hold()
+        return bytes
+    }
+    func write(_ chunk: ChunkID, offset: Int, from buffer: UnsafeRawBufferPointer) throws(StoreError) {
+        try inner.write(chunk, offset: offset, from: buffer)
+    }
+    func replace(_ chunk: ChunkID, with buffer: UnsafeRawBufferPointer) throws(StoreError) { try inner.replace(chunk, with: buffer) }
+    func prefersWholeChunks(_ chunk: ChunkID) -> Bool { inner.prefersWholeChunks(chunk) }
+    func zero(_ chunk: ChunkID, offset: Int, length: Int) throws(StoreError) { try inner.zero(chunk, offset: offset, length: length) }
+    func delete(_ chunk: ChunkID) throws(StoreError) { try inner.delete(chunk) }
+    func flush() throws(StoreError) { try inner.flush() }
+    func flush(chunks: Set<ChunkID>) throws(StoreError) { try inner.flush(chunks: chunks) }
+    func usage() throws(StoreError) -> StoreUsage { try inner.usage() }
+    func allChunks() throws(StoreError) -> [ChunkID] { try inner.allChunks() }
+    func setLabel(_ chunk: ChunkID, _ label: ChunkLabel) throws(StoreError) { try inner.setLabel(chunk, label) }
+    func label(of chunk: ChunkID) throws(StoreError) -> ChunkLabel? { try inner.label(of: chunk) }
+    func check(_ chunk: ChunkID) throws(StoreError) -> ChunkCheck { try inner.check(chunk) }
 }
