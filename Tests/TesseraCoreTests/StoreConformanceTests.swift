@@ -28,6 +28,11 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
     case file
     /// What the engine builds over a file store.
     case checksumOverFile
+    /// The RAM cache, 8 chunks big: the suite's writes overflow it (evictions, throttled write-back).
+    case cacheOverMemory
+    case cacheOverChecksumOverDirectory
+    /// A cache over a store that wants whole chunks: fills by readAll, write-back by replace.
+    case cacheOverWholeChunkMemory
 
     var testDescription: String { rawValue }
 
@@ -55,6 +60,12 @@ final class StoreFixture {
         self.store = store
         self.storeIDs = storeIDs
         self.dirs = dirs
+    }
+
+    deinit { (store as? CacheLayer)?.stop() }
+
+    static func cache(over inner: any ChunkStore) -> CacheLayer {
+        CacheLayer(over: inner, .init(capacity: 8 * chunkSize))
     }
 
     static func make(_ kind: StoreKind) throws -> StoreFixture {
@@ -113,6 +124,14 @@ final class StoreFixture {
             return StoreFixture(kind, ChecksumLayer(over: store), storeIDs: [1, 2], dirs: [dir])
         case .faultyOverMemory:
             return StoreFixture(kind, FaultyStore(wrapping: MemoryStore(chunkSize: cs), seed: 1), storeIDs: [1, 2])
+        case .cacheOverMemory:
+            return StoreFixture(kind, cache(over: MemoryStore(chunkSize: cs)), storeIDs: [1, 2])
+        case .cacheOverChecksumOverDirectory:
+            let dir = try TemporaryDirectory()
+            let inner = try DirectoryStore(root: dir.path, chunkSize: ChecksumLayer.innerChunkSize(for: cs))
+            return StoreFixture(kind, cache(over: ChecksumLayer(over: inner)), storeIDs: [1, 2], dirs: [dir])
+        case .cacheOverWholeChunkMemory:
+            return StoreFixture(kind, cache(over: MemoryStore(chunkSize: cs, wholeChunks: true)), storeIDs: [1, 2])
         }
     }
 
