@@ -400,7 +400,7 @@ def cmd_report(argv):
     if meta.get("skipped"):
         lines.append("")
         lines.append("NOT RUN (setup failed):")
-        for item in meta["skipped"].strip().rstrip(";").split("; "):
+        for item in filter(None, meta["skipped"].split("|")):
             lines.append(f"  {item}")
     failed = [r for r in runs if not r["ok"]]
     if failed:
