@@ -434,7 +434,7 @@ def setup_notes(meta, targets):
     if present & {"s3backer-s3", "tessera-s3"}:
         notes.append(f"object-store targets: {meta.get('s3')}; {meta.get('s3_size')} file; RAM cache"
                      f" {meta.get('cache_size')} each (s3backer: {meta.get('s3backer_cache_blocks')} blocks of"
-                     f" {meta.get('s3backer_block')}); cold = first pass after a fresh mount, warm = the next pass")
+                     f" {meta.get('s3backer_block')}); cold = first pass after a fresh mount, warm = again after a full read of the file")
     return notes
 
 
