@@ -2,9 +2,15 @@
 """Helpers for Scripts/bench: run one fio job while sampling a FUSE daemon's
 CPU time and context switches, and turn the collected runs into a table.
 
-  benchlib.py run --target T --job J --rep N --pid PID|0 --out RESULTS.jsonl -- fio ARGS...
+  benchlib.py run --target T [--phase cold|warm] --job J --rep N --pid PID|0 --out RESULTS.jsonl -- fio ARGS...
   benchlib.py report RESULTS.jsonl OUT.json [--meta META.json]
   benchlib.py json-field FIELD           (reads JSON on stdin, prints one field)
+  benchlib.py s3 ensure-bucket ENDPOINT BUCKET
+  benchlib.py s3 delete-prefix ENDPOINT BUCKET PREFIX
+
+Runs of object-store targets carry a phase ("cold": first pass after a fresh
+mount, "warm": the pass after it); the report shows them as "TARGET PHASE".
+S3 credentials come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (boto3).
 
 CPU: utime+stime of the whole process from /proc/PID/stat (the kernel folds
 exited threads into it).  Context switches: /proc/PID/status counts only the
@@ -126,6 +132,7 @@ def cmd_run(argv):
     import argparse
     p = argparse.ArgumentParser(prog="benchlib.py run")
     p.add_argument("--target", required=True)
+    p.add_argument("--phase", default="", help="cold or warm, for object-store targets")
     p.add_argument("--job", required=True)
     p.add_argument("--rep", type=int, required=True)
     p.add_argument("--pid", type=int, default=0)
@@ -190,7 +197,7 @@ def cmd_run(argv):
             daemon = sampler.finish()
         except OSError as e:
             daemon = {"error": f"daemon gone: {e}"}
-    rec = {"target": a.target, "job": a.job, "rep": a.rep, "wall_seconds": wall,
+    rec = {"target": a.target, "phase": a.phase, "job": a.job, "rep": a.rep, "wall_seconds": wall,
            "fio_exit": proc.returncode, "timed_out": timed_out, "fio_stderr": stderr.strip()[-2000:]}
     try:
         rec["fio"] = fio_summary(a.fio_json)
@@ -218,7 +225,7 @@ def cmd_run(argv):
         extra = (f", daemon {daemon['cpu_seconds_per_io'] * 1e6:.1f} us CPU/IO,"
                  f" {daemon['ctxt_switches_per_io']:.2f} cs/IO")
     status = "" if ok else f"  FAILED (fio exit {proc.returncode}): {stderr.strip()[-500:]}"
-    print(f"  rep {a.rep} {a.job:<12} {a.target:<15} {unit}{extra}{status}", flush=True)
+    print(f"  rep {a.rep} {a.job:<12} {label(rec):<20} {unit}{extra}{status}", flush=True)
     return 0 if ok else 1
 
 
@@ -230,6 +237,17 @@ JOB_TITLE = {"4k-randread": "4k randread", "4k-randwrite": "4k randwrite",
 def metric(job, fio):
     # IOPS for 4 KiB jobs, MB/s (10^6 bytes) for 1 MiB jobs.
     return fio["iops"] if job.startswith("4k") else fio["bw_bytes"] / 1e6
+
+
+def label(run):
+    """The row a run belongs to: the target, plus its phase if it has one."""
+    return f"{run['target']} {run['phase']}" if run.get("phase") else run["target"]
+
+
+# Extra ratios, shown when both rows exist: Tessera against the products of
+# PERFORMANCE.md, and the two object-store targets against each other.
+PAIRS = [("tessera", "qsd"), ("tessera", "s3backer-local"),
+         ("tessera-s3 cold", "s3backer-s3 cold"), ("tessera-s3 warm", "s3backer-s3 warm")]
 
 
 def median(xs):
@@ -254,15 +272,16 @@ def cmd_report(argv):
             meta = json.load(f)
     targets = []
     for r in runs:
-        if r["target"] not in targets:
-            targets.append(r["target"])
+        r["label"] = label(r)
+        if r["label"] not in targets:
+            targets.append(r["label"])
     jobs = [j for j in JOB_ORDER if any(r["job"] == j for r in runs)]
 
     summary = {}
     for t in targets:
         summary[t] = {}
         for j in jobs:
-            sel = [r for r in runs if r["target"] == t and r["job"] == j]
+            sel = [r for r in runs if r["label"] == t and r["job"] == j]
             good = [r for r in sel if r["ok"]]
             vals = [metric(j, r["fio"]) for r in good]
             d = {"runs": len(sel), "failed": len(sel) - len(good),
@@ -291,6 +310,9 @@ def cmd_report(argv):
             if t == base or (base == "passthrough_ll" and t == "plain"):
                 continue
             ratios[f"{t}/{base}"] = {j: ratio(t, base, j) for j in jobs}
+    for t, base in PAIRS:
+        if t in summary and base in summary:
+            ratios[f"{t}/{base}"] = {j: ratio(t, base, j) for j in jobs}
 
     cpu_ratio = {}
     if "tessera" in summary and "passthrough_ll" in summary:
@@ -318,6 +340,7 @@ def cmd_report(argv):
                  f" (fio libaio, iodepth 16, numjobs 1, direct=1, {meta.get('size', '?')} file)")
     if meta.get("chunk_size"):
         lines.append(f"Tessera chunk size: {meta['chunk_size']}")
+    lines.extend(setup_notes(meta, targets))
     lines.append(row("target", [JOB_TITLE[j] for j in jobs]))
     lines.append("-" * (w0 + colw * len(jobs)))
     for t in targets:
@@ -374,6 +397,11 @@ def cmd_report(argv):
         lines.append(f"load average (1 min) before {la[0]}, after {la[1]} on {meta.get('cpus')} CPU(s)"
                      + ("  -- machine busy, figures are noisy" if max(float(x) for x in la) > meta.get("cpus", 1) / 2
                         else ""))
+    if meta.get("skipped"):
+        lines.append("")
+        lines.append("NOT RUN (setup failed):")
+        for item in filter(None, meta["skipped"].split("|")):
+            lines.append(f"  {item}")
     failed = [r for r in runs if not r["ok"]]
     if failed:
         lines.append("")
@@ -392,6 +420,64 @@ def cmd_report(argv):
         json.dump(out, f, indent=2)
         f.write("\n")
     return 1 if failed else 0
+
+
+def setup_notes(meta, targets):
+    """One line per non-obvious target setting, for the rows present."""
+    present = {t.split(" ")[0] for t in targets}
+    notes = []
+    if "s3backer-local" in present:
+        notes.append(f"s3backer-local: s3backer --test, {meta.get('s3backer_block')} blocks, block cache at its default,"
+                     " nodelay_shim preloaded (no simulated per-block latency)")
+    if "qsd" in present:
+        notes.append(f"qsd: qemu-storage-daemon FUSE export of a raw file, aio={meta.get('qsd_aio')}")
+    if present & {"s3backer-s3", "tessera-s3"}:
+        notes.append(f"object-store targets: {meta.get('s3')}; {meta.get('s3_size')} file; RAM cache"
+                     f" {meta.get('cache_size')} each (s3backer: {meta.get('s3backer_cache_blocks')} blocks of"
+                     f" {meta.get('s3backer_block')}); cold = first pass after a fresh mount, warm = again after a full read of the file")
+    return notes
+
+
+def s3_client(endpoint):
+    import boto3
+    from botocore.config import Config
+    return boto3.client("s3", endpoint_url=endpoint,
+                        region_name=os.environ.get("AWS_REGION", "us-east-1"),
+                        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 3}))
+
+
+def cmd_s3(argv):
+    from botocore.exceptions import BotoCoreError, ClientError
+    if len(argv) < 3 or argv[0] not in ("ensure-bucket", "delete-prefix"):
+        print("usage: benchlib.py s3 ensure-bucket|delete-prefix ENDPOINT BUCKET [PREFIX]", file=sys.stderr)
+        return 64
+    action, endpoint, bucket = argv[:3]
+    try:
+        s3 = s3_client(endpoint)
+        if action == "ensure-bucket":
+            try:
+                s3.head_bucket(Bucket=bucket)
+            except ClientError as e:
+                if e.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket", "NotFound"):
+                    raise
+                s3.create_bucket(Bucket=bucket)
+                print(f"bench: created bucket {bucket} at {endpoint}", file=sys.stderr)
+            return 0
+        prefix = argv[3]
+        if not prefix.strip("/"):
+            print("bench: refusing to delete an empty prefix", file=sys.stderr)
+            return 64
+        deleted = 0
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+            if keys:
+                s3.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
+                deleted += len(keys)
+        print(f"bench: deleted {deleted} object(s) under s3://{bucket}/{prefix}", file=sys.stderr)
+        return 0
+    except (BotoCoreError, ClientError) as e:
+        print(f"bench: s3 {action} {endpoint} {bucket}: {e}", file=sys.stderr)
+        return 1
 
 
 def cmd_json_field(argv):
@@ -413,6 +499,8 @@ def main():
         return cmd_report(rest)
     if cmd == "json-field":
         return cmd_json_field(rest)
+    if cmd == "s3":
+        return cmd_s3(rest)
     print(f"unknown command {cmd}", file=sys.stderr)
     return 64
 
