@@ -27,13 +27,16 @@ public struct StoreRecord: Codable, Sendable, FetchableRecord, MutablePersistabl
     public var path: String
     public var nextSerial: Int64
     public var createdAt: Double
-    public init(poolId: Int64, name: String, kind: String, path: String, createdAt: Double) {
+    /// JSON of the engine's StoreOptions ("{}" for a plain directory store).
+    public var options: String
+    public init(poolId: Int64, name: String, kind: String, path: String, createdAt: Double, options: String = "{}") {
         self.poolId = poolId
         self.name = name
         self.kind = kind
         self.path = path
         self.nextSerial = 1
         self.createdAt = createdAt
+        self.options = options
     }
     public mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
 }

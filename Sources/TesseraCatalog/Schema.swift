@@ -97,6 +97,13 @@ enum Schema {
                 t.primaryKey(["snapshotId", "volumeId"])
             }
         }
+        m.registerMigration("v3-store-options") { db in
+            // How a store is opened beyond its kind and path (JSON: capacity, compression, S3 settings,
+            // the path of its credentials file — never a secret).
+            try db.alter(table: "store") { t in
+                t.add(column: "options", .text).notNull().defaults(to: "{}")
+            }
+        }
         return m
     }
 }

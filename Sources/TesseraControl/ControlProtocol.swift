@@ -7,8 +7,11 @@ public enum ControlRequest: Codable, Sendable {
     case status
     case poolCreate(name: String, chunkSize: UInt64)
     case poolList
-    case storeAdd(name: String, pool: String, dir: String)
+    case storeAdd(StoreSpec)
     case storeList
+    case storeShow(name: String)
+    /// Verifies every chunk (of one store); the mount streams progress lines before the reply.
+    case scrub(store: String?)
     case volumeCreate(name: String, size: UInt64, pool: String, count: Int?)
     case volumeList
     case volumeShow(name: String)
@@ -34,10 +37,15 @@ public struct ControlReply: Codable, Sendable {
     public var status: StatusInfo?
     public var snapshots: [SnapshotInfo]?
     public var schedules: [ScheduleInfo]?
+    public var scrub: ScrubReport?
+    /// Set on the intermediate lines of a long request: (done, total). The final reply has none.
+    public var progress: [Int]?
     public init(error: TesseraError? = nil, volumes: [VolumeInfo]? = nil, pools: [PoolInfo]? = nil,
                 stores: [StoreInfo]? = nil, status: StatusInfo? = nil, snapshots: [SnapshotInfo]? = nil,
-                schedules: [ScheduleInfo]? = nil) {
+                schedules: [ScheduleInfo]? = nil, scrub: ScrubReport? = nil, progress: [Int]? = nil) {
         self.error = error
+        self.scrub = scrub
+        self.progress = progress
         self.snapshots = snapshots
         self.schedules = schedules
         self.volumes = volumes
@@ -62,16 +70,19 @@ public struct ControlService: Sendable {
         self.unmount = unmount
     }
 
-    public func handle(_ request: ControlRequest) -> ControlReply {
+    /// Carries out `request`; `progress(done, total)` hears from long ones (scrub).
+    public func handle(_ request: ControlRequest, progress: (Int, Int) -> Void = { _, _ in }) -> ControlReply {
         do {
-            return try perform(request)
+            return try perform(request, progress)
         } catch {
             return ControlReply(error: error)
         }
     }
 
-    private func perform(_ request: ControlRequest) throws(TesseraError) -> ControlReply {
+    private func perform(_ request: ControlRequest, _ progress: (Int, Int) -> Void) throws(TesseraError) -> ControlReply {
         switch request {
+        case .scrub(let store):
+            return ControlReply(scrub: try engine.scrub(store: store, progress: progress))
         case .status:
             return ControlReply(status: engine.status(mountpoint: mountpoint))
         case .poolCreate(let name, let chunkSize):
@@ -79,11 +90,15 @@ public struct ControlService: Sendable {
             return ControlReply(pools: try engine.poolInfos().filter { $0.name == name })
         case .poolList:
             return ControlReply(pools: try engine.poolInfos())
-        case .storeAdd(let name, let pool, let dir):
-            try engine.addDirectoryStore(name: name, pool: pool, path: dir)
-            return ControlReply(stores: try engine.storeInfos().filter { $0.name == name })
+        case .storeAdd(let spec):
+            try engine.addStore(spec)
+            return ControlReply(stores: try engine.storeInfos().filter { $0.name == spec.name })
         case .storeList:
             return ControlReply(stores: try engine.storeInfos())
+        case .storeShow(let name):
+            let found = try engine.storeInfos(sample: 256).filter { $0.name == name }
+            if found.isEmpty { throw TesseraError(.notFound, "no store named '\(name)'") }
+            return ControlReply(stores: found)
         case .volumeCreate(let name, let size, let pool, let count):
             let created = try engine.createVolumes(name: name, count: count, size: size, pool: pool)
             return ControlReply(volumes: created.map(engine.info))

@@ -33,6 +33,29 @@ private func readLine(_ fd: Int32, limit: Int = 16 << 20) -> Data? {
     return nil
 }
 
+/// Reads newline-terminated lines from a socket, keeping what arrived past the current line.
+private struct LineReader {
+    let fd: Int32
+    var pending = Data()
+    init(_ fd: Int32) { self.fd = fd }
+
+    mutating func next(limit: Int = 16 << 20) -> Data? {
+        var buf = [UInt8](repeating: 0, count: 65536)
+        while true {
+            if let nl = pending.firstIndex(of: UInt8(ascii: "\n")) {
+                let line = pending[pending.startIndex...nl]
+                pending = Data(pending[(nl + 1)...])
+                return Data(line)
+            }
+            if pending.count >= limit { return nil }
+            let n = read(fd, &buf, buf.count)
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { return nil }
+            pending.append(contentsOf: buf[0..<n])
+        }
+    }
+}
+
 private func writeAll(_ fd: Int32, _ data: Data) -> Bool {
     data.withUnsafeBytes { raw in
         var done = 0
@@ -90,7 +113,16 @@ public final class ControlServer: @unchecked Sendable {
                     guard let line = readLine(conn) else { return }
                     let reply: ControlReply
                     do {
-                        reply = service.handle(try JSONDecoder().decode(ControlRequest.self, from: line))
+                        let request = try JSONDecoder().decode(ControlRequest.self, from: line)
+                        var lastSent = ContinuousClock.now
+                        reply = service.handle(request) { done, total in
+                            // A progress line at most every 200 ms (and the last one).
+                            guard done == total || ContinuousClock.now - lastSent > .milliseconds(200) else { return }
+                            lastSent = .now
+                            var out = (try? JSONEncoder().encode(ControlReply(progress: [done, total]))) ?? Data()
+                            out.append(UInt8(ascii: "\n"))
+                            _ = writeAll(conn, out)
+                        }
                     } catch {
                         reply = ControlReply(error: TesseraError(.invalid, "malformed control request: \(error)"))
                     }
@@ -116,7 +148,8 @@ public final class ControlServer: @unchecked Sendable {
 public enum ControlClient {
     /// Sends `request` to the mount serving `socketPath`. Returns nil when no mount answers there
     /// (no socket, or a stale one), so the caller can work on the catalog itself.
-    public static func send(_ request: ControlRequest, socketPath: String) throws(TesseraError) -> ControlReply? {
+    public static func send(_ request: ControlRequest, socketPath: String,
+                            progress: (Int, Int) -> Void = { _, _ in }) throws(TesseraError) -> ControlReply? {
         guard var addr = makeAddress(socketPath) else { return nil }
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         if fd < 0 { throw TesseraError(.io, "socket: \(String(cString: strerror(errno)))") }
@@ -128,13 +161,16 @@ public enum ControlClient {
         var data: Data
         do { data = try JSONEncoder().encode(request) } catch { throw TesseraError(.invalid, "\(error)") }
         data.append(UInt8(ascii: "\n"))
-        guard writeAll(fd, data), let line = readLine(fd) else {
-            throw TesseraError(.io, "the mount stopped answering on \(socketPath)")
-        }
-        do {
-            return try JSONDecoder().decode(ControlReply.self, from: line)
-        } catch {
-            throw TesseraError(.io, "unreadable reply from the mount: \(error)")
+        guard writeAll(fd, data) else { throw TesseraError(.io, "the mount stopped answering on \(socketPath)") }
+        var lines = LineReader(fd)
+        while true {
+            guard let line = lines.next() else { throw TesseraError(.io, "the mount stopped answering on \(socketPath)") }
+            let reply: ControlReply
+            do { reply = try JSONDecoder().decode(ControlReply.self, from: line) } catch {
+                throw TesseraError(.io, "unreadable reply from the mount: \(error)")
+            }
+            guard let p = reply.progress, p.count == 2 else { return reply }
+            progress(p[0], p[1])
         }
     }
 }

@@ -28,10 +28,18 @@ public final class Engine: Sendable {
     struct Pool {
         var record: PoolRecord
         let layer: PoolLayer
+        /// What volumes do I/O through: the RAM cache over `layer`, or `layer` itself.
+        let io: any ChunkStore
+        init(record: PoolRecord, layer: PoolLayer, io: (any ChunkStore)? = nil) {
+            self.record = record
+            self.layer = layer
+            self.io = io ?? layer
+        }
     }
     struct State {
         var pools: [Int64: Pool] = [:]
         var stores: [Int64: StoreRecord] = [:]
+        var opened: [Int64: OpenedStore] = [:]
         var volumes: [VolumeID: Volume] = [:]
         var byName: [String: VolumeID] = [:]
         var snapshots: [Int64: SnapshotRecord] = [:]
@@ -70,7 +78,9 @@ public final class Engine: Sendable {
 
     /// Opens the installation: lock, catalog, stores, maps; then (unless `collectGarbage` is false, as
     /// for fsck, which reports them) removes chunks that no committed map references.
-    public init(_ data: DataDirectory, collectGarbage: Bool = true) throws(TesseraError) {
+    /// `cacheSize`: bytes of RAM cache (read cache and write-back), shared evenly by the pools that
+    /// exist at open; 0 for none (the CLI's in-process path, fsck).
+    public init(_ data: DataDirectory, collectGarbage: Bool = true, cacheSize: UInt64 = 0) throws(TesseraError) {
         self.data = data
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: data.path, isDirectory: &isDir), isDir.boolValue else {
@@ -79,14 +89,19 @@ public final class Engine: Sendable {
         lock = try DirectoryLock(data)
         catalog = try Catalog.open(at: data.catalogPath)
         var s = State()
-        for p in try catalog.pools() {
-            s.pools[p.id!] = Pool(record: p, layer: PoolLayer(chunkSize: Int(p.chunkSize)))
+        let pools = try catalog.pools()
+        for p in pools {
+            let layer = PoolLayer(chunkSize: Int(p.chunkSize))
+            let share = pools.isEmpty ? 0 : Int(cacheSize / UInt64(pools.count))
+            let cache = share >= Int(p.chunkSize) ? CacheLayer(over: layer, CacheLayer.Configuration(capacity: share)) : nil
+            s.pools[p.id!] = Pool(record: p, layer: layer, io: cache)
         }
         for st in try catalog.stores() {
             guard let pool = s.pools[st.poolId] else { continue }
-            let store = try Self.openStore(st, chunkSize: Int(pool.record.chunkSize))
-            pool.layer.add(StoreID(st.id!), store: store, nextSerial: UInt64(st.nextSerial))
+            let opened = try Self.openStore(st, chunkSize: Int(pool.record.chunkSize))
+            pool.layer.add(StoreID(st.id!), store: opened.top, nextSerial: UInt64(st.nextSerial))
             s.stores[st.id!] = st
+            s.opened[st.id!] = opened
         }
         for v in try catalog.volumes() {  // ids grow, so a clone's parent is loaded before it
             guard let pool = s.pools[v.poolId] else {
@@ -107,7 +122,7 @@ public final class Engine: Sendable {
                 p.addHold(UInt64(v.parentEpoch ?? 0))
             }
             let volume = Volume(record: v, map: map, retained: try catalog.retained(of: VolumeID(v.id!)), xattrs: xattrs,
-                                poolName: pool.record.name, pool: pool.layer, catalog: catalog, shares: shares, parent: parent)
+                                poolName: pool.record.name, pool: pool.layer, io: pool.io, catalog: catalog, shares: shares, parent: parent)
             s.volumes[volume.id] = volume
             s.byName[v.name] = volume.id
         }
@@ -130,21 +145,6 @@ public final class Engine: Sendable {
         try catalog.replaceShares(extra)
         state.withLock { $0 = s }
         if collectGarbage { try self.collectGarbage() }
-    }
-
-    private static func openStore(_ record: StoreRecord, chunkSize: Int) throws(TesseraError) -> any ChunkStore {
-        switch record.kind {
-        case "dir":
-            do {
-                // Every chunk on a directory store carries block checksums (ChecksumLayer).
-                let store = try DirectoryStore(root: record.path, chunkSize: ChecksumLayer.innerChunkSize(for: chunkSize))
-                return ChecksumLayer(over: store)
-            } catch {
-                throw TesseraError(.io, "store \(record.name): \(error)")
-            }
-        default:
-            throw TesseraError(.catalog, "store \(record.name) has unknown kind '\(record.kind)'")
-        }
     }
 
     /// Removes chunks no committed map references, and raises serial counters past every chunk seen.
@@ -173,24 +173,49 @@ public final class Engine: Sendable {
         if removed > 0 { Log.info("removed \(removed) unreferenced chunk(s) left by an interrupted run") }
     }
 
-    /// Flushes every volume; the first failure is thrown after all were tried.
+    /// Flushes every volume (and then what any cache still holds); the first failure is thrown after
+    /// all were tried.
     public func flushAll() throws(StoreError) {
         var failure: StoreError?
         for v in allVolumes() {
             do { try v.flush() } catch { failure = error }
         }
+        for cache in caches() {
+            do { try cache.flush() } catch { failure = error }
+        }
         if let failure { throw failure }
+    }
+
+    /// The pools' RAM caches (none when mounted without --cache-size, or in-process).
+    func caches() -> [CacheLayer] { state.withLock { s in s.pools.values.compactMap { $0.io as? CacheLayer } } }
+
+    /// Stops the caches' background threads (after the final flushAll).
+    public func stopCaches() { for c in caches() { c.stop() } }
+
+    /// Cache figures per pool, for `status`.
+    public func cacheInfos() -> [CacheInfo] {
+        state.withLock { s in
+            s.pools.values.sorted { $0.record.id! < $1.record.id! }.compactMap { p in
+                (p.io as? CacheLayer).map { CacheInfo(pool: p.record.name, stats: $0.stats) }
+            }
+        }
     }
 
     /// Starts a thread that flushes dirty volumes every `interval` seconds (bounds what a crash can
     /// lose of writes nobody fsynced, and keeps the catalog's map current).
     public func startPeriodicFlush(every interval: Double = 5) {
         let t = Thread { [weak self] in
+            var last = ContinuousClock.now
             while true {
                 Thread.sleep(forTimeInterval: interval)
                 guard let self, !self.flusherStop.withLock({ $0 }) else { return }
                 for v in self.allVolumes() where v.isDirty {
                     do { try v.flush() } catch { Log.error("\(v.name): periodic flush failed: \(error)") }
+                }
+                // Placement weights follow the stores' real free space (others share their media).
+                if ContinuousClock.now - last > .seconds(30) {
+                    last = .now
+                    for layer in self.poolLayers() { layer.refreshCapacity() }
                 }
             }
         }
@@ -259,35 +284,6 @@ public final class Engine: Sendable {
         state.withLock { $0.pools[p.id!] = Pool(record: p, layer: PoolLayer(chunkSize: Int(chunkSize))) }
     }
 
-    public func addDirectoryStore(name: String, pool poolName: String, path: String) throws(TesseraError) {
-        try Self.checkName(name, "store")
-        let pool = try pool(named: poolName)
-        var isDir: ObjCBool = false
-        let abs = DataDirectory.absolute(path)
-        guard FileManager.default.fileExists(atPath: abs, isDirectory: &isDir), isDir.boolValue else {
-            throw TesseraError(.notFound, "store path \(abs) does not exist or is not a directory")
-        }
-        if state.withLock({ s in s.stores.values.contains { $0.name == name } }) {
-            throw TesseraError(.exists, "a store named '\(name)' already exists")
-        }
-        func nested(_ a: String, _ b: String) -> Bool { a == b || a.hasPrefix(b + "/") || b.hasPrefix(a + "/") }
-        if let other = state.withLock({ s in s.stores.values.first { nested($0.path, abs) } }) {
-            throw TesseraError(.exists, "\(abs) overlaps store '\(other.name)' (\(other.path))")
-        }
-        if nested(abs, data.path) && !abs.hasPrefix(data.path + "/stores/") {
-            throw TesseraError(.invalid, "\(abs) overlaps the data directory \(data.path); use another directory")
-        }
-        var record = StoreRecord(poolId: pool.record.id!, name: name, kind: "dir", path: abs,
-                                 createdAt: Date().timeIntervalSince1970)
-        let store = try Self.openStore(record, chunkSize: Int(pool.record.chunkSize))
-        record = try catalog.insertStore(record)
-        try Manifests.writeStore(StoreManifest(record, pool.record), root: abs)
-        let poolVolumes = allVolumes().filter { $0.poolName == pool.record.name }.map(\.record)
-        try Manifests.writeVolumes(poolVolumes, roots: [abs])
-        pool.layer.add(StoreID(record.id!), store: store, nextSerial: 1)
-        state.withLock { $0.stores[record.id!] = record }
-    }
-
     /// Directories of the stores of `poolName` (where its volume manifests live).
     private func manifestRoots(pool poolName: String) -> [String] {
         state.withLock { s in
@@ -322,33 +318,44 @@ public final class Engine: Sendable {
         }
     }
 
-    public func storeInfos() throws(TesseraError) -> [StoreInfo] {
-        let (stores, pools) = state.withLock { s in (s.stores.values.sorted { $0.id! < $1.id! }, s.pools) }
+    /// Every store's figures. `sample` > 0 also reads that many chunks' headers per compressed store
+    /// for the achieved compression ratio (`store show`).
+    public func storeInfos(sample: Int = 0) throws(TesseraError) -> [StoreInfo] {
+        let (stores, pools, opened) = state.withLock { s in (s.stores.values.sorted { $0.id! < $1.id! }, s.pools, s.opened) }
         var out: [StoreInfo] = []
         for st in stores {
-            guard let pool = pools[st.poolId], let store = pool.layer.store(StoreID(st.id!)) else { continue }
+            guard let pool = pools[st.poolId], let layers = opened[st.id!] else { continue }
             let usage: StoreUsage
             let chunks: Int
+            var info: StoreInfo
             do {
-                usage = try store.usage()
-                chunks = try store.allChunks().count
+                usage = try layers.top.usage()
+                chunks = try layers.top.allChunks().count
+                info = StoreInfo(id: st.id!, name: st.name, pool: pool.record.name, kind: st.kind, path: st.path,
+                                 capacity: usage.totalBytes, free: usage.freeBytes, used: usage.usedBytes, chunks: chunks)
+                if let c = layers.compression, sample > 0 {
+                    let r = try c.ratio(sample: sample)
+                    info.sampledLogical = r.logical
+                    info.sampledStored = r.stored
+                }
             } catch { throw TesseraError(.io, "store \(st.name): \(error)") }
-            out.append(StoreInfo(id: st.id!, name: st.name, pool: pool.record.name, kind: st.kind, path: st.path,
-                                 capacity: usage.totalBytes, free: usage.freeBytes, used: usage.usedBytes, chunks: chunks))
+            info.compression = (try? CompressionSetting.effective(Self.decodeOptions(st), kind: st.kind).description) ?? "?"
+            info.checksumErrors = layers.top.mismatches
+            info.freeChunks = pool.layer.placementWeights()[StoreID(st.id!)]
+            out.append(info)
         }
         return out
     }
 
-    /// Capacity and free space of every store's filesystem (statfs of the mount).
+    /// Capacity and free space of every store.
     public func capacity() -> StoreUsage {
-        let paths = state.withLock { s in s.stores.values.filter { $0.kind == "dir" }.map(\.path) }
+        let tops = state.withLock { s in s.opened.values.map(\.top) }
         var total = StoreUsage(totalBytes: 0, freeBytes: 0, usedBytes: 0)
-        for path in paths {
-            var vfs = statvfs()
-            if statvfs(path, &vfs) == 0 {
-                total.totalBytes += UInt64(vfs.f_blocks) * UInt64(vfs.f_frsize)
-                total.freeBytes += UInt64(vfs.f_bavail) * UInt64(vfs.f_frsize)
-            }
+        for top in tops {
+            guard let u = try? top.usage() else { continue }
+            total.totalBytes += u.totalBytes
+            total.freeBytes += u.freeBytes
+            total.usedBytes += u.usedBytes
         }
         return total
     }
@@ -396,7 +403,7 @@ public final class Engine: Sendable {
                              uid: uid, gid: gid, mode: mode, now: now)
             })
             return records.map { r in
-                let v = Volume(record: r, map: ChunkMap(), xattrs: [:], poolName: pool.record.name, pool: pool.layer,
+                let v = Volume(record: r, map: ChunkMap(), xattrs: [:], poolName: pool.record.name, pool: pool.layer, io: pool.io,
                                catalog: catalog, shares: shares)
                 s.volumes[v.id] = v
                 s.byName[r.name] = v.id
@@ -520,6 +527,7 @@ public final class Engine: Sendable {
         return StatusInfo(
             dataDirectory: data.path, mounted: mountpoint != nil, mountpoint: mountpoint, pid: getpid(),
             pools: pools, stores: stores, volumes: vols.count, provisioned: vols.reduce(0) { $0 + $1.size },
-            allocated: vols.reduce(0) { $0 + $1.allocatedBytes }, openImages: vols.filter(\.isOpen).count)
+            allocated: vols.reduce(0) { $0 + $1.allocatedBytes }, openImages: vols.filter(\.isOpen).count,
+            caches: cacheInfos(), checksumErrors: state.withLock { $0.opened.values.reduce(0) { $0 + $1.top.mismatches } })
     }
 }

@@ -56,12 +56,12 @@ extension Engine {
                 continue
             }
             do {
-                let label = try v.pool.label(of: chunk)
+                let label = try v.io.label(of: chunk)
                 if let label, label.volume != v.id || label.index != index, shares.extra(chunk) == 0 {
                     report.mislabeled += 1
                     report.problems.append("note: \(where_): labelled for volume #\(label.volume.rawValue) chunk \(label.index)")
                 }
-                switch try v.pool.check(chunk) {
+                switch try v.io.check(chunk) {
                 case .ok: report.chunksVerified += 1
                 case .unchecked: break
                 case .corrupt(let offsets):

@@ -71,6 +71,15 @@ public struct StoreInfo: Codable, Sendable, Equatable {
     public var free: UInt64
     public var used: UInt64
     public var chunks: Int
+    /// "none" or "zstd:LEVEL".
+    public var compression: String = "none"
+    /// What the sampled chunks hold uncompressed and what they take on the store (`store show` only).
+    public var sampledLogical: UInt64?
+    public var sampledStored: UInt64?
+    /// Checksum mismatches seen on this store since the mount started.
+    public var checksumErrors: Int = 0
+    /// Placement weight: estimated free chunks (0 when full).
+    public var freeChunks: UInt64?
 }
 
 /// What `status` prints.
@@ -85,4 +94,14 @@ public struct StatusInfo: Codable, Sendable, Equatable {
     public var provisioned: UInt64
     public var allocated: UInt64
     public var openImages: Int
+    /// One per pool with a RAM cache.
+    public var caches: [CacheInfo] = []
+    /// Checksum mismatches seen on all stores since the mount started.
+    public var checksumErrors: Int = 0
+}
+
+/// A pool's RAM cache: size, hit rates, dirty bytes.
+public struct CacheInfo: Codable, Sendable, Equatable {
+    public var pool: String
+    public var stats: CacheLayer.Stats
 }

@@ -221,7 +221,7 @@ extension Engine {
             r.parentEpoch = Int64(epoch)
             r = try catalog.insertVolumes([r])[0]
             parent.addHold(epoch)
-            let v = Volume(record: r, map: ChunkMap(), xattrs: [:], poolName: parent.poolName, pool: parent.pool,
+            let v = Volume(record: r, map: ChunkMap(), xattrs: [:], poolName: parent.poolName, pool: parent.pool, io: parent.io,
                            catalog: catalog, shares: shares, parent: parent)
             state.withLock { s in
                 s.volumes[v.id] = v

@@ -35,7 +35,10 @@ public final class Volume: Sendable {
     public let id: VolumeID
     public let chunkSize: Int
     public let poolName: String
+    /// Hands out new chunk IDs (and knows their serials); never used for I/O.
     let pool: PoolLayer
+    /// The top of the pool's layer stack (the RAM cache over the pool, or the pool itself): all I/O.
+    let io: any ChunkStore
     private let catalog: Catalog
     let shares: ShareTable
     /// For a clone: the volume its empty slots fall through to, and the epoch it sees there.
@@ -78,11 +81,13 @@ public final class Volume: Sendable {
     private let state: Mutex<State>
 
     init(record: VolumeRecord, map: ChunkMap, retained: [RetainedRecord] = [], xattrs: [String: [UInt8]],
-         poolName: String, pool: PoolLayer, catalog: Catalog, shares: ShareTable = ShareTable(), parent: Volume? = nil) {
+         poolName: String, pool: PoolLayer, io: (any ChunkStore)? = nil, catalog: Catalog, shares: ShareTable = ShareTable(),
+         parent: Volume? = nil) {
         id = VolumeID(record.id!)
         chunkSize = Int(record.chunkSize)
         self.poolName = poolName
         self.pool = pool
+        self.io = io ?? pool
         self.catalog = catalog
         self.shares = shares
         self.parent = parent
@@ -196,7 +201,7 @@ public final class Volume: Sendable {
             if chunk.isNone {
                 piece.initializeMemory(as: UInt8.self, repeating: 0)
             } else {
-                try pool.read(chunk, offset: inChunk, into: piece)
+                try io.read(chunk, offset: inChunk, into: piece)
             }
             done += n
         }
@@ -245,7 +250,7 @@ public final class Volume: Sendable {
             }
             if let mine {
                 defer { stripes.unlock(index) }
-                try pool.write(mine, offset: inChunk, from: piece)
+                try io.write(mine, offset: inChunk, from: piece)
                 touch(mine)
                 return
             }
@@ -301,7 +306,7 @@ public final class Volume: Sendable {
             if base.isNone {
                 buffer.initializeMemory(as: UInt8.self, repeating: 0)
             } else {
-                try pool.read(base, offset: 0, into: buffer)
+                try io.read(base, offset: 0, into: buffer)
             }
             decision = try plan(buffer, base)
         }
@@ -312,7 +317,7 @@ public final class Volume: Sendable {
             setLive(index, falls ? MapEntry(chunk: .tombstone, birth: epoch) : nil)
         case .piece(let offset, let piece):
             if inPlace {
-                try pool.write(base, offset: offset, from: piece)
+                try io.write(base, offset: offset, from: piece)
                 touch(base)
             } else {
                 try place(index, offset, piece)
@@ -320,7 +325,7 @@ public final class Volume: Sendable {
         case .whole:
             let content = UnsafeRawBufferPointer(edited!)
             if inPlace {
-                try pool.write(base, offset: 0, from: content)
+                try io.write(base, offset: 0, from: content)
                 touch(base)
             } else if isAllZero(content) {
                 setLive(index, falls ? MapEntry(chunk: .tombstone, birth: epoch) : nil)
@@ -331,18 +336,27 @@ public final class Volume: Sendable {
     }
 
     /// Writes `content` at `offset` of a fresh chunk, labels it, then points `index` at it.
+    /// A store that answers "no space" is marked full and the chunk goes to the next one; the client
+    /// sees ENOSPC only when every store of the pool is full.
     private func place(_ index: UInt64, _ offset: Int, _ content: UnsafeRawBufferPointer) throws(StoreError) {
-        let fresh = try pool.allocate()
         let born = epoch
-        do {
-            try pool.write(fresh, offset: offset, from: content)  // data first …
-            try pool.setLabel(fresh, ChunkLabel(volume: id, index: index, epoch: born))
-            touch(fresh)
-        } catch {
-            try? pool.delete(fresh)  // never mapped: nothing may keep it
-            throw error
+        var tried: Set<StoreID> = []
+        while true {
+            let fresh = try pool.allocate()
+            if tried.contains(fresh.store) { throw .noSpace }  // back to a store that said no: the pool is full
+            do {
+                try io.write(fresh, offset: offset, from: content)  // data first …
+                try io.setLabel(fresh, ChunkLabel(volume: id, index: index, epoch: born))
+                touch(fresh)
+                setLive(index, MapEntry(chunk: fresh, birth: born))  // … then the map
+                return
+            } catch {
+                try? io.delete(fresh)  // never mapped: nothing may keep it
+                guard case .noSpace = error else { throw error }
+                pool.setFull(fresh.store, true)
+                tried.insert(fresh.store)
+            }
         }
-        setLive(index, MapEntry(chunk: fresh, birth: born))  // … then the map
     }
 
     /// Records that this volume's next flush must make `chunk` durable (after the write returned).
@@ -417,7 +431,7 @@ public final class Volume: Sendable {
                 return e.chunk
             }
             if let mine {  // our own chunk: punch the range in place
-                try pool.zero(mine, offset: inChunk, length: n)
+                try io.zero(mine, offset: inChunk, length: n)
                 touch(mine)
                 pos += UInt64(n)
                 continue
@@ -763,7 +777,7 @@ public final class Volume: Sendable {
         if unlinked { return }  // its row is gone; its chunks go at last close
         guard !changes.isEmpty || metaDirty || !frees.isEmpty || !adds.isEmpty || !removes.isEmpty || !deltas.isEmpty else {
             do throws(StoreError) {
-                try pool.flush(chunks: touched)
+                try io.flush(chunks: touched)
             } catch {
                 state.withLock { $0.touched.formUnion(touched) }
                 throw error
@@ -771,7 +785,7 @@ public final class Volume: Sendable {
             return
         }
         do throws(StoreError) {
-            try pool.flush(chunks: touched)
+            try io.flush(chunks: touched)
             var commit = Catalog.VolumeCommit(size: UInt64(record.size), mtime: record.mtime)
             commit.epoch = UInt64(record.epoch)
             commit.parentLimit = parentLimit == UInt64.max ? nil : parentLimit
@@ -802,7 +816,7 @@ public final class Volume: Sendable {
             throw error
         }
         for chunk in frees {
-            do { try pool.delete(chunk) } catch { Log.error("\(record.name): cannot delete freed \(chunk): \(error)") }
+            do { try io.delete(chunk) } catch { Log.error("\(record.name): cannot delete freed \(chunk): \(error)") }
         }
     }
 
@@ -828,7 +842,7 @@ public final class Volume: Sendable {
                 deltas[chunk, default: 0] -= 1
                 continue
             }
-            do { try pool.delete(chunk) } catch { Log.error("cannot delete \(chunk): \(error)") }
+            do { try io.delete(chunk) } catch { Log.error("cannot delete \(chunk): \(error)") }
         }
         return deltas
     }

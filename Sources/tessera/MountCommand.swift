@@ -18,7 +18,10 @@ struct MountCommand: ParsableCommand {
     @Argument(help: "An existing empty directory.") var mountpoint: String
     @Flag(help: "Return once the mount is ready; the daemon logs to DATA/tessera.log.") var background = false
     @Flag(help: "Let other users (e.g. libvirt-qemu) open images; permissions stay enforced.") var allowOther = false
+    @Option(help: "RAM cache (read cache + write-back), e.g. 512M; shared by the pools; 0 = none.") var cacheSize: String = "0"
     @Flag(help: .hidden) var daemonChild = false
+
+    func validate() throws { _ = try parseSize(cacheSize, option: "--cache-size") }
 
     /// Computed from the string alone: once mounted, touching the mountpoint from the daemon before
     /// its loop runs would deadlock.
@@ -32,7 +35,7 @@ struct MountCommand: ParsableCommand {
         let dir = data.directory
         let mountpoint = absoluteMountpoint
         do {
-            let engine = try Engine(dir)
+            let engine = try Engine(dir, cacheSize: try parseSize(cacheSize, option: "--cache-size"))
             let fuse = FuseMount(engine: engine, mountpoint: mountpoint, allowOther: allowOther)
             try fuse.mount()
             let service = ControlService(engine: engine, mountpoint: mountpoint) { force throws(TesseraError) in
@@ -59,7 +62,8 @@ struct MountCommand: ParsableCommand {
         }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0])
-        process.arguments = ["mount", absoluteMountpoint, "--data", dir.path, "--daemon-child"] + (allowOther ? ["--allow-other"] : [])
+        process.arguments = ["mount", absoluteMountpoint, "--data", dir.path, "--daemon-child", "--cache-size", cacheSize]
+            + (allowOther ? ["--allow-other"] : [])
         if !FileManager.default.fileExists(atPath: dir.logPath) {
             _ = FileManager.default.createFile(atPath: dir.logPath, contents: nil, attributes: [.posixPermissions: 0o600])
         }

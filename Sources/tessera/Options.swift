@@ -57,14 +57,14 @@ func printError(_ message: String) {
 
 /// Runs a request against the running mount (control socket) or, with none, against the catalog
 /// directly; either way through the same ControlService. Throws ExitCode after printing on failure.
-func perform(_ request: ControlRequest, _ data: DataDirectory) throws -> ControlReply {
+func perform(_ request: ControlRequest, _ data: DataDirectory, progress: (Int, Int) -> Void = { _, _ in }) throws -> ControlReply {
     let reply: ControlReply
     do {
-        if let remote = try ControlClient.send(request, socketPath: data.socketPath) {
+        if let remote = try ControlClient.send(request, socketPath: data.socketPath, progress: progress) {
             reply = remote
         } else {
             let engine = try Engine(data)
-            reply = ControlService(engine: engine).handle(request)
+            reply = ControlService(engine: engine).handle(request, progress: progress)
             do { try engine.flushAll() } catch { throw TesseraError(.io, "flush failed: \(error)") }
         }
     } catch {

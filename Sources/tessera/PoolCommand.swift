@@ -56,8 +56,14 @@ struct PoolCommand: ParsableCommand {
             let util = pool.capacity > 0 ? Double(pool.capacity - pool.free) * 100 / Double(pool.capacity) : 0
             print("capacity \(human(pool.capacity)), free \(human(pool.free)), utilisation \(String(format: "%.1f", util))%")
             print("provisioned \(human(pool.provisioned)), allocated \(human(pool.allocated)), used on stores \(human(pool.used))")
-            printTable(["STORE", "KIND", "PATH", "CAPACITY", "FREE", "USED", "CHUNKS"],
-                       pool.stores.map { [$0.name, $0.kind, $0.path, human($0.capacity), human($0.free), human($0.used), "\($0.chunks)"] })
+            // ALLOCATED: chunks placed on the store × chunk size; USED: what they really take there
+            // (sparse files, compression); UTIL: used share of the store's capacity.
+            printTable(["STORE", "KIND", "PATH", "CAPACITY", "FREE", "ALLOCATED", "USED", "UTIL", "CHUNKS", "COMPRESS"],
+                       pool.stores.map { s in
+                           let util = s.capacity > 0 ? Double(s.capacity - min(s.free, s.capacity)) * 100 / Double(s.capacity) : 0
+                           return [s.name, s.kind, s.path, human(s.capacity), human(s.free), human(UInt64(s.chunks) * pool.chunkSize),
+                                   human(s.used), String(format: "%.1f%%", util), "\(s.chunks)", s.compression]
+                       })
         }
     }
 }

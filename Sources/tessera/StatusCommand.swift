@@ -12,5 +12,14 @@ struct StatusCommand: ParsableCommand {
         print("mount:          \(s.mountpoint.map { "\($0) (pid \(s.pid))" } ?? "not mounted")")
         print("pools: \(s.pools)  stores: \(s.stores)  volumes: \(s.volumes)  open images: \(s.openImages)")
         print("provisioned: \(human(s.provisioned))  allocated: \(human(s.allocated))")
+        print("checksum errors since mount: \(s.checksumErrors)")
+        if s.mounted && s.caches.isEmpty { print("RAM cache: off (mount --cache-size SIZE)") }
+        for c in s.caches {
+            let st = c.stats
+            let readAhead = st.readAheadBlocks == 0 ? 0 : Double(st.readAheadHits) * 100 / Double(st.readAheadBlocks)
+            print(String(format: "cache %@: %@ of %@ used, %@ dirty; hit rate %.1f%% (%llu hits, %llu misses); read-ahead %.1f%% used; %llu write-backs (%llu errors), %llu evictions",
+                         c.pool, human(UInt64(st.cachedBytes)), human(UInt64(st.capacityBytes)), human(UInt64(st.dirtyBytes)),
+                         st.hitRate * 100, st.hits, st.misses, readAhead, st.writeBacks, st.writeBackErrors, st.evictions))
+        }
     }
 }

@@ -1,27 +1,76 @@
 import ArgumentParser
 import Foundation
+import TesseraCore
+import TesseraEngine
 
 struct StoreCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "store", abstract: "Add and list stores.", subcommands: [Add.self, List.self])
+        commandName: "store", abstract: "Add, list and inspect stores.", subcommands: [Add.self, List.self, Show.self])
 
     struct Add: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Add a directory store to a pool.")
+        static let configuration = CommandConfiguration(
+            abstract: "Add a store to a pool (also while mounted: it takes new chunks at once).",
+            discussion: """
+                Exactly one of --dir, --file, --s3. S3 credentials come from AWS_ACCESS_KEY_ID and \
+                AWS_SECRET_ACCESS_KEY (copied into a root-only file in the data directory) or from \
+                --credentials FILE (mode 0600); they never go on the command line.
+                """)
         @OptionGroup var data: DataOptions
         @Argument var name: String
         @Option(help: "The pool that gets the store.") var pool: String
-        @Option(help: "Directory that will hold chunk files.") var dir: String
+        @Option(help: "Directory that will hold chunk files.") var dir: String?
+        @Option(help: "A file (created and preallocated with --size) or a block device.") var file: String?
+        @Option(help: "An S3-compatible bucket: http[s]://HOST[:PORT]/BUCKET[/PREFIX].") var s3: String?
+        @Option(help: "File store: its size; s3: its capacity quota (default 1T).") var size: String?
+        @Option(help: "none, zstd or zstd:LEVEL (1…19); default zstd:3 for s3, none otherwise.") var compress: String?
+        @Option(help: "S3 addressing: path (default) or virtual (bucket in the host name).") var addressing: String?
+        @Option(help: "S3 signing region (default: $AWS_REGION, else us-east-1).") var region: String?
+        @Option(help: "S3 credentials file (access_key_id = …, secret_access_key = …; mode 0600).") var credentials: String?
 
         func validate() throws {
             try checkName(name, "store")
             try checkName(pool, "pool")
-            if dir.isEmpty { throw invalid("--dir is empty") }
+            let given = [dir, file, s3].compactMap { $0 }
+            if given.count != 1 { throw invalid("give exactly one of --dir, --file, --s3") }
+            if given[0].isEmpty { throw invalid("the store location is empty") }
+            if let size { _ = try parseSize(size, option: "--size") }
+            if let compress {
+                do { _ = try CompressionSetting.parse(compress) } catch { throw invalid(error.message) }
+            }
+            if s3 == nil && (addressing != nil || region != nil || credentials != nil) {
+                throw invalid("--addressing, --region and --credentials are for --s3 stores")
+            }
+            if dir != nil && size != nil { throw invalid("--size is for --file and --s3 stores (a directory store uses its filesystem)") }
+            if let addressing, addressing != "path" && addressing != "virtual" {
+                throw invalid("--addressing must be 'path' or 'virtual'")
+            }
+            if let s3 { try S3Setup.checkURL(s3) }
         }
 
         func run() throws {
-            let path = dir.hasPrefix("/") ? dir : FileManager.default.currentDirectoryPath + "/" + dir
-            _ = try perform(.storeAdd(name: name, pool: pool, dir: path), data.directory)
-            print("added store \(name) (\(path)) to pool \(pool)")
+            func absolute(_ p: String) -> String { p.hasPrefix("/") ? p : FileManager.default.currentDirectoryPath + "/" + p }
+            var options = StoreOptions(size: try size.map { try parseSize($0, option: "--size") }, compression: compress)
+            let spec: StoreSpec
+            var written: String?
+            if let dir {
+                spec = StoreSpec(name: name, pool: pool, kind: .dir, location: absolute(dir), options: options)
+            } else if let file {
+                spec = StoreSpec(name: name, pool: pool, kind: .file, location: absolute(file), options: options)
+            } else {
+                options.addressing = addressing
+                options.region = region ?? ProcessInfo.processInfo.environment["AWS_REGION"]
+                let creds = try S3Setup.credentialsFile(store: name, given: credentials.map(absolute), data: data.directory)
+                options.credentialsFile = creds.path
+                if creds.created { written = creds.path }
+                spec = StoreSpec(name: name, pool: pool, kind: .s3, location: s3!, options: options)
+            }
+            do {
+                _ = try perform(.storeAdd(spec), data.directory)
+            } catch {
+                if let written { try? FileManager.default.removeItem(atPath: written) }
+                throw error
+            }
+            print("added store \(name) (\(spec.kind.rawValue) \(spec.location)) to pool \(pool)")
         }
     }
 
@@ -33,8 +82,36 @@ struct StoreCommand: ParsableCommand {
         func run() throws {
             let stores = try perform(.storeList, data.directory).stores ?? []
             if output.json { return printJSON(stores) }
-            printTable(["NAME", "POOL", "KIND", "PATH", "CAPACITY", "FREE", "USED", "CHUNKS"],
-                       stores.map { [$0.name, $0.pool, $0.kind, $0.path, human($0.capacity), human($0.free), human($0.used), "\($0.chunks)"] })
+            printTable(["NAME", "POOL", "KIND", "PATH", "CAPACITY", "FREE", "USED", "CHUNKS", "COMPRESS"],
+                       stores.map { [$0.name, $0.pool, $0.kind, $0.path, human($0.capacity), human($0.free), human($0.used),
+                                     "\($0.chunks)", $0.compression] })
+        }
+    }
+
+    struct Show: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Show one store: space, compression ratio, checksum errors.")
+        @OptionGroup var data: DataOptions
+        @OptionGroup var output: OutputOptions
+        @Argument var name: String
+
+        func validate() throws { try checkName(name, "store") }
+
+        func run() throws {
+            guard let s = (try perform(.storeShow(name: name), data.directory).stores ?? []).first else {
+                throw failure(TesseraError(.notFound, "no store named '\(name)'"))
+            }
+            if output.json { return printJSON(s) }
+            print("store \(s.name): \(s.kind) \(s.path), pool \(s.pool)")
+            let util = s.capacity > 0 ? Double(s.capacity - min(s.free, s.capacity)) * 100 / Double(s.capacity) : 0
+            print("capacity \(human(s.capacity)), free \(human(s.free)) (\(String(format: "%.1f", util))% used), chunks \(s.chunks), stored \(human(s.used))")
+            var line = "compression \(s.compression)"
+            if let logical = s.sampledLogical, let stored = s.sampledStored {
+                line += stored > 0
+                    ? String(format: ", ratio %.2fx (%@ of data in %@, sampled)", Double(logical) / Double(stored), human(logical), human(stored))
+                    : ", ratio - (no chunks yet)"
+            }
+            print(line)
+            print("checksum errors since mount: \(s.checksumErrors)")
         }
     }
 }

@@ -8,12 +8,13 @@ struct Tessera: ParsableCommand {
         abstract: "Thin virtual volumes as raw image files in a FUSE mount.",
         subcommands: [
             InitCommand.self, MountCommand.self, UnmountCommand.self, StatusCommand.self, PoolCommand.self,
-            StoreCommand.self, VolumeCommand.self, SnapshotCommand.self, CloneCommand.self, FsckCommand.self,
+            StoreCommand.self, VolumeCommand.self, SnapshotCommand.self, CloneCommand.self, FsckCommand.self, ScrubCommand.self,
         ])
 
     /// Every error ends as one line on stderr: ours carry their exit code (ExitCode, printed already);
     /// the argument parser's usage errors are folded to their first line and exit 64.
     static func main() {
+        S3Setup.register()
         do {
             try refuseRepeatedOptions(Array(CommandLine.arguments.dropFirst()))
             var command = try parseAsRoot()

@@ -241,7 +241,7 @@ final class SnapshotModelRun {
     func setUp() throws {
         try open()
         try e.createPool(name: "small", chunkSize: cs)
-        try e.addDirectoryStore(name: "small", pool: "small", path: storeDir)
+        try e.addStore(StoreSpec(name: "small", pool: "small", kind: .dir, location: storeDir))
         for _ in 0..<3 { try createVolume() }
     }
 
@@ -620,7 +620,7 @@ struct SnapshotFocusedTests {
             storeDir = try t.dir.subdirectory("small-store")
             try t.withEngine { (e: Engine) throws in
                 try e.createPool(name: "small", chunkSize: SnapshotFocusedTests.cs)
-                try e.addDirectoryStore(name: "small", pool: "small", path: storeDir)
+                try e.addStore(StoreSpec(name: "small", pool: "small", kind: .dir, location: storeDir))
             }
         }
         func withEngine<T>(_ body: (Engine) throws -> T) throws -> T { try t.withEngine(body) }

@@ -1,0 +1,217 @@
+// Stores — how a store record becomes a layer stack, and how stores join a pool.
+//
+// Every store's stack, bottom up: the store itself (directory of chunk files, preallocated file or
+// block device, S3-compatible bucket) → compression (when configured; on by default for s3) →
+// checksums (always: every chunk on every store is verified on every read). The pool routes to the
+// top of each stack; the RAM cache sits over the pool (Engine).
+//
+// Kinds that live outside TesseraStores (s3, whose HTTP stack is heavy) are registered by the
+// executable through StoreKinds, so the engine and its tests do not link them.
+// Invariants: a store is in the catalog only if its stack opened (and, for a new file store, was
+// formatted); the options column never holds a secret (credentials stay in a root-only file).
+import Foundation
+import Synchronization
+import TesseraCatalog
+import TesseraCore
+import TesseraStores
+
+/// How a store is opened beyond its kind and location (catalog column `store.options`, JSON).
+public struct StoreOptions: Codable, Sendable, Equatable {
+    /// A file store's size at creation; an object store's capacity quota. Bytes.
+    public var size: UInt64?
+    /// "none" or "zstd:LEVEL"; nil means the kind's default (zstd:3 for s3, none otherwise).
+    public var compression: String?
+    /// S3: the root-only file holding the access key and secret.
+    public var credentialsFile: String?
+    /// S3: "path" (default) or "virtual" (bucket in the host name).
+    public var addressing: String?
+    /// S3: the signing region (default us-east-1).
+    public var region: String?
+    public init(size: UInt64? = nil, compression: String? = nil, credentialsFile: String? = nil,
+                addressing: String? = nil, region: String? = nil) {
+        self.size = size
+        self.compression = compression
+        self.credentialsFile = credentialsFile
+        self.addressing = addressing
+        self.region = region
+    }
+}
+
+/// A store to add: `tessera store add NAME --pool POOL (--dir | --file | --s3) …`.
+public struct StoreSpec: Codable, Sendable, Equatable {
+    public enum Kind: String, Codable, Sendable, CaseIterable { case dir, file, s3 }
+    public var name: String
+    public var pool: String
+    public var kind: Kind
+    /// Directory, file or device path, or the s3 URL.
+    public var location: String
+    public var options: StoreOptions
+    public init(name: String, pool: String, kind: Kind, location: String, options: StoreOptions = StoreOptions()) {
+        self.name = name
+        self.pool = pool
+        self.kind = kind
+        self.location = location
+        self.options = options
+    }
+}
+
+/// A compression setting: `none` or `zstd[:LEVEL]` (levels 1…19).
+public enum CompressionSetting: Equatable, Sendable {
+    case none
+    case zstd(level: Int32)
+
+    public static func parse(_ text: String) throws(TesseraError) -> CompressionSetting {
+        if text == "none" { return .none }
+        if text == "zstd" { return .zstd(level: 3) }
+        if text.hasPrefix("zstd:"), let level = Int32(text.dropFirst(5)), (1...19).contains(level) { return .zstd(level: level) }
+        throw TesseraError(.invalid, "compression must be 'none', 'zstd' or 'zstd:LEVEL' with LEVEL 1…19, not '\(text)'")
+    }
+
+    public var description: String {
+        switch self {
+        case .none: return "none"
+        case .zstd(let level): return "zstd:\(level)"
+        }
+    }
+
+    static func effective(_ options: StoreOptions, kind: String) throws(TesseraError) -> CompressionSetting {
+        if let text = options.compression { return try parse(text) }
+        return kind == StoreSpec.Kind.s3.rawValue ? .zstd(level: 3) : .none
+    }
+}
+
+/// Openers for store kinds registered from outside the engine.
+public enum StoreKinds {
+    /// Opens (with `create`: first use, may check more) the bottom store of kind at `location`.
+    public typealias Opener = @Sendable (_ location: String, _ options: StoreOptions, _ chunkSize: Int, _ create: Bool)
+        throws -> any ChunkStore
+    private static let openers = Mutex<[String: Opener]>([:])
+
+    public static func register(_ kind: StoreSpec.Kind, _ opener: @escaping Opener) {
+        openers.withLock { $0[kind.rawValue] = opener }
+    }
+
+    static func opener(_ kind: String) -> Opener? { openers.withLock { $0[kind] } }
+}
+
+/// An opened store's stack, with handles on the layers that keep figures.
+struct OpenedStore {
+    let top: ChecksumLayer
+    let compression: CompressionLayer?
+    let bottom: any ChunkStore
+}
+
+extension Engine {
+    static func decodeOptions(_ record: StoreRecord) throws(TesseraError) -> StoreOptions {
+        do { return try JSONDecoder().decode(StoreOptions.self, from: Data(record.options.utf8)) } catch {
+            throw TesseraError(.catalog, "store \(record.name) has unreadable options: \(error)")
+        }
+    }
+
+    /// Builds the stack of `record`. `create`: the store is being added (a file store is formatted).
+    static func openStore(_ record: StoreRecord, chunkSize: Int, create: Bool = false) throws(TesseraError) -> OpenedStore {
+        let options = try decodeOptions(record)
+        let compression = try CompressionSetting.effective(options, kind: record.kind)
+        let checksummed = ChecksumLayer.innerChunkSize(for: chunkSize)
+        let bottomChunk: Int
+        switch compression {
+        case .none: bottomChunk = checksummed
+        case .zstd: bottomChunk = CompressionLayer.innerChunkSize(for: checksummed)
+        }
+        let bottom: any ChunkStore
+        do {
+            switch record.kind {
+            case StoreSpec.Kind.dir.rawValue:
+                bottom = try DirectoryStore(root: record.path, chunkSize: bottomChunk)
+            case StoreSpec.Kind.file.rawValue:
+                bottom = create
+                    ? try FileStore.create(path: record.path, size: options.size, chunkSize: bottomChunk)
+                    : try FileStore.open(path: record.path, chunkSize: bottomChunk)
+            default:
+                guard let opener = StoreKinds.opener(record.kind) else {
+                    throw TesseraError(.catalog, "store \(record.name) has kind '\(record.kind)', which this build cannot open")
+                }
+                bottom = try opener(record.path, options, bottomChunk, create)
+            }
+        } catch let error as TesseraError {
+            throw error
+        } catch {
+            throw TesseraError(.io, "store \(record.name): \(error)")
+        }
+        var middle: any ChunkStore = bottom
+        var compressor: CompressionLayer?
+        if case .zstd(let level) = compression {
+            let c = CompressionLayer(over: bottom, level: Int(level))
+            compressor = c
+            middle = c
+        }
+        return OpenedStore(top: ChecksumLayer(over: middle), compression: compressor, bottom: bottom)
+    }
+
+    /// `tessera store add`: opens (formats) the store, records it, and adds it to its pool, also on a
+    /// running mount, where it takes new chunks from the next allocation on.
+    public func addStore(_ spec: StoreSpec) throws(TesseraError) {
+        try Self.checkName(spec.name, "store")
+        let pool = try pool(named: spec.pool)
+        if state.withLock({ s in s.stores.values.contains { $0.name == spec.name } }) {
+            throw TesseraError(.exists, "a store named '\(spec.name)' already exists")
+        }
+        if let c = spec.options.compression { _ = try CompressionSetting.parse(c) }
+        var location = spec.location
+        switch spec.kind {
+        case .dir:
+            location = DataDirectory.absolute(location)
+            try checkDirectoryLocation(location)
+        case .file:
+            location = DataDirectory.absolute(location)
+            func nested(_ a: String, _ b: String) -> Bool { a == b || a.hasPrefix(b + "/") }
+            if let other = state.withLock({ s in s.stores.values.first { $0.path == location || nested(location, $0.path) } }) {
+                throw TesseraError(.exists, "\(location) lies in store '\(other.name)' (\(other.path))")
+            }
+        case .s3:
+            if let other = state.withLock({ s in s.stores.values.first { $0.kind == "s3" && $0.path == location } }) {
+                throw TesseraError(.exists, "\(location) is already store '\(other.name)'")
+            }
+        }
+        let encoded: String
+        do { encoded = String(decoding: try JSONEncoder().encode(spec.options), as: UTF8.self) } catch {
+            throw TesseraError(.invalid, "cannot encode store options: \(error)")
+        }
+        var record = StoreRecord(poolId: pool.record.id!, name: spec.name, kind: spec.kind.rawValue, path: location,
+                                 createdAt: Date().timeIntervalSince1970, options: encoded)
+        let opened = try Self.openStore(record, chunkSize: Int(pool.record.chunkSize), create: true)
+        // A store that is not empty may hold another installation's chunks: refuse to mix them.
+        let existing: Int
+        do { existing = try opened.top.allChunks().count } catch {
+            throw TesseraError(.io, "store \(spec.name): cannot list its chunks: \(error)")
+        }
+        if existing > 0 {
+            throw TesseraError(.exists, "\(location) already holds \(existing) chunk(s) (another installation's store?); use an empty one")
+        }
+        record = try catalog.insertStore(record)
+        if spec.kind == .dir {
+            try Manifests.writeStore(StoreManifest(record, pool.record), root: location)
+            let poolVolumes = allVolumes().filter { $0.poolName == pool.record.name }.map(\.record)
+            try Manifests.writeVolumes(poolVolumes, roots: [location])
+        }
+        pool.layer.add(StoreID(record.id!), store: opened.top, nextSerial: 1)
+        state.withLock { s in
+            s.stores[record.id!] = record
+            s.opened[record.id!] = opened
+        }
+    }
+
+    private func checkDirectoryLocation(_ abs: String) throws(TesseraError) {
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: abs, isDirectory: &isDir), isDir.boolValue else {
+            throw TesseraError(.notFound, "store path \(abs) does not exist or is not a directory")
+        }
+        func nested(_ a: String, _ b: String) -> Bool { a == b || a.hasPrefix(b + "/") || b.hasPrefix(a + "/") }
+        if let other = state.withLock({ s in s.stores.values.first { $0.kind == "dir" && nested($0.path, abs) } }) {
+            throw TesseraError(.exists, "\(abs) overlaps store '\(other.name)' (\(other.path))")
+        }
+        if nested(abs, data.path) && !abs.hasPrefix(data.path + "/stores/") {
+            throw TesseraError(.invalid, "\(abs) overlaps the data directory \(data.path); use another directory")
+        }
+    }
+}
