@@ -133,9 +133,15 @@ public final class S3Client: Sendable {
         try send(.HEAD, key: key)
     }
 
-    /// DELETE `key`; deleting an absent key succeeds (S3 answers 204 either way).
+    /// DELETE `key`; deleting an absent key succeeds (S3 answers 204; some servers 404 NoSuchKey). A
+    /// missing bucket (404 NoSuchBucket) is a failure.
     public func delete(_ key: String) throws(S3Failure) {
-        _ = try send(.DELETE, key: key, accept: [200, 204, 404])
+        do {
+            _ = try send(.DELETE, key: key)
+        } catch {
+            if error.status == 404 && (error.code == nil || error.code == "NoSuchKey") { return }
+            throw error
+        }
     }
 
     /// Replaces the metadata of `key` by a server-side copy onto itself (no data moves through us).
@@ -195,6 +201,11 @@ public final class S3Client: Sendable {
             Result { () throws(S3Failure) in try send(.PUT, key: nil, body: raw) }
         }
         if case .failure(let failure) = result, failure.code != "BucketAlreadyOwnedByYou" { throw failure }
+    }
+
+    /// Deletes the (empty) bucket, for tests.
+    public func deleteBucket() throws(S3Failure) {
+        _ = try send(.DELETE, key: nil)
     }
 
     // MARK: Sending

@@ -220,6 +220,23 @@ struct S3StoreTests {
         }
     }
 
+    @Test func aBucketThatVanishesIsAnIOErrorNotAMissingChunk() throws {
+        let server = try S3TestServer.get()
+        let base = try S3Endpoint(url: server.url)
+        let endpoint = try S3Endpoint(url: "http://\(base.host):\(base.port)/tessera-gone-\(UInt32.random(in: 0...UInt32.max))")
+        let admin = S3Client(endpoint: endpoint, credentials: server.credentials)
+        defer { admin.shutdown() }
+        try admin.createBucket()
+        let store = try S3Store(endpoint: endpoint, credentials: server.credentials, chunkSize: 4096, capacity: 1 << 30)
+        defer { store.close() }
+        try admin.deleteBucket()
+        let c = ChunkID(7)
+        // NoSuchBucket must never read as "this chunk is absent" (that would hide the loss of every chunk).
+        #expect { _ = try read(store, c, at: 0, count: 16) } throws: { ($0 as? StoreError)?.isIO == true }
+        #expect { try store.delete(c) } throws: { ($0 as? StoreError)?.isIO == true }
+        #expect { _ = try store.label(of: c) } throws: { ($0 as? StoreError) != .missing(chunk: c) }
+    }
+
     @Test func unreachablePortFailsInBoundedTime() throws {
         let port = S3TestServer.freePort()
         let endpoint = try S3Endpoint(url: "http://127.0.0.1:\(port)/bucket")
@@ -266,5 +283,12 @@ struct S3StoreTests {
         var bytes = try f.client.get(key).bodyBytes
         bytes[offset] ^= 0x40
         try bytes.withUnsafeBytes { try f.client.put(key, body: $0) }
+    }
+}
+
+extension StoreError {
+    var isIO: Bool {
+        if case .io = self { return true }
+        return false
     }
 }
