@@ -251,7 +251,8 @@ public final class S3Client: Sendable {
         for (name, value) in toSign + added { h.add(name: name, value: value) }
         let response: HTTPClient.Response
         do {
-            let request = try HTTPClient.Request(url: url, method: method, headers: h, body: body.map { .byteBuffer($0) })
+            let request = try HTTPClient.Request(
+                url: url, method: method, headers: h, body: body.map { .byteBuffer($0) })
             response = try http.execute(request: request, deadline: .now() + options.requestTimeout).wait()
         } catch {
             return .failure(classify(error))
@@ -281,7 +282,8 @@ public final class S3Client: Sendable {
             case .connectTimeout, .tlsHandshakeTimeout, .getConnectionFromPoolTimeout:
                 return .timeout("connecting to \(target)")
             case .readTimeout, .writeTimeout, .deadlineExceeded:
-                return .timeout("request to \(target) took longer than \(options.requestTimeout.nanoseconds / 1_000_000) ms")
+                return .timeout(
+                    "request to \(target) took longer than \(options.requestTimeout.nanoseconds / 1_000_000) ms")
             case .invalidURL, .emptyHost:
                 return .protocolError("bad request URL for \(target): \(e)")
             default:

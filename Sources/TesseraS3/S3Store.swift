@@ -11,7 +11,8 @@
 //   queries do not list the bucket; `exactUsage()` relists and resets it. It assumes this process is the
 //   only writer of the prefix (one daemon owns a store, as it owns the catalog).
 // - labels: the labels learnt from our GETs, HEADs, PUTs and setLabel, so that `replace` (a PUT without a
-//   GET) keeps a chunk's label; a chunk not in the cache is HEADed once before its first replace.
+//   GET) keeps a chunk's label; a chunk not in the cache is HEADed once before its first replace. Both
+//   maps hold one small entry per chunk this process touched (tens of bytes each).
 // Invariants:
 // - S3 replaces an object atomically: a GET sees the old or the new object, never a mix. So `replace`
 //   is one PUT, and a partial write is read-modify-write of the whole object (GET, patch, PUT) under the
@@ -212,7 +213,9 @@ public final class S3Store: ChunkStore {
         var (bytes, label) = try fetch(chunk) ?? ([], nil)
         if bytes.count < offset + buffer.count { bytes += repeatElement(0, count: offset + buffer.count - bytes.count) }
         bytes.withUnsafeMutableBytes { dst in
-            if buffer.count > 0 { (dst.baseAddress! + offset).copyMemory(from: buffer.baseAddress!, byteCount: buffer.count) }
+            if buffer.count > 0 {
+                (dst.baseAddress! + offset).copyMemory(from: buffer.baseAddress!, byteCount: buffer.count)
+            }
         }
         try store(chunk, bytes, label: label)
     }

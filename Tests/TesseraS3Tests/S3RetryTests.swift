@@ -5,8 +5,9 @@
 
 import Foundation
 import TesseraCore
-@testable import TesseraS3
 import Testing
+
+@testable import TesseraS3
 
 @Suite("S3Client retries")
 struct S3RetryTests {
@@ -57,7 +58,8 @@ struct S3RetryTests {
         options.backoffBase = .milliseconds(20)
         options.backoffMax = .milliseconds(200)
         let endpoint = try S3Endpoint(url: "http://127.0.0.1:\(port)/bkt", environment: [:])
-        return S3Client(endpoint: endpoint, credentials: S3Credentials(accessKeyID: "a", secretAccessKey: "s"), options: options)
+        return S3Client(
+            endpoint: endpoint, credentials: S3Credentials(accessKeyID: "a", secretAccessKey: "s"), options: options)
     }
 
     func count(_ c: S3Client, _ key: String) throws -> Int {

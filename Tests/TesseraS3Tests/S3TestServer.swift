@@ -154,11 +154,13 @@ final class S3Fixture: @unchecked Sendable {
     init(chunkSize: Int = 64 * 1024, capacity: UInt64 = 1 << 40, pageSize: Int? = nil) throws {
         server = try S3TestServer.get()
         let base = try S3Endpoint(url: server.url)
-        let prefix = (base.prefix.isEmpty ? "" : base.prefix + "/") + "t-" + String(UInt64.random(in: 1...UInt64.max), radix: 36)
+        let prefix =
+            (base.prefix.isEmpty ? "" : base.prefix + "/") + "t-" + String(UInt64.random(in: 1...UInt64.max), radix: 36)
         endpoint = try S3Endpoint(url: "http://\(base.host):\(base.port)/\(base.bucket)/\(prefix)")
         client = S3Client(endpoint: endpoint, credentials: server.credentials)
         self.chunkSize = chunkSize
-        store = try S3Store(endpoint: endpoint, credentials: server.credentials, chunkSize: chunkSize, capacity: capacity)
+        store = try S3Store(
+            endpoint: endpoint, credentials: server.credentials, chunkSize: chunkSize, capacity: capacity)
     }
 
     /// Another store over the same prefix (a reopen).
