@@ -133,9 +133,15 @@ public final class S3Client: Sendable {
         try send(.HEAD, key: key)
     }
 
-    /// DELETE `key`; deleting an absent key succeeds (S3 answers 204 either way).
+    /// DELETE `key`; deleting an absent key succeeds (S3 answers 204; some servers 404 NoSuchKey). A
+    /// missing bucket (404 NoSuchBucket) is a failure.
     public func delete(_ key: String) throws(S3Failure) {
-        _ = try send(.DELETE, key: key, accept: [200, 204, 404])
+        do {
+            _ = try send(.DELETE, key: key)
+        } catch {
+            if error.status == 404 && (error.code == nil || error.code == "NoSuchKey") { return }
+            throw error
+        }
     }
 
     /// Replaces the metadata of `key` by a server-side copy onto itself (no data moves through us).
@@ -197,6 +203,11 @@ public final class S3Client: Sendable {
         if case .failure(let failure) = result, failure.code != "BucketAlreadyOwnedByYou" { throw failure }
     }
 
+    /// Deletes the (empty) bucket, for tests.
+    public func deleteBucket() throws(S3Failure) {
+        _ = try send(.DELETE, key: nil)
+    }
+
     // MARK: Sending
 
     /// Signs and sends one request, retrying as the header says. Statuses in `accept` (and every 2xx)
@@ -240,7 +251,8 @@ public final class S3Client: Sendable {
         for (name, value) in toSign + added { h.add(name: name, value: value) }
         let response: HTTPClient.Response
         do {
-            let request = try HTTPClient.Request(url: url, method: method, headers: h, body: body.map { .byteBuffer($0) })
+            let request = try HTTPClient.Request(
+                url: url, method: method, headers: h, body: body.map { .byteBuffer($0) })
             response = try http.execute(request: request, deadline: .now() + options.requestTimeout).wait()
         } catch {
             return .failure(classify(error))
@@ -270,7 +282,8 @@ public final class S3Client: Sendable {
             case .connectTimeout, .tlsHandshakeTimeout, .getConnectionFromPoolTimeout:
                 return .timeout("connecting to \(target)")
             case .readTimeout, .writeTimeout, .deadlineExceeded:
-                return .timeout("request to \(target) took longer than \(options.requestTimeout.nanoseconds / 1_000_000) ms")
+                return .timeout(
+                    "request to \(target) took longer than \(options.requestTimeout.nanoseconds / 1_000_000) ms")
             case .invalidURL, .emptyHost:
                 return .protocolError("bad request URL for \(target): \(e)")
             default:

@@ -11,7 +11,8 @@
 //   queries do not list the bucket; `exactUsage()` relists and resets it. It assumes this process is the
 //   only writer of the prefix (one daemon owns a store, as it owns the catalog).
 // - labels: the labels learnt from our GETs, HEADs, PUTs and setLabel, so that `replace` (a PUT without a
-//   GET) keeps a chunk's label; a chunk not in the cache is HEADed once before its first replace.
+//   GET) keeps a chunk's label; a chunk not in the cache is HEADed once before its first replace. Both
+//   maps hold one small entry per chunk this process touched (tens of bytes each).
 // Invariants:
 // - S3 replaces an object atomically: a GET sees the old or the new object, never a mix. So `replace`
 //   is one PUT, and a partial write is read-modify-write of the whole object (GET, patch, PUT) under the
@@ -165,7 +166,7 @@ public final class S3Store: ChunkStore {
 
     public func read(_ chunk: ChunkID, offset: Int, into buffer: UnsafeMutableRawBufferPointer) throws(StoreError) {
         guard buffer.count > 0 else {
-            do { _ = try client.head(key(chunk)) } catch { throw storeError(error, chunk, "HEAD") }
+            _ = try head(chunk)
             return
         }
         let response: S3Response
@@ -212,7 +213,9 @@ public final class S3Store: ChunkStore {
         var (bytes, label) = try fetch(chunk) ?? ([], nil)
         if bytes.count < offset + buffer.count { bytes += repeatElement(0, count: offset + buffer.count - bytes.count) }
         bytes.withUnsafeMutableBytes { dst in
-            if buffer.count > 0 { (dst.baseAddress! + offset).copyMemory(from: buffer.baseAddress!, byteCount: buffer.count) }
+            if buffer.count > 0 {
+                (dst.baseAddress! + offset).copyMemory(from: buffer.baseAddress!, byteCount: buffer.count)
+            }
         }
         try store(chunk, bytes, label: label)
     }
@@ -309,18 +312,31 @@ public final class S3Store: ChunkStore {
     }
 
     public func label(of chunk: ChunkID) throws(StoreError) -> ChunkLabel? {
-        let response: S3Response
-        do { response = try client.head(key(chunk)) } catch { throw storeError(error, chunk, "HEAD") }
-        return Self.label(in: response)
+        Self.label(in: try head(chunk))
     }
 
     /// Objects carry no checksums of ours: the ChecksumLayer above verifies.
     public func check(_ chunk: ChunkID) throws(StoreError) -> ChunkCheck {
-        do { _ = try client.head(key(chunk)) } catch { throw storeError(error, chunk, "HEAD") }
+        _ = try head(chunk)
         return .unchecked
     }
 
     // MARK: Helpers (called with the chunk's stripe held, except fetch from readAll)
+
+    /// HEAD of the chunk's object. A HEAD's 404 has no body to say NoSuchKey from NoSuchBucket, so a bare
+    /// 404 is checked with a HEAD of the bucket: a vanished bucket must be `.io`, never a missing chunk.
+    private func head(_ chunk: ChunkID) throws(StoreError) -> S3Response {
+        let failure: S3Failure
+        do { return try client.head(key(chunk)) } catch { failure = error }
+        let mapped = storeError(failure, chunk, "HEAD")
+        guard case .missing = mapped else { throw mapped }
+        do { try client.headBucket() } catch {
+            let why = error.status == 404 ? "the bucket is gone" : "\(error)"
+            Log.error("S3 HEAD of \(chunk) (\(client.endpoint)): \(why)")
+            throw .io(errno: EIO, chunk: chunk)
+        }
+        throw mapped
+    }
 
     /// The object's bytes and label, or nil when it does not exist. Remembers the label.
     private func fetch(_ chunk: ChunkID) throws(StoreError) -> ([UInt8], ChunkLabel?)? {
@@ -328,11 +344,10 @@ public final class S3Store: ChunkStore {
         do {
             response = try client.get(key(chunk))
         } catch {
-            if case .missing = storeError(error, chunk, "GET") {
-                state.withLock { $0.labels[chunk] = .some(nil) }
-                return nil
-            }
-            throw storeError(error, chunk, "GET")
+            let mapped = storeError(error, chunk, "GET")
+            guard case .missing = mapped else { throw mapped }
+            state.withLock { $0.labels[chunk] = .some(nil) }
+            return nil
         }
         guard response.status == 200 else {
             Log.error("S3 GET of \(chunk): unexpected HTTP \(response.status)")
@@ -351,14 +366,13 @@ public final class S3Store: ChunkStore {
     /// The chunk's label: from the cache, else from a HEAD (nil for an absent chunk).
     private func knownLabel(_ chunk: ChunkID) throws(StoreError) -> ChunkLabel? {
         if let known = state.withLock({ $0.labels[chunk] }) { return known }
-        do {
-            let label = Self.label(in: try client.head(key(chunk)))
+        do throws(StoreError) {
+            let label = Self.label(in: try head(chunk))
             state.withLock { $0.labels[chunk] = .some(label) }
             return label
         } catch {
-            let mapped = storeError(error, chunk, "HEAD")
-            if case .missing = mapped { return nil }
-            throw mapped
+            if case .missing = error { return nil }
+            throw error
         }
     }
 

@@ -22,18 +22,7 @@ public struct S3ListPage: Sendable, Equatable {
 
 enum S3XML {
     /// The unescaped texts of every `<name>…</name>` in `xml`, in order.
-    static func texts(of name: String, in xml: Substring) -> [String] {
-        var out: [String] = []
-        let open = "<\(name)>"
-        let close = "</\(name)>"
-        var rest = xml
-        while let o = rest.range(of: open) {
-            guard let c = rest.range(of: close, range: o.upperBound..<rest.endIndex) else { break }
-            out.append(unescape(rest[o.upperBound..<c.lowerBound]))
-            rest = rest[c.upperBound...]
-        }
-        return out
-    }
+    static func texts(of name: String, in xml: Substring) -> [String] { blocks(of: name, in: xml).map(unescape) }
 
     static func text(of name: String, in xml: Substring) -> String? { texts(of: name, in: xml).first }
 
@@ -71,7 +60,8 @@ enum S3XML {
     static func error(_ xml: String) -> (code: String?, message: String?)? {
         let all = xml[...]
         guard let block = blocks(of: "Error", in: all).first else { return nil }
-        return (text(of: "Code", in: block), text(of: "Message", in: block))
+        let message = text(of: "Message", in: block)
+        return (text(of: "Code", in: block), message?.isEmpty == true ? nil : message)
     }
 
     static func unescape(_ s: Substring) -> String {

@@ -61,11 +61,12 @@ public final class SigV4: Sendable {
         let toSign = stringToSign(amzDate: amzDate, scope: scope, canonicalRequest: canonical.request)
         let signature = Self.hex(HMAC<SHA256>.authenticationCode(for: Array(toSign.utf8), using: signingKey(day: day)))
         var added = Array(all[headers.count...])
-        added.append((
-            "Authorization",
-            "AWS4-HMAC-SHA256 Credential=\(credentials.accessKeyID)/\(scope),"
-                + "SignedHeaders=\(canonical.signedHeaders),Signature=\(signature)"
-        ))
+        added.append(
+            (
+                "Authorization",
+                "AWS4-HMAC-SHA256 Credential=\(credentials.accessKeyID)/\(scope),"
+                    + "SignedHeaders=\(canonical.signedHeaders),Signature=\(signature)"
+            ))
         return added
     }
 

@@ -5,10 +5,11 @@
 
 import Foundation
 import TesseraCore
-@testable import TesseraS3
 import TesseraStores
 import TesseraTestSupport
 import Testing
+
+@testable import TesseraS3
 
 @Suite("S3Store")
 struct S3StoreTests {
@@ -83,7 +84,9 @@ struct S3StoreTests {
         for t in 0..<8 {
             for round in 0..<3 {
                 let at = t * 4096 + round * 512
-                #expect(Array(all[at..<at + 512]) == s3Pattern(512, seed: UInt64(t * 10 + round)), "thread \(t) round \(round)")
+                #expect(
+                    Array(all[at..<at + 512]) == s3Pattern(512, seed: UInt64(t * 10 + round)),
+                    "thread \(t) round \(round)")
             }
         }
     }
@@ -154,7 +157,9 @@ struct S3StoreTests {
         try [UInt8](repeating: 0xAA, count: cs).withUnsafeBytes { try f.store.replace(c, with: $0) }
         try [UInt8](repeating: 0xBB, count: 100).withUnsafeBytes { try f.store.replace(c, with: $0) }
         #expect(try f.store.readAll(c) == [UInt8](repeating: 0xBB, count: 100), "nothing of the longer old content")
-        #expect(try read(f.store, c, at: 0, count: cs) == [UInt8](repeating: 0xBB, count: 100) + [UInt8](repeating: 0, count: cs - 100))
+        #expect(
+            try read(f.store, c, at: 0, count: cs) == [UInt8](repeating: 0xBB, count: 100)
+                + [UInt8](repeating: 0, count: cs - 100))
         // One writer swaps two full contents; readers must always see one of them whole.
         let store = f.store
         let torn = Locked<[String]>([])
@@ -195,7 +200,10 @@ struct S3StoreTests {
         #expect(try f.store.exactUsage().usedBytes == 4096 * 3 - 2048)
     }
 
-    @Test(.enabled(if: !S3TestServer.isMoto, "moto accepts any credentials: only a signature-checking server (Ceph RGW) can refuse a wrong secret"))
+    @Test(
+        .enabled(
+            if: !S3TestServer.isMoto,
+            "moto accepts any credentials: only a signature-checking server (Ceph RGW) can refuse a wrong secret"))
     func wrongSecretIsAClearSetupError() throws {
         let server = try S3TestServer.get()
         let endpoint = try S3Endpoint(url: server.url)
@@ -212,12 +220,31 @@ struct S3StoreTests {
     @Test func missingBucketIsAClearSetupError() throws {
         let server = try S3TestServer.get()
         let base = try S3Endpoint(url: server.url)
-        let endpoint = try S3Endpoint(url: "http://\(base.host):\(base.port)/no-such-bucket-\(UInt32.random(in: 0...UInt32.max))")
+        let endpoint = try S3Endpoint(
+            url: "http://\(base.host):\(base.port)/no-such-bucket-\(UInt32.random(in: 0...UInt32.max))")
         #expect {
             _ = try S3Store(endpoint: endpoint, credentials: server.credentials, chunkSize: 4096, capacity: 1 << 30)
         } throws: { error in
             "\(error)".contains("S3 bucket \"\(endpoint.bucket)\" does not exist at \(base.host):\(base.port)")
         }
+    }
+
+    @Test func aBucketThatVanishesIsAnIOErrorNotAMissingChunk() throws {
+        let server = try S3TestServer.get()
+        let base = try S3Endpoint(url: server.url)
+        let endpoint = try S3Endpoint(
+            url: "http://\(base.host):\(base.port)/tessera-gone-\(UInt32.random(in: 0...UInt32.max))")
+        let admin = S3Client(endpoint: endpoint, credentials: server.credentials)
+        defer { admin.shutdown() }
+        try admin.createBucket()
+        let store = try S3Store(endpoint: endpoint, credentials: server.credentials, chunkSize: 4096, capacity: 1 << 30)
+        defer { store.close() }
+        try admin.deleteBucket()
+        let c = ChunkID(7)
+        // NoSuchBucket must never read as "this chunk is absent" (that would hide the loss of every chunk).
+        #expect { _ = try read(store, c, at: 0, count: 16) } throws: { ($0 as? StoreError)?.isIO == true }
+        #expect { try store.delete(c) } throws: { ($0 as? StoreError)?.isIO == true }
+        #expect { _ = try store.label(of: c) } throws: { ($0 as? StoreError) != .missing(chunk: c) }
     }
 
     @Test func unreachablePortFailsInBoundedTime() throws {
@@ -266,5 +293,12 @@ struct S3StoreTests {
         var bytes = try f.client.get(key).bodyBytes
         bytes[offset] ^= 0x40
         try bytes.withUnsafeBytes { try f.client.put(key, body: $0) }
+    }
+}
+
+extension StoreError {
+    var isIO: Bool {
+        if case .io = self { return true }
+        return false
     }
 }

@@ -60,36 +60,44 @@ struct S3TestServer: Sendable {
 
     /// Starts `moto_server -H 127.0.0.1 -p PORT` and waits until it answers (20 s at most).
     private static func startMoto() throws -> Int {
+        try startLocalServer(name: "moto_server") { "moto_server -H 127.0.0.1 -p \($0)" }
+    }
+
+    /// Runs the shell command `command(port)` on a free loopback port and waits until the port accepts
+    /// connections (20 s at most). The server dies with this test process, however it ends: a shell holds
+    /// it and kills it when its stdin (a pipe whose write end only this process holds) reaches EOF, which
+    /// the kernel guarantees at exit. SIGKILL, because children inherit our threads' signal mask, in which
+    /// SIGTERM (and SIGCHLD, so a shell's `wait` never returns) is blocked.
+    static func startLocalServer(name: String, _ command: (Int) -> String) throws -> Int {
         let port = freePort()
         let process = Process()
-        // moto must not outlive the tests, however they end: a shell holds it and kills it when its stdin
-        // (a pipe whose write end only this process holds) reaches EOF, which the kernel guarantees at exit.
         process.executableURL = URL(fileURLWithPath: "/bin/sh")
-        process.arguments = [
-            // SIGKILL: the child inherits our threads' blocked-signal mask, in which SIGTERM is blocked.
-            "-c", "moto_server -H 127.0.0.1 -p \(port) & m=$!; read _ || true; kill -9 $m",
-        ]
-        process.standardInput = motoLifeline
-        let log = FileManager.default.temporaryDirectory.appendingPathComponent("tessera-moto-\(port).log")
+        // fd 3 keeps the pipe for the watcher (an asynchronous list's stdin is /dev/null); `exec` makes
+        // the server this very process, so $$ names it and `isRunning` follows it.
+        process.arguments = ["-c", "exec 3<&0; (read _ <&3; kill -9 $$) & exec \(command(port)) 3<&- </dev/null"]
+        let lifeline = Pipe()
+        lifelines.withLock { $0.append(lifeline) }
+        process.standardInput = lifeline
+        let log = FileManager.default.temporaryDirectory.appendingPathComponent("tessera-\(name)-\(port).log")
         _ = FileManager.default.createFile(atPath: log.path, contents: nil)
         let handle = try FileHandle(forWritingTo: log)
         process.standardOutput = handle
         process.standardError = handle
         do { try process.run() } catch {
-            throw TestSetupFailure(
-                message: "TESSERA_TEST_S3_URL is not set and moto_server cannot start (\(error)); "
-                    + "install it (pip install 'moto[server]') or run Scripts/test, which starts Ceph RGW")
+            throw TestSetupFailure(message: "cannot start \(name): \(error)")
         }
         let deadline = Date().addingTimeInterval(20)
         while Date() < deadline {
             if !process.isRunning {
                 let text = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
-                throw TestSetupFailure(message: "moto_server exited at once: \(text.suffix(400))")
+                throw TestSetupFailure(
+                    message: "\(name) exited at once (TESSERA_TEST_S3_URL is not set, so the S3 tests need it; "
+                        + "Scripts/test starts Ceph RGW instead): \(text.suffix(400))")
             }
             if canConnect(port: port) { return port }
             usleep(100_000)
         }
-        throw TestSetupFailure(message: "moto_server did not answer on 127.0.0.1:\(port) within 20 s (log: \(log.path))")
+        throw TestSetupFailure(message: "\(name) did not answer on 127.0.0.1:\(port) within 20 s (log: \(log.path))")
     }
 
     static func canConnect(port: Int) -> Bool {
@@ -126,8 +134,8 @@ struct S3TestServer: Sendable {
     }
 }
 
-/// The write end stays open for the life of the test process (see startMoto).
-private let motoLifeline = Pipe()
+/// Their write ends stay open for the life of the test process (see startLocalServer).
+private let lifelines = Locked<[Pipe]>([])
 
 struct TestSetupFailure: Error, CustomStringConvertible {
     let message: String
@@ -146,11 +154,13 @@ final class S3Fixture: @unchecked Sendable {
     init(chunkSize: Int = 64 * 1024, capacity: UInt64 = 1 << 40, pageSize: Int? = nil) throws {
         server = try S3TestServer.get()
         let base = try S3Endpoint(url: server.url)
-        let prefix = (base.prefix.isEmpty ? "" : base.prefix + "/") + "t-" + String(UInt64.random(in: 1...UInt64.max), radix: 36)
+        let prefix =
+            (base.prefix.isEmpty ? "" : base.prefix + "/") + "t-" + String(UInt64.random(in: 1...UInt64.max), radix: 36)
         endpoint = try S3Endpoint(url: "http://\(base.host):\(base.port)/\(base.bucket)/\(prefix)")
         client = S3Client(endpoint: endpoint, credentials: server.credentials)
         self.chunkSize = chunkSize
-        store = try S3Store(endpoint: endpoint, credentials: server.credentials, chunkSize: chunkSize, capacity: capacity)
+        store = try S3Store(
+            endpoint: endpoint, credentials: server.credentials, chunkSize: chunkSize, capacity: capacity)
     }
 
     /// Another store over the same prefix (a reopen).

@@ -3,9 +3,10 @@
 
 import Foundation
 import TesseraCore
-@testable import TesseraS3
 import TesseraStores
 import Testing
+
+@testable import TesseraS3
 
 #if canImport(Glibc)
     import Glibc
@@ -49,25 +50,28 @@ struct SigV4Tests {
                 Self.host, ("date", "Fri, 24 May 2013 00:00:00 GMT"), ("x-amz-storage-class", "REDUCED_REDUNDANCY"),
             ],
             payloadHash: hash, date: Self.date)
-        #expect(authorization(added).hasSuffix(
-            "SignedHeaders=date;host;x-amz-content-sha256;x-amz-date;x-amz-storage-class,"
-                + "Signature=98ad721746da40c64f1a55b78f14c238d841ea1380cd77a1b5971af0ece108bd"))
+        #expect(
+            authorization(added).hasSuffix(
+                "SignedHeaders=date;host;x-amz-content-sha256;x-amz-date;x-amz-storage-class,"
+                    + "Signature=98ad721746da40c64f1a55b78f14c238d841ea1380cd77a1b5971af0ece108bd"))
     }
 
     @Test func getBucketLifecycle() {
         let added = Self.signer.sign(
             method: "GET", canonicalPath: "/", query: [("lifecycle", "")], headers: [Self.host],
             payloadHash: SigV4.emptyPayloadHash, date: Self.date)
-        #expect(authorization(added).hasSuffix(
-            "Signature=fea454ca298b7da1c68078a5d1bdbfbbe0d65c699e0f91ac7a200a0136783543"))
+        #expect(
+            authorization(added).hasSuffix(
+                "Signature=fea454ca298b7da1c68078a5d1bdbfbbe0d65c699e0f91ac7a200a0136783543"))
     }
 
     @Test func listObjects() {
         let added = Self.signer.sign(
             method: "GET", canonicalPath: "/", query: [("prefix", "J"), ("max-keys", "2")], headers: [Self.host],
             payloadHash: SigV4.emptyPayloadHash, date: Self.date)
-        #expect(authorization(added).hasSuffix(
-            "Signature=34b48302e7b5fa45bde8084f4b7868a86f0a534bc59db6670ed5711ef69dc6f7"))
+        #expect(
+            authorization(added).hasSuffix(
+                "Signature=34b48302e7b5fa45bde8084f4b7868a86f0a534bc59db6670ed5711ef69dc6f7"))
     }
 
     @Test func sessionTokenIsSentAndSigned() {
@@ -78,7 +82,8 @@ struct SigV4Tests {
             method: "GET", canonicalPath: "/b/k", query: [], headers: [("host", "h")],
             payloadHash: SigV4.emptyPayloadHash, date: Self.date)
         #expect(added.contains { $0 == ("x-amz-security-token", "TOKEN") })
-        #expect(authorization(added).contains("SignedHeaders=host;x-amz-content-sha256;x-amz-date;x-amz-security-token,"))
+        #expect(
+            authorization(added).contains("SignedHeaders=host;x-amz-content-sha256;x-amz-date;x-amz-security-token,"))
         #expect(!authorization(added).contains("TOKEN"))
     }
 
@@ -87,7 +92,8 @@ struct SigV4Tests {
         #expect(md5 == "XUFAKrxLKna5cZ2REBfFkg==")
         #expect(SigV4.uriEncode("a b/c~d*é", keepSlash: true) == "a%20b/c~d%2A%C3%A9")
         #expect(SigV4.uriEncode("a/b", keepSlash: false) == "a%2Fb")
-        #expect(SigV4.canonicalQuery([("prefix", "p/"), ("list-type", "2"), ("a", "")]) == "a=&list-type=2&prefix=p%2F")
+        #expect(
+            SigV4.canonicalQuery([("prefix", "p/"), ("list-type", "2"), ("a", "")]) == "a=&list-type=2&prefix=p%2F")
     }
 }
 
@@ -105,8 +111,9 @@ struct S3EndpointTests {
         #expect(bare.port == 443 && bare.prefix == "" && bare.region == "eu-west-3")
         #expect(bare.key("chunks/") == "chunks/")
         #expect(try S3Endpoint(url: "http://[::1]:9000/bkt", environment: [:]).host == "[::1]")
-        #expect(try S3Endpoint(url: "http://h/bkt", region: "ap-south-1", environment: ["AWS_REGION": "x"]).region
-            == "ap-south-1")
+        #expect(
+            try S3Endpoint(url: "http://h/bkt", region: "ap-south-1", environment: ["AWS_REGION": "x"]).region
+                == "ap-south-1")
     }
 
     @Test func virtualHostStylePutsTheBucketInTheHost() throws {
@@ -196,12 +203,15 @@ struct S3CredentialsTests {
     }
 
     @Test func parseErrorsNameTheLineNotTheValue() {
-        #expect { _ = try S3Credentials.parse("access_key_id = A\nsecret_access_key = \(Self.secret)\nbogus", source: "f") }
-            throws: { "\($0)".contains("line 3") && !"\($0)".contains(Self.secret) }
-        #expect { _ = try S3Credentials.parse("access_key_id = A\n", source: "f") }
-            throws: { "\($0)".contains("no secret_access_key") }
-        #expect { _ = try S3Credentials.parse("acces_key_id = \(Self.secret)\n", source: "f") }
-            throws: { "\($0)".contains("unknown name \"acces_key_id\"") && !"\($0)".contains(Self.secret) }
+        #expect {
+            _ = try S3Credentials.parse("access_key_id = A\nsecret_access_key = \(Self.secret)\nbogus", source: "f")
+        } throws: { "\($0)".contains("line 3") && !"\($0)".contains(Self.secret) }
+        #expect { _ = try S3Credentials.parse("access_key_id = A\n", source: "f") } throws: {
+            "\($0)".contains("no secret_access_key")
+        }
+        #expect { _ = try S3Credentials.parse("acces_key_id = \(Self.secret)\n", source: "f") } throws: {
+            "\($0)".contains("unknown name \"acces_key_id\"") && !"\($0)".contains(Self.secret)
+        }
         #expect(
             (try? S3Credentials.parse("# c\n\n access_key_id=A \nsecret_access_key = S=x\n", source: "f"))
                 == S3Credentials(accessKeyID: "A", secretAccessKey: "S=x"))
@@ -220,7 +230,10 @@ struct S3XMLTests {
             <NextContinuationToken>1/tok&amp;en==</NextContinuationToken></ListBucketResult>
             """
         let page = try #require(S3XML.listPage(xml))
-        #expect(page.objects == [S3Object(key: "p/a&b<c>\"'AB", size: 12), S3Object(key: "p/chunks/0000000000000001", size: 0)])
+        #expect(
+            page.objects == [
+                S3Object(key: "p/a&b<c>\"'AB", size: 12), S3Object(key: "p/chunks/0000000000000001", size: 0),
+            ])
         #expect(page.continuationToken == "1/tok&en==")
         let last = try #require(S3XML.listPage("<ListBucketResult><IsTruncated>false</IsTruncated></ListBucketResult>"))
         #expect(last.objects.isEmpty && last.continuationToken == nil)
@@ -229,12 +242,15 @@ struct S3XMLTests {
     }
 
     @Test func errorBodies() {
-        let e = S3XML.error("<?xml?><Error><Code>NoSuchKey</Code><Message>The specified key does not exist.</Message></Error>")
+        let e = S3XML.error(
+            "<?xml?><Error><Code>NoSuchKey</Code><Message>The specified key does not exist.</Message></Error>")
         #expect(e?.code == "NoSuchKey" && e?.message == "The specified key does not exist.")
     }
 
     @Test func onlyTransientFailuresAreRetried() {
-        for s in [500, 502, 503, 504, 429] { #expect(S3Client.isRetryable(.status(s, code: nil, message: nil)), "\(s)") }
+        for s in [500, 502, 503, 504, 429] {
+            #expect(S3Client.isRetryable(.status(s, code: nil, message: nil)), "\(s)")
+        }
         #expect(S3Client.isRetryable(.status(503, code: "SlowDown", message: nil)))
         for s in [400, 401, 403, 404, 409, 412, 416, 501, 507] {
             #expect(!S3Client.isRetryable(.status(s, code: nil, message: nil)), "\(s)")
