@@ -388,6 +388,39 @@ struct CacheLayerTests {
 
     // MARK: Pass-through
 
+    /// A new chunk's label waits in the cache with its data and goes down right after its first
+    /// write-back: no write-through per new chunk, and the label is never below without its data.
+    @Test(arguments: [false, true])
+    func aNewChunksLabelWaitsForItsWriteBack(whole: Bool) throws {
+        let memory = MemoryStore(chunkSize: Self.cs, wholeChunks: whole)
+        let cache = CacheLayer(over: memory, .init(capacity: 16 * Self.cs, dirtyAge: .seconds(3600), readAhead: 0))
+        defer { cache.stop() }
+        let c = Self.chunk(0)
+        let label = ChunkLabel(volume: VolumeID(7), index: 3, epoch: 1)
+        try Self.write(cache, c, at: 4096, [9, 9, 9])
+        try cache.setLabel(c, label)
+        #expect(memory.contents(of: c) == nil, "still only in the cache")
+        #expect(try cache.label(of: c) == label)
+        try cache.flush(chunks: [c])
+        #expect(memory.contents(of: c) != nil)
+        #expect(try memory.label(of: c) == label, "label set below with the data")
+        memory.crash()
+        #expect(try memory.label(of: c) == label, "and durable after the flush")
+        // A chunk that already exists below takes its label at once.
+        let d = Self.chunk(1)
+        try Self.write(cache, d, at: 0, [1])
+        try cache.flush()
+        try cache.setLabel(d, label)
+        #expect(try memory.label(of: d) == label)
+        // A deleted chunk forgets its waiting label.
+        let e = Self.chunk(2)
+        try Self.write(cache, e, at: 0, [2])
+        try cache.setLabel(e, label)
+        try cache.delete(e)
+        try cache.flush()
+        #expect(memory.contents(of: e) == nil)
+    }
+
     @Test func capacityZeroIsAPassThrough() throws {
         let memory = MemoryStore(chunkSize: Self.cs)
         let cache = CacheLayer(over: memory, .init(capacity: 0))

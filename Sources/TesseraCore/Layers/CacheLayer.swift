@@ -399,6 +399,18 @@ public final class CacheLayer: ChunkStore {
     /// holds the chunk's stripe exclusively. The blocks are copied out under the Mutex (writers may
     /// change them during the I/O: they then stay dirty).
     private func writeBackLocked(_ chunk: ChunkID) throws(StoreError) {
+        try writeBackData(chunk)
+        try applyPendingLabel(chunk)
+    }
+
+    /// Sets a label that waited for its chunk's first write-back. Caller holds the stripe exclusively.
+    private func applyPendingLabel(_ chunk: ChunkID) throws(StoreError) {
+        guard let label = state.withLock({ $0.pendingLabels[chunk] }) else { return }
+        try inner.setLabel(chunk, label)
+        state.withLock { s in if s.pendingLabels[chunk] == label { s.pendingLabels[chunk] = nil } }
+    }
+
+    private func writeBackData(_ chunk: ChunkID) throws(StoreError) {
         guard exists(chunk) else { return }
         let bs = Self.blockSize
         let whole = inner.prefersWholeChunks(chunk)
@@ -488,6 +500,7 @@ public final class CacheLayer: ChunkStore {
         }
         // Everything cached of the chunk is older than the new content.
         state.withLock { s in s.drop(chunk, all, keepDirty: false) }
+        try applyPendingLabel(chunk)
     }
 
     public func delete(_ chunk: ChunkID) throws(StoreError) {
@@ -504,6 +517,7 @@ public final class CacheLayer: ChunkStore {
         state.withLock { s in
             s.drop(chunk, all, keepDirty: false)
             s.streams[chunk.rawValue] = nil
+            s.pendingLabels[chunk] = nil
         }
     }
 
@@ -511,8 +525,10 @@ public final class CacheLayer: ChunkStore {
 
     public func flush() throws(StoreError) {
         if passThrough { return try inner.flush() }
-        let dirty = state.withLock { s in s.chunks.compactMap { $0.value.dirty > 0 ? ChunkID($0.key) : nil } }
-        var failure = writeBack(dirty)
+        let dirty = state.withLock { s in
+            Set(s.chunks.compactMap { $0.value.dirty > 0 ? ChunkID($0.key) : nil }).union(s.pendingLabels.keys)
+        }
+        var failure = writeBack(Array(dirty))
         do { try inner.flush() } catch { failure = failure ?? error }
         if let failure { throw failure }
     }
@@ -544,14 +560,25 @@ public final class CacheLayer: ChunkStore {
         return Set(try inner.allChunks()).union(onlyHere).sorted()
     }
 
-    /// The chunk may exist only here yet (setLabel follows its first write): it goes down first.
+    /// A chunk that exists only here so far (setLabel follows its first write) keeps its label here
+    /// until its first write-back, which sets it below right after the data: a new chunk costs one
+    /// write-back, not a write-through. A flush that covers the chunk makes both durable.
     public func setLabel(_ chunk: ChunkID, _ label: ChunkLabel) throws(StoreError) {
-        if !passThrough { try writeBack(chunk) }
-        try inner.setLabel(chunk, label)
+        if passThrough { return try inner.setLabel(chunk, label) }
+        stripes.lockExclusive(chunk.rawValue)
+        defer { stripes.unlock(chunk.rawValue) }
+        let deferred = state.withLock { s in
+            guard (s.chunks[chunk.rawValue]?.dirty ?? 0) > 0 else { return false }
+            s.pendingLabels[chunk] = label
+            return true
+        }
+        if !deferred { try inner.setLabel(chunk, label) }
     }
 
     public func label(of chunk: ChunkID) throws(StoreError) -> ChunkLabel? {
-        if !passThrough { try writeBack(chunk) }
+        if passThrough { return try inner.label(of: chunk) }
+        if let pending = state.withLock({ $0.pendingLabels[chunk] }) { return pending }
+        try writeBack(chunk)
         return try inner.label(of: chunk)
     }
 
@@ -765,6 +792,8 @@ extension CacheLayer {
         var stopped = false
         var lastLogged: (error: StoreError, at: UInt64)?
         var stats = Stats()
+        /// Labels of chunks that exist only here so far: set below right after their first write-back.
+        var pendingLabels: [ChunkID: ChunkLabel] = [:]
 
         init(slab: UnsafeMutableRawPointer?, slotCount: Int, blocksPerChunk: Int) {
             self.slab = Slab(base: slab)
