@@ -13,7 +13,8 @@ public struct ChunkID: RawRepresentable, Hashable, Comparable, Sendable, CustomS
     /// A real chunk on a store (neither none nor tombstone).
     public var isReal: Bool { rawValue != 0 && rawValue != UInt64.max }
     public static func < (a: ChunkID, b: ChunkID) -> Bool { a.rawValue < b.rawValue }
-    public var description: String { "chunk#\(rawValue)" }
+    /// Hex, as chunk files and objects are named on the stores (store ID in the top 16 bits).
+    public var description: String { "chunk " + String(rawValue, radix: 16) }
 
     /// The top 16 bits name the store that holds the chunk, the low 48 bits count within that store,
     /// so one 64-bit map slot says where a chunk lives without a second table.

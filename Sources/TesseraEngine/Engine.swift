@@ -340,7 +340,7 @@ public final class Engine: Sendable {
                 }
             } catch { throw TesseraError(.io, "store \(st.name): \(error)") }
             info.compression = (try? CompressionSetting.effective(Self.decodeOptions(st), kind: st.kind).description) ?? "?"
-            info.checksumErrors = layers.top.mismatches
+            info.checksumErrors = layers.mismatches
             info.freeChunks = pool.layer.placementWeights()[StoreID(st.id!)]
             out.append(info)
         }
@@ -528,6 +528,6 @@ public final class Engine: Sendable {
             dataDirectory: data.path, mounted: mountpoint != nil, mountpoint: mountpoint, pid: getpid(),
             pools: pools, stores: stores, volumes: vols.count, provisioned: vols.reduce(0) { $0 + $1.size },
             allocated: vols.reduce(0) { $0 + $1.allocatedBytes }, openImages: vols.filter(\.isOpen).count,
-            caches: cacheInfos(), checksumErrors: state.withLock { $0.opened.values.reduce(0) { $0 + $1.top.mismatches } })
+            caches: cacheInfos(), checksumErrors: state.withLock { $0.opened.values.reduce(0) { $0 + $1.mismatches } })
     }
 }

@@ -99,6 +99,9 @@ struct OpenedStore {
     let top: ChecksumLayer
     let compression: CompressionLayer?
     let bottom: any ChunkStore
+    /// Damaged data seen since open: block checksum mismatches, and compressed objects that failed
+    /// their own check below the checksum layer.
+    var mismatches: Int { top.mismatches + (compression?.mismatches ?? 0) }
 }
 
 extension Engine {
