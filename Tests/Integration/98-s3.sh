@@ -46,7 +46,9 @@ DATA=$(realpath "$DATA")
 must tcli pool create p --chunk-size 1M
 mkdir -p "$T_WORK/d1"
 must tcli store add d1 --pool p --dir "$T_WORK/d1"
-before=$(tcli store list --json)
+# what a refused store add must not change: the stores (free space of dir stores moves on its own)
+store_names() { tcli store list --json | json '"\n".join(sorted(s["name"] + " " + s["pool"] + " " + s["kind"] + " " + s["path"] for s in d))'; }
+before=$(store_names)
 
 # try_add WHAT ENV... -- ARGS...: `store add` must fail with one clear line and change nothing.
 try_add() {   # WHAT PATTERN NAME ENV-ASSIGNMENTS... -- STORE-ADD-ARGS...
@@ -61,7 +63,7 @@ try_add() {   # WHAT PATTERN NAME ENV-ASSIGNMENTS... -- STORE-ADD-ARGS...
     [ "$(wc -l <<<"$EF_ERR")" -eq 1 ] || problem "$what: expected one line on stderr, got: $EF_ERR"
     grep -qiE -- "$pattern" <<<"$EF_ERR" || problem "$what: the message does not say what is wrong (want /$pattern/): $EF_ERR"
     grep -qF -- "$SECRET" <<<"$EF_ERR" && problem "$what: the error message shows the secret"
-    [ "$(tcli store list --json)" = "$before" ] || problem "$what: store list changed after a refused store add"
+    [ "$(store_names)" = "$before" ] || problem "$what: store list changed after a refused store add: $(store_names)"
     [ -e "$DATA/credentials/$name" ] && problem "$what: DATA/credentials/$name was left behind by a refused store add"
     [ $((t1 - t0)) -le 60 ] || problem "$what: took $((t1 - t0)) s to fail"
     return 0
@@ -83,7 +85,9 @@ try_add "--credentials FILE with mode 0644" '0644|644|permission|mode|group|othe
     AWS_ACCESS_KEY_ID= AWS_SECRET_ACCESS_KEY= -- --pool p --s3 "$URL/$PREFIX/bad5" --credentials "$CREDS"
 [ "$(s3u count "$PREFIX")" = 0 ] || problem "refused store adds left objects under the prefix"
 
-must tcli store add s3a --pool p --s3 "$URL/$PREFIX/a"
+# placement is weighted by free space: give the s3 store the room the dir store has, so both get chunks
+d1_free_m=$(( $(tcli store list --json | json '[s["free"] for s in d if s["name"] == "d1"][0]') / M ))
+must tcli store add s3a --pool p --s3 "$URL/$PREFIX/a" --size "${d1_free_m}M"
 [ -f "$DATA/credentials/s3a" ] || fail "store add --s3 did not write DATA/credentials/s3a"
 assert_eq "$(file_mode "$DATA/credentials/s3a")" 600 "mode of DATA/credentials/s3a"
 # a protected --credentials file works, and the environment is not needed with it
@@ -223,7 +227,11 @@ info "  reading all of rot: $r2"
 [ "$(sed 's/.*ok=\([0-9]*\).*/\1/' <<<"$r2")" -ge $((7 * 256)) ] || problem "bitrot: undamaged chunks of rot do not read back: $r2"
 errs=$(json '(d[0] if isinstance(d, list) else d)["checksumErrors"]' <<<"$(tcli store show s3a --json)")
 [ "$errs" -ge 1 ] || problem "bitrot: store show s3a counts $errs checksum errors after an EIO read of a damaged chunk"
-grep -qE "s3a|$(basename "$rkey")" "$DATA/tessera.log" || problem "bitrot: tessera.log does not name the store or chunk of the damaged read"
+# the log names the store (by name or id) and the chunk (hex as on the store, or decimal)
+s3a_id=$(tcli store list --json | json '[s["id"] for s in d if s["name"] == "s3a"][0]')
+rhex=$(basename "$rkey" | sed 's/^0*//')
+grep -E "s3a|store #$s3a_id" "$DATA/tessera.log" | grep -qiE "$rhex|$((16#$rhex))" ||
+    problem "bitrot: tessera.log does not name the store and chunk of the damaged read"
 
 rc=0
 tcli scrub --json > scrub1.json 2> scrub1.err || rc=$?
@@ -233,14 +241,15 @@ py '
 import json, sys
 r = json.load(open(sys.argv[1]))
 key_hex, vol, off = sys.argv[2].rsplit("/", 1)[-1], sys.argv[3], int(sys.argv[4])
-f = [x for x in r["findings"] if x["store"] == "s3a" and int(x["chunk"], 16) == int(key_hex, 16)]
-if not f: sys.exit(f"scrub does not report chunk {key_hex} of store s3a: {r[\"findings\"]}")
+fs = r["findings"]
+f = [x for x in fs if x["store"] == "s3a" and int(x["chunk"], 16) == int(key_hex, 16)]
+if not f: sys.exit("scrub does not report chunk %s of store s3a: %r" % (key_hex, fs))
 x = f[0]
 errs = []
-if x["problem"] != "corrupt": errs.append(f"problem is {x[\"problem\"]!r}, expected \"corrupt\" ({x.get(\"detail\")})")
-if x.get("volume") != vol: errs.append(f"volume {x.get(\"volume\")!r}, expected {vol}")
-if x.get("volumeOffset") != off: errs.append(f"volumeOffset {x.get(\"volumeOffset\")}, expected {off}")
-if len(r["findings"]) != 1: errs.append(f"{len(r[\"findings\"])} findings, expected 1: {r[\"findings\"]}")
+if x["problem"] != "corrupt": errs.append("problem is %r, expected corrupt (%r)" % (x["problem"], x.get("detail")))
+if x.get("volume") != vol: errs.append("volume %r, expected %s" % (x.get("volume"), vol))
+if x.get("volumeOffset") != off: errs.append("volumeOffset %r, expected %d" % (x.get("volumeOffset"), off))
+if len(fs) != 1: errs.append("%d findings, expected 1: %r" % (len(fs), fs))
 if errs: sys.exit("; ".join(errs))
 ' scrub1.json "$rkey" rot "$roff" 2> scrub1.check || problem "bitrot: scrub report: $(cat scrub1.check)"
 tcli scrub > scrub1.txt 2>/dev/null || true

@@ -52,9 +52,10 @@ for _ in range(times):
 ' "$@" || fail "O_DIRECT read of $1 failed"
 }
 
-# crash_rounds IMG ROUNDS WHAT: the 80-crash loop on IMG with ackcheck after each remount.
+# crash_rounds IMG ROUNDS WHAT MIN_MS: the 80-crash loop on IMG with ackcheck after each remount; the
+# daemon is killed MIN_MS + 0..3 s after the writer starts.
 crash_rounds() {
-    local img=$1 rounds=$2 what=$3 log=$T_WORK/crash-$3.log round ms pid wpid wrc acked total_before=0 out rc i
+    local img=$1 rounds=$2 what=$3 min_ms=$4 log=$T_WORK/crash-$3.log round ms pid wpid wrc acked total_before=0 out rc i
     : > "$log"
     local size
     size=$(file_size "$MNT/$img")
@@ -65,7 +66,7 @@ crash_rounds() {
             2> "writer-$what-$round.err" &
         wpid=$!
         defer kill -KILL "$wpid"
-        ms=$((1000 + RANDOM % 3000))
+        ms=$((min_ms + RANDOM % 3000))
         sleep "$(printf '%d.%03d' $((ms / 1000)) $((ms % 1000)))"
         kill -0 "$wpid" 2>/dev/null || fail "$what round $round: the writer died before the crash: $(cat "writer-$what-$round.err")"
         pid=$TESSERA_PID
@@ -107,7 +108,7 @@ must tcli pool create p2
 must tcli store add d2 --pool p2 --dir "$T_WORK/d2"
 start_tessera --no-init
 truncate -s 128M "$MNT/crash.img"
-crash_rounds crash.img 3 dir
+crash_rounds crash.img 3 dir 1000
 
 # ---------------------------------------------------------------------------------------------------------
 info "(b) status: a cache line per pool; re-reading 16M raises hits"
@@ -240,7 +241,8 @@ must tcli pool create s3p
 must tcli store add s3c --pool s3p --s3 "${TESSERA_TEST_S3_URL%/}/$PREFIX"
 start_tessera --no-init
 must tcli volume create crash --size 64M --pool s3p
-crash_rounds crash.img 2 s3
+# new chunks on s3 cost a GET and two PUTs each: give the writer longer to get writes acknowledged
+crash_rounds crash.img 2 s3 4000
 n_obj=$(s3u count "$PREFIX/chunks")
 info "  $n_obj chunk objects on the s3 store"
 [ "$n_obj" -ge 1 ] || problem "s3 crash: no chunk objects on the s3 store"
