@@ -266,9 +266,10 @@ daemon_pid() {
 
 # start_tessera [--allow-other] [--no-init]: mount $DATA (a fresh data directory unless --no-init or
 # $DATA is already set) at $MNT (fresh unless set), in the background; waits until mounted.
-# Sets DATA, MNT, TESSERA_PID.
+# Sets DATA, MNT, TESSERA_PID. T_CACHE_SIZE (e.g. 64M), when set, is passed as --cache-size.
 start_tessera() {
     local opts=() init=1
+    [ -n "${T_CACHE_SIZE:-}" ] && opts+=(--cache-size "$T_CACHE_SIZE")
     while [ $# -gt 0 ]; do
         case "$1" in
             --allow-other) opts+=(--allow-other) ;;
