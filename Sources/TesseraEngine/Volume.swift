@@ -815,9 +815,18 @@ public final class Volume: Sendable {
             }
             throw error
         }
-        for chunk in frees {
-            do { try io.delete(chunk) } catch { Log.error("\(record.name): cannot delete freed \(chunk): \(error)") }
+        releaseSpace(of: frees)
+    }
+
+    /// Deletes freed chunks, then flushes their stores so the space is really free again (a file store
+    /// reuses a slot only once its delete is durable). Failures only log: the maps no longer point at
+    /// these chunks, and garbage collection at the next open removes what is left.
+    private func releaseSpace(of chunks: [ChunkID]) {
+        guard !chunks.isEmpty else { return }
+        for chunk in chunks {
+            do { try io.delete(chunk) } catch { Log.error("\(name): cannot delete freed \(chunk): \(error)") }
         }
+        do { try io.flush(chunks: Set(chunks)) } catch { Log.error("\(name): cannot flush the deletes of freed chunks: \(error)") }
     }
 
     /// Frees every chunk (after the volume's row is gone from the catalog). Returns the share-count
@@ -836,14 +845,16 @@ public final class Volume: Sendable {
             return (all.filter(\.isReal), pending)
         }
         var deltas = pending
+        var freed: [ChunkID] = []
         for chunk in chunks {
             if shares.extra(chunk) > 0 {
                 shares.add(chunk, -1)
                 deltas[chunk, default: 0] -= 1
                 continue
             }
-            do { try io.delete(chunk) } catch { Log.error("cannot delete \(chunk): \(error)") }
+            freed.append(chunk)
         }
+        releaseSpace(of: freed)
         return deltas
     }
 }
