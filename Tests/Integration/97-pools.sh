@@ -15,10 +15,12 @@
 #      e2fsck -fn clean, unmount/remount, data intact.
 #   5. bitrot on a dir store and on a file store: EIO for the damaged block (never wrong bytes), other
 #      ranges fine, `store show` counts it, `scrub` (mounted and offline) exits 7 naming store and
-#      volume, `scrub --json` lists it; after rewriting the block the read works and scrub exits 0.
+#      volume, `scrub --json` lists it; after rewriting the block the read works and scrub exits 0;
+#      on a terminal scrub shows a progress bar.
+#  3b. a full file store: after a punch hole + fsync, and after deleting a volume, writes work again.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
-need python3 dd cmp fallocate losetup mkfs.ext4 e2fsck mount umount mountpoint md5sum
+need python3 script dd cmp fallocate losetup mkfs.ext4 e2fsck mount umount mountpoint md5sum
 T_TIMEOUT=${T_TIMEOUT:-600}
 
 K=1024
@@ -601,8 +603,50 @@ assert_eq "$(io read "$MNT/bd.img" $((3 * CS)) 4096 direct)" "$(expected_md5 500
 out=$(tcli scrub 2>scrub.err) || fail "scrub after the repair failed (exit $?): $out $(cat scrub.err)"
 grep -q "0 corrupt, 0 unreadable" <<<"$out" || fail "scrub after the repair: $out"
 grep -q "^scrubbed 32 chunk" <<<"$out" || fail "scrub (mounted) did not report 32 chunks: $out"
+# on a terminal, scrub draws a progress bar (script(1) gives it a pty)
+out=$(script -qec "env TESSERA_DATA=$DATA $TESSERA_BIN scrub" /dev/null) || fail "scrub on a pty failed: $out"
+grep -q "100% (32/32 chunks)" <<<"$out" || fail "scrub on a terminal shows no progress bar: $out"
 stop_tessera
+out=$(script -qec "env TESSERA_DATA=$DATA $TESSERA_BIN scrub" /dev/null) || fail "offline scrub on a pty failed: $out"
+grep -q "100% (32/32 chunks)" <<<"$out" || fail "offline scrub on a terminal shows no progress bar: $out"
 out=$(tcli scrub 2>scrub.err) || fail "offline scrub after the repair failed: $out $(cat scrub.err)"
 grep -q "^scrubbed 32 chunk(s) .* on 3 store(s) .*0 corrupt, 0 unreadable" <<<"$out" || fail "offline scrub after the repair: $out"
+
+# ========================================================================================================
+info "3b. a full file store: space freed by a punch hole or a volume delete is usable again"
+# (last, so that the sections above still run if this one fails)
+fresh_data
+P3B=$T_WORK/p3b
+mkdir -p "$P3B"
+must tcli pool create ff --chunk-size 64K
+must tcli store add ffs --pool ff --file "$P3B/ffs.file" --size 1M    # 14 slots
+must tcli volume create fa --size 4M --pool ff
+must tcli volume create fb --size 4M --pool ff
+start_tessera --no-init
+[ "$(io wfsync "$MNT/fb.img" 0 $((4 * CS)) 400 direct)" = ok ] || fail "writing 4 chunks to fb failed"
+truncate -s $((4 * M)) shadow3b.img
+read -r filled err <<<"$(fill_until_error "$MNT/fa.img" shadow3b.img 0 401)"
+info "file store: filled $filled bytes of fa, then $err"
+assert_eq "$err" ENOSPC "error when the file store is full"
+[ "$filled" -ge $((8 * CS)) ] || fail "only $filled bytes written into a file store of 14 slots (4 used)"
+assert_eq "$(store_json ffs 's["free"]')" 0 "free space of the full file store"
+# retry_chunk IMG OFF SEED WHAT: a 64 KiB O_DIRECT write must work within 10 s
+retry_chunk() {
+    local i r
+    for (( i=0; i<20; i++ )); do
+        r=$(io wfsync "$1" "$2" $CS "$3" direct)
+        [ "$r" = ok ] && break
+        [ "$r" = write:ENOSPC ] || fail "$4: write failed with $r (expected ok or, while waiting, ENOSPC)"
+        sleep 0.5
+    done
+    [ "$r" = ok ] || fail "$4: writes still fail with $r 10 s after freeing space (store: $(tcli store show ffs | sed -n 2p))"
+    info "$4: writing works again"
+}
+fallocate -p -o 0 -l $((2 * CS)) "$MNT/fa.img" || fail "punch hole in fa.img failed"
+py 'import os, sys; fd = os.open(sys.argv[1], os.O_RDWR); os.fsync(fd)' "$MNT/fa.img" || fail "fsync after the punch failed"
+retry_chunk "$MNT/fa.img" "$filled" 402 "file store, after a punch hole + fsync"
+must tcli volume delete fb
+retry_chunk "$MNT/fa.img" $((filled + CS)) 403 "file store, after deleting a volume"
+assert_eq "$(io read "$MNT/fa.img" $((2 * CS)) $((filled - 2 * CS)) direct)" "$(py 'import hashlib, sys; f = open(sys.argv[1], "rb"); f.seek(int(sys.argv[2])); print(hashlib.md5(f.read(int(sys.argv[3]))).hexdigest())' shadow3b.img $((2 * CS)) $((filled - 2 * CS)))" "fa's data after the full file store recovered"
 
 pass
