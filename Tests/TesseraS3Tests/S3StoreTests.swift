@@ -30,7 +30,7 @@ struct S3StoreTests {
     @Test func rangedReadsPastTheObjectsEnd() throws {
         let f = try S3Fixture()
         let c = f.chunk(0)
-        let data = s3Pattern(100, seed: 1)
+        let data = pattern(100, seed: 1)
         try write(f.store, c, at: 0, data)
         #expect(try objectSize(f, c) == 100, "only the written extent is stored")
         // Straddling the end: the tail reads as zeros.
@@ -53,8 +53,8 @@ struct S3StoreTests {
     @Test func partialWritesAreReadModifyWriteAndNeverLoseEachOther() throws {
         let f = try S3Fixture()
         let c = f.chunk(0)
-        let a = s3Pattern(4096, seed: 1)
-        let b = s3Pattern(1000, seed: 2)
+        let a = pattern(4096, seed: 1)
+        let b = pattern(1000, seed: 2)
         try write(f.store, c, at: 0, a)
         try write(f.store, c, at: 10_000, b)
         var expected = a + [UInt8](repeating: 0, count: 10_000 - 4096) + b
@@ -71,7 +71,7 @@ struct S3StoreTests {
         let errors = Locked<[String]>([])
         Threads.run(8) { t in
             for round in 0..<3 {
-                let piece = s3Pattern(512, seed: UInt64(t * 10 + round))
+                let piece = pattern(512, seed: UInt64(t * 10 + round))
                 do {
                     try piece.withUnsafeBytes { try store.write(d, offset: t * 4096 + round * 512, from: $0) }
                 } catch {
@@ -85,7 +85,7 @@ struct S3StoreTests {
             for round in 0..<3 {
                 let at = t * 4096 + round * 512
                 #expect(
-                    Array(all[at..<at + 512]) == s3Pattern(512, seed: UInt64(t * 10 + round)),
+                    Array(all[at..<at + 512]) == pattern(512, seed: UInt64(t * 10 + round)),
                     "thread \(t) round \(round)")
             }
         }
@@ -186,13 +186,13 @@ struct S3StoreTests {
 
     @Test func quotaRefusesAPutThatWouldExceedIt() throws {
         let f = try S3Fixture(chunkSize: 4096, capacity: 3 * 4096)
-        let full = s3Pattern(4096, seed: 1)
+        let full = pattern(4096, seed: 1)
         for n in 0..<3 { try write(f.store, f.chunk(n), at: 0, full) }
         #expect(try f.store.usage() == StoreUsage(totalBytes: 3 * 4096, freeBytes: 0, usedBytes: 3 * 4096))
         #expect(throws: StoreError.noSpace) { try write(f.store, f.chunk(3), at: 0, full) }
         #expect(throws: StoreError.missing(chunk: f.chunk(3))) { _ = try f.store.readAll(f.chunk(3)) }
         // Rewriting in place does not grow; shrinking frees; deleting frees.
-        try write(f.store, f.chunk(0), at: 0, s3Pattern(4096, seed: 2))
+        try write(f.store, f.chunk(0), at: 0, pattern(4096, seed: 2))
         try f.store.zero(f.chunk(1), offset: 2048, length: 2048)
         #expect(try f.store.usage().freeBytes == 2048)
         try f.store.delete(f.chunk(2))
@@ -268,7 +268,7 @@ struct S3StoreTests {
         // The raw store has no checksums: a flipped byte in the object is returned as data.
         let f = try S3Fixture()
         let c = f.chunk(0)
-        let data = s3Pattern(8192, seed: 5)
+        let data = pattern(8192, seed: 5)
         try write(f.store, c, at: 0, data)
         try flipByte(f, c, at: 5000)
         var rotten = data

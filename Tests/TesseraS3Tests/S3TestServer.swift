@@ -181,9 +181,3 @@ final class S3Fixture: @unchecked Sendable {
 
     func chunk(_ n: Int) -> ChunkID { ChunkID(store: StoreID(1), serial: UInt64(n) + 1) }
 }
-
-func s3Pattern(_ count: Int, seed: UInt64) -> [UInt8] {
-    var rng = SplitMix64(seed: seed)
-    // Never a zero byte, so "reads zero" and "reads the pattern" cannot be confused.
-    return rng.bytes(count).map { $0 | 1 }
-}
