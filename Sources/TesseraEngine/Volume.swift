@@ -815,18 +815,25 @@ public final class Volume: Sendable {
             }
             throw error
         }
-        releaseSpace(of: frees)
+        do throws(StoreError) {
+            try releaseSpace(of: frees)
+        } catch {
+            // The map is committed; the stores' flush of the deletes is what failed. Report it, and let
+            // the next flush try those chunks' stores again.
+            state.withLock { $0.touched.formUnion(frees) }
+            throw error
+        }
     }
 
     /// Deletes freed chunks, then flushes their stores so the space is really free again (a file store
-    /// reuses a slot only once its delete is durable). Failures only log: the maps no longer point at
-    /// these chunks, and garbage collection at the next open removes what is left.
-    private func releaseSpace(of chunks: [ChunkID]) {
+    /// reuses a slot only once its delete is durable). A failed delete only logs: the maps no longer
+    /// point at the chunk, and garbage collection at the next open removes it. A failed flush throws.
+    private func releaseSpace(of chunks: [ChunkID]) throws(StoreError) {
         guard !chunks.isEmpty else { return }
         for chunk in chunks {
             do { try io.delete(chunk) } catch { Log.error("\(name): cannot delete freed \(chunk): \(error)") }
         }
-        do { try io.flush(chunks: Set(chunks)) } catch { Log.error("\(name): cannot flush the deletes of freed chunks: \(error)") }
+        try io.flush(chunks: Set(chunks))
     }
 
     /// Frees every chunk (after the volume's row is gone from the catalog). Returns the share-count
@@ -854,7 +861,7 @@ public final class Volume: Sendable {
             }
             freed.append(chunk)
         }
-        releaseSpace(of: freed)
+        do { try releaseSpace(of: freed) } catch { Log.error("\(name): cannot flush the deletes of its chunks: \(error)") }
         return deltas
     }
 }
