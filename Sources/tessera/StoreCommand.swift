@@ -31,7 +31,8 @@ struct StoreCommand: ParsableCommand {
             try checkName(name, "store")
             try checkName(pool, "pool")
             let given = [dir, file, s3].compactMap { $0 }
-            if given.count != 1 { throw invalid("give exactly one of --dir, --file, --s3") }
+            // Which kind of store is part of the command's shape: a usage error (64), like a missing option.
+            if given.count != 1 { throw ValidationError("give exactly one of --dir, --file, --s3") }
             if given[0].isEmpty { throw invalid("the store location is empty") }
             if let size { _ = try parseSize(size, option: "--size") }
             if let compress {
