@@ -4,7 +4,11 @@
 # Five rounds on the same image, alternating buffered and O_DIRECT writers; the log keeps growing.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/_reliability.sh"
 need python3
+rel_init crash
+rel_set kills 0
+rel_set lost 0
 
 ROUNDS=${CRASH_ROUNDS:-5}
 SEED=${CRASH_SEED:-$RANDOM}
@@ -22,7 +26,10 @@ verify() {   # WHAT
     local out rc=0
     out=$(timeout 300 python3 "$CW" verify "$MNT/crash.img" "$LOG" --seed "$SEED" 2>&1) || rc=$?
     echo "$out" | sed "s/^/[$T_NAME]   /"
-    [ "$rc" -eq 0 ] || fail "$1: acknowledged writes lost or damaged (seed $SEED; log kept in $T_WORK)"
+    if [ "$rc" -ne 0 ]; then
+        rel_set lost 1
+        fail "$1: acknowledged writes lost or damaged (seed $SEED; log kept in $T_WORK)"
+    fi
 }
 
 total_before=0
@@ -39,6 +46,7 @@ for round in $(seq 1 "$ROUNDS"); do
     pid=$TESSERA_PID
     info "round $round: SIGKILL daemon $pid after ${ms} ms (writer ${direct[*]:-buffered})"
     kill_tessera
+    rel_add kills 1
     # the writer must now fail (ENOTCONN/EIO) and exit on its own
     for i in $(seq 1 100); do kill -0 "$wpid" 2>/dev/null || break; sleep 0.1; done
     if kill -0 "$wpid" 2>/dev/null; then

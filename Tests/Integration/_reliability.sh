@@ -1,4 +1,4 @@
-# Helpers for the reliability scripts (81-crash-points, 82-powercut, 83-faults, 15-bad-input).
+# Helpers for the reliability scripts (80-crash, 81-crash-points, 82-powercut, 83-faults, 15-bad-input).
 # Sourced after lib.sh, never executed (Scripts/test skips _*.sh).
 #
 #   rel_init CHECK                 name of the JSON check this script reports
