@@ -88,8 +88,8 @@ extension Engine {
                 }
             }
         }
-        report.seconds = Double((ContinuousClock.now - start).components.attoseconds) / 1e18
-            + Double((ContinuousClock.now - start).components.seconds)
+        let elapsed = (ContinuousClock.now - start).components
+        report.seconds = Double(elapsed.seconds) + Double(elapsed.attoseconds) / 1e18
         return report
     }
 }

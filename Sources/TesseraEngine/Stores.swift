@@ -167,8 +167,7 @@ extension Engine {
             try checkDirectoryLocation(location)
         case .file:
             location = DataDirectory.absolute(location)
-            func nested(_ a: String, _ b: String) -> Bool { a == b || a.hasPrefix(b + "/") }
-            if let other = state.withLock({ s in s.stores.values.first { $0.path == location || nested(location, $0.path) } }) {
+            if let other = state.withLock({ s in s.stores.values.first { Self.isInside(location, $0.path) } }) {
                 throw TesseraError(.exists, "\(location) lies in store '\(other.name)' (\(other.path))")
             }
         case .s3:
@@ -204,16 +203,19 @@ extension Engine {
         }
     }
 
+    /// `path` is `dir` or lies below it.
+    private static func isInside(_ path: String, _ dir: String) -> Bool { path == dir || path.hasPrefix(dir + "/") }
+
     private func checkDirectoryLocation(_ abs: String) throws(TesseraError) {
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: abs, isDirectory: &isDir), isDir.boolValue else {
             throw TesseraError(.notFound, "store path \(abs) does not exist or is not a directory")
         }
-        func nested(_ a: String, _ b: String) -> Bool { a == b || a.hasPrefix(b + "/") || b.hasPrefix(a + "/") }
-        if let other = state.withLock({ s in s.stores.values.first { $0.kind == "dir" && nested($0.path, abs) } }) {
+        func overlap(_ a: String, _ b: String) -> Bool { Self.isInside(a, b) || Self.isInside(b, a) }
+        if let other = state.withLock({ s in s.stores.values.first { $0.kind == "dir" && overlap($0.path, abs) } }) {
             throw TesseraError(.exists, "\(abs) overlaps store '\(other.name)' (\(other.path))")
         }
-        if nested(abs, data.path) && !abs.hasPrefix(data.path + "/stores/") {
+        if overlap(abs, data.path) && !abs.hasPrefix(data.path + "/stores/") {
             throw TesseraError(.invalid, "\(abs) overlaps the data directory \(data.path); use another directory")
         }
     }

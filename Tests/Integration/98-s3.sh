@@ -139,14 +139,6 @@ job_args() {
 }
 common=(--filename="$img" --verify=crc32c --verify_fatal=1 --verify_dump=1 --randrepeat=1 --randseed=9898
         --do_verify=1 --verify_state_save=1 --group_reporting --output-format=normal)
-run_fio() {   # LOG ARGS...
-    local log=$1 rc=0; shift
-    timeout 300 fio "$@" > "$log" 2>&1 || rc=$?
-    if [ "$rc" -ne 0 ] || grep -qE 'verify: bad|crc32c: verify failed|err= *[1-9]' "$log"; then
-        tail -n 40 "$log" >&2
-        fail "fio $log failed (exit $rc)"
-    fi
-}
 for j in aio sync; do
     t0=$(date +%s)
     # shellcheck disable=SC2046

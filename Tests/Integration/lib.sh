@@ -385,6 +385,17 @@ has_volume() {
     grep -qxF -- "$1" <<<"$names"
 }
 
+# run_fio LOG ARGS...: runs fio with ARGS (output to LOG, 300 s at most); fails the test, showing the log's
+# tail, when fio exits non-zero or reports a verify failure or an I/O error.
+run_fio() {   # LOG ARGS...
+    local log=$1 rc=0; shift
+    timeout 300 fio "$@" > "$log" 2>&1 || rc=$?
+    if [ "$rc" -ne 0 ] || grep -qE 'verify: bad|crc32c: verify failed|err= *[1-9]' "$log"; then
+        tail -n 40 "$log" >&2
+        fail "fio $log failed (exit $rc)"
+    fi
+}
+
 # has_line TEXT LINE: status 0 if TEXT has LINE as a whole line. (Never `cmd | grep -q` under pipefail:
 # grep -q exits early, cmd gets SIGPIPE, and the pipeline fails at random.)
 has_line() { grep -qxF -- "$2" <<<"$1"; }
