@@ -68,7 +68,7 @@ let package = Package(
         .executableTarget(
             name: "tessera",
             dependencies: [
-                "TesseraCore", "TesseraEngine", "TesseraControl", "TesseraFUSE", "TesseraS3", "TesseraStores",
+                "CLinux", "TesseraCore", "TesseraEngine", "TesseraControl", "TesseraFUSE", "TesseraS3", "TesseraStores",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

@@ -62,12 +62,16 @@ public struct ControlService: Sendable {
     public let mountpoint: String?
     /// Called for `.unmount` (only a running mount sets it).
     public let unmount: (@Sendable (Bool) throws(TesseraError) -> Void)?
+    /// The open images with their processes, for `status` (only a running mount sets it).
+    public let openImages: (@Sendable () -> [String])?
 
     public init(engine: Engine, mountpoint: String? = nil,
-                unmount: (@Sendable (Bool) throws(TesseraError) -> Void)? = nil) {
+                unmount: (@Sendable (Bool) throws(TesseraError) -> Void)? = nil,
+                openImages: (@Sendable () -> [String])? = nil) {
         self.engine = engine
         self.mountpoint = mountpoint
         self.unmount = unmount
+        self.openImages = openImages
     }
 
     /// Carries out `request`; `progress(done, total)` hears from long ones (scrub).
@@ -84,7 +88,9 @@ public struct ControlService: Sendable {
         case .scrub(let store):
             return ControlReply(scrub: try engine.scrub(store: store, progress: progress))
         case .status:
-            return ControlReply(status: engine.status(mountpoint: mountpoint))
+            var status = engine.status(mountpoint: mountpoint)
+            status.openImageNames = openImages?() ?? []
+            return ControlReply(status: status)
         case .poolCreate(let name, let chunkSize):
             try engine.createPool(name: name, chunkSize: chunkSize)
             return ControlReply(pools: try engine.poolInfos().filter { $0.name == name })

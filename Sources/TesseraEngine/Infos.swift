@@ -98,6 +98,10 @@ public struct StatusInfo: Codable, Sendable, Equatable {
     public var caches: [CacheInfo] = []
     /// Checksum mismatches seen on all stores since the mount started.
     public var checksumErrors: Int = 0
+    /// The open images, with the processes that opened them (a running mount only).
+    public var openImageNames: [String] = []
+    /// Where a daemon that died left its FUSE mount behind (not mounted only).
+    public var deadMount: String?
 }
 
 /// A pool's RAM cache: size, hit rates, dirty bytes.

@@ -5,6 +5,11 @@
 // umount elsewhere), as libfuse documents; we never call fuse_session_unmount from another thread.
 // The kernel sends every write to the daemon before write(2) returns (no writeback cache), so when the
 // loop has ended, a final flush of every volume makes everything durable.
+//
+// Unmount is honest: while any image is open — from any mount namespace, since every open reaches this
+// daemon — it is refused (naming the images and their processes) before anything is detached. Once
+// detached here, a copy of the mount left in another namespace (libvirt gives each qemu its own) would
+// keep the session alive with nothing open; the connection is then aborted so the daemon really exits.
 import CFuse3
 import Foundation
 import Synchronization
@@ -23,6 +28,11 @@ public final class FuseMount: @unchecked Sendable {
     let allowOther: Bool
     var session: OpaquePointer?
     let attrTimeout = 1.0
+    /// Every open file handle (registered in `attach`, removed in `release`), to name what keeps the
+    /// mount busy. Touched on open and close only, never per I/O.
+    let openHandles = Mutex<[ObjectIdentifier: OpenImage]>([:])
+    /// The FUSE connection's number under /sys/fs/fuse/connections (the mount's device minor).
+    private var connection: String?
 
     public init(engine: Engine, mountpoint: String, allowOther: Bool) {
         self.engine = engine
@@ -32,10 +42,7 @@ public final class FuseMount: @unchecked Sendable {
 
     /// Mounts; returns once the kernel knows the mount (requests queue until `serve()`).
     public func mount() throws(TesseraError) {
-        var isDir: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: mountpoint, isDirectory: &isDir), isDir.boolValue else {
-            throw TesseraError(.notFound, "mountpoint \(mountpoint) does not exist or is not a directory")
-        }
+        try checkMountpoint()
         var options = "default_permissions,fsname=tessera,subtype=tessera"
         if allowOther { options += ",allow_other" }
         let argv = ["tessera", "-o", options]
@@ -57,6 +64,7 @@ public final class FuseMount: @unchecked Sendable {
             throw TesseraError(.io, "cannot mount at \(mountpoint) (see the message above; already mounted?)")
         }
         session = se
+        connection = MountPoint.connection(at: mountpoint)
         engine.observers.withLock { $0.append { [weak self] id in self?.invalidate(id) } }
     }
 
@@ -82,24 +90,111 @@ public final class FuseMount: @unchecked Sendable {
     /// Flushes everything, then unmounts from outside the loop. Without `force`, an open image refuses
     /// (EBUSY); with it, the mount is detached and ends at its last close.
     public func requestUnmount(force: Bool) throws(TesseraError) {
+        var open = openImageList()
+        // close(2) returns before the kernel's RELEASE reaches us: give just-closed images a moment.
+        for _ in 0..<20 where !open.isEmpty && !force {
+            usleep(100_000)
+            open = openImageList()
+        }
+        if !open.isEmpty && !force {
+            throw TesseraError(
+                .busy,
+                "\(mountpoint) is in use, nothing was unmounted: open \(open.joined(separator: ", ")); "
+                    + "close them (shut the VMs down) or use --force")
+        }
         do {
             try engine.flushAll()
         } catch {
             // A store that cannot take writes any more must not pin the mount forever: --force (and
             // SIGTERM) unmount anyway, and the daemon exits with the error.
             guard force else {
-                throw TesseraError(.io, "flush before unmount failed: \(error); writes not yet fsynced may be lost "
-                    + "(tessera unmount --force unmounts anyway)")
+                throw TesseraError(
+                    .io,
+                    "flush before unmount failed: \(error); writes not yet fsynced may be lost "
+                        + "(tessera unmount --force unmounts anyway)")
             }
             Log.error("flush before unmount failed: \(error); unmounting anyway (--force)")
         }
-        if umount2(mountpoint, 0) == 0 { return }
+        if umount2(mountpoint, 0) == 0 { return endWhenUnused() }
         let e = errno
         if e == EBUSY && force {
-            if umount2(mountpoint, Int32(MNT_DETACH)) == 0 { return }
+            if umount2(mountpoint, Int32(MNT_DETACH)) == 0 {
+                if open.isEmpty {
+                    endWhenUnused()
+                } else {
+                    Log.info("detached \(mountpoint) with \(open.joined(separator: ", ")) still open")
+                }
+                return
+            }
         }
-        if e == EBUSY { throw TesseraError(.busy, "\(mountpoint) is busy (an image is open); close it or use --force") }
+        if e == EBUSY {
+            throw TesseraError(
+                .busy, "\(mountpoint) is busy (a process has a file or directory open in it); close it or use --force")
+        }
         throw TesseraError(.io, "cannot unmount \(mountpoint): \(String(cString: strerror(e)))")
+    }
+
+    /// The open images, each with the processes that opened it: "vm1.img (qemu-system-x86 pid 4242)".
+    public func openImageList() -> [String] {
+        var byImage: [String: [String]] = [:]
+        for image in openHandles.withLock({ Array($0.values) }) {
+            let name = "\(image.volume.name).img" + (image.epoch == nil ? "" : " (a snapshot of it)")
+            byImage[name, default: []].append(Self.describeProcess(image.pid))
+        }
+        return byImage.keys.sorted().map { name in
+            let who = Set(byImage[name]!).sorted().filter { !$0.isEmpty }
+            return who.isEmpty ? name : "\(name) (\(who.joined(separator: ", ")))"
+        }
+    }
+
+    /// "comm pid N", or "" when the opener is not visible from this pid namespace.
+    static func describeProcess(_ pid: pid_t) -> String {
+        guard pid > 0 else { return "" }
+        let comm = (try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8))?
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        return comm.map { "\($0) pid \(pid)" } ?? "pid \(pid)"
+    }
+
+    /// After the mount left this namespace with nothing open: if the session has not ended in a few
+    /// seconds, a copy of the mount lives on in another namespace; abort the connection so the loop ends.
+    private func endWhenUnused() {
+        guard let connection else { return }
+        let t = Thread { [self] in
+            for _ in 0..<30 {
+                usleep(100_000)
+                if session == nil { return }
+            }
+            guard openHandles.withLock({ $0.isEmpty }) else { return }
+            Log.info("the mount lives on in another mount namespace with nothing open; ending the FUSE connection")
+            MountPoint.abortConnection(connection)
+        }
+        t.name = "tessera-unmount"
+        t.start()
+    }
+
+    /// Refuses a mount point that is missing, already mounted or holds files; clears a dead Tessera mount.
+    private func checkMountpoint() throws(TesseraError) {
+        var state = MountPoint.inspect(mountpoint)
+        if state == .deadTessera {
+            try MountPoint.clearDead(mountpoint)
+            state = MountPoint.inspect(mountpoint)
+        }
+        switch state {
+        case .ready: return
+        case .missing, .notDirectory:
+            throw TesseraError(
+                .notFound, "mount point \(mountpoint) does not exist or is not a directory (mkdir -p \(mountpoint))")
+        case .notEmpty:
+            throw TesseraError(
+                .invalid,
+                "mount point \(mountpoint) is not empty; its files would be hidden under the mount "
+                    + "(move them away first)")
+        case .deadTessera, .mounted:
+            throw TesseraError(
+                .busy,
+                "\(mountpoint) is already a mount point (\(MountPoint.mountType(at: mountpoint) ?? "?")); "
+                    + "unmount it first")
+        }
     }
 
     /// SIGTERM/SIGINT are blocked in every thread (see `blockTerminationSignals`) and taken here.

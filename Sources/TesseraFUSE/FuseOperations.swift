@@ -292,7 +292,7 @@ extension FuseMount {
         if Inode.snapshotImageIDs(ino) != nil {
             if fi.pointee.flags & O_ACCMODE != O_RDONLY || fi.pointee.flags & O_TRUNC != 0 { throw FuseFailure(EROFS) }
             let image = try snapshotImage(ino)
-            attach(OpenImage(image.volume, epoch: image.epoch, size: image.size), fi)
+            attach(OpenImage(image.volume, epoch: image.epoch, size: image.size, pid: Self.caller(req)), fi)
         } else {
             guard Inode.isVolume(ino) else { throw FuseFailure(EISDIR) }
             let v = try volume(ino)
@@ -300,14 +300,17 @@ extension FuseMount {
             if fi.pointee.flags & O_TRUNC != 0 && fi.pointee.flags & O_ACCMODE != O_RDONLY {
                 do { try engine.resize(v, to: 0) } catch { throw FuseFailure(error) }
             }
-            attach(OpenImage(v), fi)
+            attach(OpenImage(v, pid: Self.caller(req)), fi)
         }
         fuse_reply_open(req, fi)
     }
 
+    private static func caller(_ req: fuse_req_t?) -> pid_t { fuse_req_ctx(req)?.pointee.pid ?? 0 }
+
     /// Gives the open file a retained reference to its volume (released in `release`).
     private func attach(_ image: OpenImage, _ fi: UnsafeMutablePointer<fuse_file_info>) {
         image.volume.opened()
+        openHandles.withLock { $0[ObjectIdentifier(image)] = image }
         fi.pointee.fh = UInt64(UInt(bitPattern: Unmanaged.passRetained(image).toOpaque()))
         // O_DIRECT (qemu cache=none): bypass the page cache; Tessera never forwards O_DIRECT to stores.
         tessera_fi_set_direct_io(fi, fi.pointee.flags & O_DIRECT_ != 0 ? 1 : 0)
@@ -317,6 +320,7 @@ extension FuseMount {
     func release(_ req: fuse_req_t?, _ fi: UnsafeMutablePointer<fuse_file_info>) throws(FuseFailure) {
         let image = Unmanaged<OpenImage>.fromOpaque(UnsafeRawPointer(bitPattern: UInt(fi.pointee.fh))!).takeRetainedValue()
         fi.pointee.fh = 0
+        openHandles.withLock { _ = $0.removeValue(forKey: ObjectIdentifier(image)) }
         engine.closed(image.volume)
         fuse_reply_err(req, 0)
     }
@@ -387,7 +391,7 @@ extension FuseMount {
             throw FuseFailure(error)
         }
         var e = entry(attr(v))
-        attach(OpenImage(v), fi)
+        attach(OpenImage(v, pid: Self.caller(req)), fi)
         fuse_reply_create(req, &e, fi)
     }
 

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CLinux
 import Foundation
 import TesseraControl
 import TesseraCore
@@ -15,10 +16,12 @@ struct MountCommand: ParsableCommand {
         abstract: "Mount the volumes as MOUNTPOINT/<volume>.img (foreground until unmounted, SIGTERM or SIGINT).")
 
     @OptionGroup var data: DataOptions
-    @Argument(help: "An existing empty directory.") var mountpoint: String
+    @Argument(help: "An existing empty directory (a dead Tessera mount left there by a killed daemon is cleared).")
+    var mountpoint: String
     @Flag(help: "Return once the mount is ready; the daemon logs to DATA/tessera.log.") var background = false
     @Flag(help: "Let other users (e.g. libvirt-qemu) open images; permissions stay enforced.") var allowOther = false
-    @Option(help: "RAM cache (read cache + write-back), e.g. 512M; shared by the pools; 0 = none.") var cacheSize: String = "0"
+    @Option(help: "RAM cache (read cache + write-back), e.g. 512M; shared by the pools; 0 = none.") var cacheSize:
+        String = "0"
     @Flag(help: .hidden) var daemonChild = false
 
     func validate() throws { _ = try parseSize(cacheSize, option: "--cache-size") }
@@ -38,16 +41,23 @@ struct MountCommand: ParsableCommand {
             let engine = try Engine(dir, cacheSize: try parseSize(cacheSize, option: "--cache-size"))
             let fuse = FuseMount(engine: engine, mountpoint: mountpoint, allowOther: allowOther)
             try fuse.mount()
-            let service = ControlService(engine: engine, mountpoint: mountpoint) { force throws(TesseraError) in
-                try fuse.requestUnmount(force: force)
-            }
+            let service = ControlService(
+                engine: engine, mountpoint: mountpoint,
+                unmount: { force throws(TesseraError) in try fuse.requestUnmount(force: force) },
+                openImages: { fuse.openImageList() })
             let server = try ControlServer(path: dir.socketPath, service: service)
             engine.startPeriodicFlush()
             engine.startScheduler()
             server.start()
+            MountPoint.record(mountpoint, dir)
             Log.info("mounted \(dir.path) at \(mountpoint) (\(engine.allVolumes().count) volumes)")
+            // Type=notify: systemd starts units ordered after this one (libvirtd) only now.
+            if tessera_sd_notify("READY=1\nSTATUS=mounted at \(mountpoint)") < 0 {
+                Log.error("cannot tell systemd the mount is ready: \(String(cString: strerror(errno)))")
+            }
             defer { server.stop() }
             try fuse.serve()
+            MountPoint.forget(dir)
             Log.info("unmounted \(mountpoint); everything flushed")
         } catch {
             throw failure(error)
@@ -58,24 +68,28 @@ struct MountCommand: ParsableCommand {
     private func spawnDaemon() throws {
         let dir = data.directory
         guard FileManager.default.fileExists(atPath: dir.path) else {
-            throw failure( TesseraError(.catalog, "no Tessera data directory at \(dir.path) (run 'tessera init' first)"))
+            throw failure(TesseraError(.catalog, "no Tessera data directory at \(dir.path) (run 'tessera init' first)"))
         }
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0])
-        process.arguments = ["mount", absoluteMountpoint, "--data", dir.path, "--daemon-child", "--cache-size", cacheSize]
+        process.executableURL = URL(
+            fileURLWithPath: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"))
+                ?? CommandLine.arguments[0])
+        process.arguments =
+            ["mount", absoluteMountpoint, "--data", dir.path, "--daemon-child", "--cache-size", cacheSize]
             + (allowOther ? ["--allow-other"] : [])
         if !FileManager.default.fileExists(atPath: dir.logPath) {
-            _ = FileManager.default.createFile(atPath: dir.logPath, contents: nil, attributes: [.posixPermissions: 0o600])
+            _ = FileManager.default.createFile(
+                atPath: dir.logPath, contents: nil, attributes: [.posixPermissions: 0o600])
         }
         guard let log = FileHandle(forWritingAtPath: dir.logPath) else {
-            throw failure( TesseraError(.io, "cannot write \(dir.logPath)"))
+            throw failure(TesseraError(.io, "cannot write \(dir.logPath)"))
         }
         log.seekToEndOfFile()
         let start = log.offsetInFile
         process.standardOutput = log
         process.standardError = log
         process.standardInput = FileHandle.nullDevice
-        do { try process.run() } catch { throw failure( TesseraError(.io, "cannot start the daemon: \(error)")) }
+        do { try process.run() } catch { throw failure(TesseraError(.io, "cannot start the daemon: \(error)")) }
         let deadline = Date().addingTimeInterval(60)
         while Date() < deadline {
             if !process.isRunning {
@@ -85,14 +99,14 @@ struct MountCommand: ParsableCommand {
                 throw ExitCode(process.terminationStatus == 0 ? 1 : process.terminationStatus)
             }
             if let reply = try? ControlClient.send(.status, socketPath: dir.socketPath), let s = reply.status,
-               s.mounted, s.pid == process.processIdentifier
+                s.mounted, s.pid == process.processIdentifier
             {
                 print("mounted \(dir.path) at \(absoluteMountpoint) (pid \(s.pid), log \(dir.logPath))")
                 return
             }
             usleep(50_000)
         }
-        throw failure( TesseraError(.io, "the mount did not become ready in 60 s; see \(dir.logPath)"))
+        throw failure(TesseraError(.io, "the mount did not become ready in 60 s; see \(dir.logPath)"))
     }
 }
 
@@ -109,21 +123,27 @@ struct UnmountCommand: ParsableCommand {
         let status: StatusInfo
         do {
             guard let reply = try ControlClient.send(.status, socketPath: dir.socketPath), let s = reply.status else {
-                throw TesseraError(.notFound, "no mount is running for \(dir.path)")
+                return try clearDeadMount(dir)
             }
             status = s
+        } catch let code as ExitCode {
+            throw code
         } catch {
             throw failure(error)
         }
         if let mountpoint {
             let p = absolutePath(mountpoint)
             if p != status.mountpoint {
-                throw failure( TesseraError(.invalid, "\(p) is not the mount of \(dir.path) (that is \(status.mountpoint ?? "none"))"))
+                throw failure(
+                    TesseraError(
+                        .invalid, "\(p) is not the mount of \(dir.path) (that is \(status.mountpoint ?? "none"))"))
             }
         }
         do {
             // The daemon may exit before its reply is written; its disappearance is the answer then.
-            if let reply = try? ControlClient.send(.unmount(force: force), socketPath: dir.socketPath), let e = reply.error {
+            if let reply = try? ControlClient.send(.unmount(force: force), socketPath: dir.socketPath),
+                let e = reply.error
+            {
                 throw e
             }
         } catch {
@@ -136,12 +156,31 @@ struct UnmountCommand: ParsableCommand {
         defer { if fd >= 0 { close(fd) } }
         while fd >= 0 && flock(fd, LOCK_SH | LOCK_NB) != 0 {
             if Date() > deadline {
-                if force { print("detached \(status.mountpoint ?? ""); the daemon exits when the last image closes"); return }
-                throw failure(TesseraError(.busy, "daemon \(status.pid) is still running"))
+                if force {
+                    let open =
+                        status.openImageNames.isEmpty
+                        ? "" : "; still open: \(status.openImageNames.joined(separator: ", "))"
+                    print(
+                        "detached \(status.mountpoint ?? "")\(open); the daemon keeps serving them and exits when the last one closes"
+                    )
+                    return
+                }
+                throw failure(TesseraError(.busy, "daemon \(status.pid) is still running; see \(dir.logPath)"))
             }
             usleep(20_000)
         }
         print("unmounted \(status.mountpoint ?? "")")
+    }
+
+    /// No daemon answers: clear the dead mount it left (recorded in DATA, or the MOUNTPOINT given).
+    private func clearDeadMount(_ dir: DataDirectory) throws {
+        let given = mountpoint.map(absolutePath)
+        guard let path = given ?? MountPoint.recorded(dir), MountPoint.inspect(path) == .deadTessera else {
+            throw failure(TesseraError(.notFound, "no mount is running for \(dir.path)"))
+        }
+        do { try MountPoint.clearDead(path) } catch { throw failure(error) }
+        if given == nil || given == MountPoint.recorded(dir) { MountPoint.forget(dir) }
+        print("cleared the dead mount at \(path) (its daemon had died); mount again with: tessera mount \(path)")
     }
 }
 

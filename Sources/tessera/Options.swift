@@ -33,7 +33,11 @@ func checkName(_ name: String, _ what: String) throws {
 
 /// Prints the error on one line and exits with its documented code.
 func failure(_ any: any Error) -> ExitCode {
-    let error = any as? TesseraError ?? TesseraError(.io, "\(any)")
+    var error = any as? TesseraError ?? TesseraError(.io, "\(any)")
+    // The usual reason an admin sees EACCES/EPERM: the data directory, FUSE and loop devices are root's.
+    if getuid() != 0 && (error.message.contains("ermission denied") || error.message.contains("not permitted")) {
+        error.message += " (Tessera runs as root: use sudo)"
+    }
     printError(error.message)
     return ExitCode(error.code.rawValue)
 }

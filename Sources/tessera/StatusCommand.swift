@@ -1,4 +1,5 @@
 import ArgumentParser
+import TesseraFUSE
 
 struct StatusCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "status", abstract: "Show the mount and totals.")
@@ -6,11 +7,17 @@ struct StatusCommand: ParsableCommand {
     @OptionGroup var output: OutputOptions
 
     func run() throws {
-        guard let s = try perform(.status, data.directory).status else { return }
+        guard var s = try perform(.status, data.directory).status else { return }
+        if !s.mounted { s.deadMount = MountPoint.deadMount(of: data.directory) }
         if output.json { return printJSON(s) }
         print("data directory: \(s.dataDirectory)")
-        print("mount:          \(s.mountpoint.map { "\($0) (pid \(s.pid))" } ?? "not mounted")")
+        if let dead = s.deadMount {
+            print("mount:          dead mount at \(dead) (the daemon died); 'tessera mount \(dead)' clears it and mounts again")
+        } else {
+            print("mount:          \(s.mountpoint.map { "\($0) (pid \(s.pid))" } ?? "not mounted")")
+        }
         print("pools: \(s.pools)  stores: \(s.stores)  volumes: \(s.volumes)  open images: \(s.openImages)")
+        for name in s.openImageNames { print("  open: \(name)") }
         print("provisioned: \(human(s.provisioned))  allocated: \(human(s.allocated))")
         print("checksum errors since mount: \(s.checksumErrors)")
         if s.mounted && s.caches.isEmpty { print("RAM cache: off (mount --cache-size SIZE)") }

@@ -41,6 +41,9 @@ struct StoreCommand: ParsableCommand {
             if s3 == nil && (addressing != nil || region != nil || credentials != nil) {
                 throw invalid("--addressing, --region and --credentials are for --s3 stores")
             }
+            if let file, size == nil, !FileManager.default.fileExists(atPath: file) {
+                throw invalid("--file \(file) does not exist: give --size to create it")
+            }
             if dir != nil && size != nil { throw invalid("--size is for --file and --s3 stores (a directory store uses its filesystem)") }
             if let addressing, addressing != "path" && addressing != "virtual" {
                 throw invalid("--addressing must be 'path' or 'virtual'")

@@ -6,6 +6,7 @@ struct Tessera: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tessera",
         abstract: "Thin virtual volumes as raw image files in a FUSE mount.",
+        version: tesseraVersion,
         subcommands: [
             InitCommand.self, MountCommand.self, UnmountCommand.self, StatusCommand.self, PoolCommand.self,
             StoreCommand.self, VolumeCommand.self, SnapshotCommand.self, CloneCommand.self, FsckCommand.self, ScrubCommand.self,

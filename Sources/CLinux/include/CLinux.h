@@ -16,4 +16,7 @@ int tessera_block_device_size(int fd, unsigned long long *size);
 #include <sys/xattr.h>
 /// CRC32C (Castagnoli) of `len` bytes, continuing from `crc` (start with 0). SSE4.2 when the CPU has it.
 uint32_t tessera_crc32c(uint32_t crc, const void *buf, size_t len);
+/// systemd's readiness protocol: sends STATE (e.g. "READY=1") as one datagram to $NOTIFY_SOCKET (a path,
+/// or an abstract name starting with '@'). 0 when sent, 1 when not run by systemd, -1 and errno on failure.
+int tessera_sd_notify(const char *state);
 #endif
