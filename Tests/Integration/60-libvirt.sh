@@ -145,6 +145,19 @@ grep -q 'qemu-system' "/var/log/libvirt/qemu/$DOM.log" 2>/dev/null || warn "no q
 # libvirt restores the owner after the guest ends
 assert_eq "$(file_owner "$MNT/v1.img")" "0:0" "v1.img owner after the guest (libvirt restores DAC labels)"
 
+info "unmount while a libvirt guest runs (qemu holds the image from libvirt's mount namespace): refused"
+$V vol-create-as "$POOL" idle.img 16M --format raw >/dev/null || fail "virsh vol-create-as idle.img failed"
+# no bootable disk: the guest sits in the firmware, qemu keeps the image open until destroyed
+sed -e "s|<name>$DOM</name>|<name>$DOM-idle</name>|" -e "s|volume='v1.img'|volume='idle.img'|" dom.xml > idle.xml
+defer $V destroy "$DOM-idle"
+$V create idle.xml >/dev/null || fail "virsh create (idle guest) failed"
+expect_fail --code 5 tcli unmount "$MNT"
+grep -qF "idle.img (qemu-system-x86" <<<"$EF_ERR" || fail "the refusal does not name the image and qemu: $EF_ERR"
+_t_is_mounted "$MNT" || fail "the mount was detached although unmount was refused"
+[ "$($V domstate "$DOM-idle")" = running ] || fail "the guest is not running after the refused unmount"
+tcli status | grep -qF "open: idle.img (qemu-system-x86" || fail "status does not show the guest's image: $(tcli status)"
+$V destroy "$DOM-idle" >/dev/null || fail "virsh destroy failed"
+
 info "vol-delete"
 $V vol-delete --pool "$POOL" v2.img >/dev/null || fail "virsh vol-delete v2.img failed"
 [ -e "$MNT/v2.img" ] && fail "v2.img still in the mount after vol-delete"
