@@ -25,7 +25,12 @@
 //   writing a whole chunk of zeros frees it. Bytes past `size` in the last chunk are zero.
 // - No SQL on the I/O path: the catalog is touched by `flush()` only.
 // Lock order: flushLock → chunk stripe (shared for I/O, exclusive to change a slot; all stripes for a
-// snapshot) → own state → parent's state. `state` is held for a few instructions, never across I/O.
+// snapshot) → own state → parent's state → a `touched` stripe. `state` is held for a few instructions,
+// never across I/O.
+// Hot path: a 4 KiB read takes `state` once (resolve); a write in place takes it once (is the chunk
+// ours and unshared?). The size is read from an atomic mirror, the time of the latest write is an
+// atomic folded into the record at the next flush or attribute read, and the chunks to sync at the next
+// flush are recorded in striped sets, so no lock is shared by every request of the volume.
 import Foundation
 import Synchronization
 import TesseraCatalog
@@ -45,7 +50,15 @@ public final class Volume: Sendable {
     public let parent: Volume?
     public let parentEpoch: UInt64
     private let stripes = StripedLocks()
-    private let flushLock = Mutex(())
+    private let flushLock = Lock(())
+    /// `record.size`, readable without `state` (kept equal by `State.record`'s observer).
+    private let sizeMirror: SizeMirror
+    /// The time of the latest write (a Double's bits) and whether the record does not have it yet.
+    private let writeTime = Atomic<UInt64>(0)
+    private let writeTimePending = Atomic<Bool>(false)
+    /// Chunks written, zeroed or created since the last flush: what this volume's fsync syncs. Striped
+    /// by chunk so concurrent writers do not meet on one lock.
+    private let touched = (0..<16).map { _ in Lock(Set<ChunkID>()) }
 
     struct Version: Equatable {
         var chunk: ChunkID
@@ -57,8 +70,15 @@ public final class Volume: Sendable {
         var index: UInt64
         var birth: UInt64
     }
+    final class SizeMirror: Sendable {
+        let bytes: Atomic<UInt64>
+        init(_ size: UInt64) { bytes = Atomic(size) }
+    }
     struct State {
-        var record: VolumeRecord
+        let sizeMirror: SizeMirror
+        var record: VolumeRecord {
+            didSet { sizeMirror.bytes.store(UInt64(record.size), ordering: .releasing) }
+        }
         var map: ChunkMap
         var tombstones = 0
         var holds: [UInt64] = []
@@ -69,16 +89,16 @@ public final class Volume: Sendable {
         var retainedRemoves: Set<RetainedKey> = []
         var shareDeltas: [ChunkID: Int] = [:]
         var metaDirty = false
+        /// Only the modification time changed (a write in place): an fdatasync need not commit it.
+        var timeDirty = false
         var pendingFree: [ChunkID] = []
-        /// Chunks written, zeroed or created since the last flush: what this volume's fsync syncs.
-        var touched: Set<ChunkID> = []
         var xattrs: [String: [UInt8]]
         var openCount = 0
         var unlinked = false
         var epoch: UInt64 { UInt64(record.epoch) }
         var maxHold: UInt64? { holds.last }
     }
-    private let state: Mutex<State>
+    private let state: Lock<State>
 
     init(record: VolumeRecord, map: ChunkMap, retained: [RetainedRecord] = [], xattrs: [String: [UInt8]],
          poolName: String, pool: PoolLayer, io: (any ChunkStore)? = nil, catalog: Catalog, shares: ShareTable = ShareTable(),
@@ -92,21 +112,27 @@ public final class Volume: Sendable {
         self.shares = shares
         self.parent = parent
         parentEpoch = UInt64(record.parentEpoch ?? 0)
-        var s = State(record: record, map: map, parentLimit: record.parentLimit.map { UInt64($0) } ?? UInt64.max,
+        sizeMirror = SizeMirror(UInt64(record.size))
+        var s = State(sizeMirror: sizeMirror, record: record, map: map, parentLimit: record.parentLimit.map { UInt64($0) } ?? UInt64.max,
                       xattrs: xattrs)
         s.tombstones = map.records(in: 0..<UInt64.max).filter { $0.entry.chunk.isTombstone }.count
         for r in retained {
             s.retained[UInt64(r.idx), default: []].append(
                 Version(chunk: ChunkID(UInt64(bitPattern: r.chunk)), birth: UInt64(r.birth), death: UInt64(r.death)))
         }
-        state = Mutex(s)
+        state = Lock(s)
     }
 
     // MARK: Attributes
 
-    public var record: VolumeRecord { state.withLock { $0.record } }
+    public var record: VolumeRecord {
+        state.withLock { s in
+            takeWriteTime(&s)
+            return s.record
+        }
+    }
     public var name: String { state.withLock { $0.record.name } }
-    public var size: UInt64 { state.withLock { UInt64($0.record.size) } }
+    public var size: UInt64 { sizeMirror.bytes.load(ordering: .acquiring) }
     public var epoch: UInt64 { state.withLock { $0.epoch } }
     /// Bytes held by this volume's own live chunks (what `st_blocks` reports).
     public var allocatedBytes: UInt64 { state.withLock { UInt64($0.map.count - $0.tombstones) * UInt64(chunkSize) } }
@@ -121,8 +147,9 @@ public final class Volume: Sendable {
     }
     /// True when changes wait for the next flush.
     public var isDirty: Bool {
-        state.withLock { s in
-            !s.changes.isEmpty || s.metaDirty || !s.pendingFree.isEmpty || !s.retainedAdds.isEmpty
+        writeTimePending.load(ordering: .relaxed)
+            || state.withLock { s in
+            !s.changes.isEmpty || s.metaDirty || s.timeDirty || !s.pendingFree.isEmpty || !s.retainedAdds.isEmpty
                 || !s.retainedRemoves.isEmpty || !s.shareDeltas.isEmpty
         }
     }
@@ -130,6 +157,7 @@ public final class Volume: Sendable {
 
     func update(_ body: (inout VolumeRecord) -> Void) -> VolumeRecord {
         state.withLock { s in
+            takeWriteTime(&s)  // first, so that a time set here wins over an earlier write's
             body(&s.record)
             return s.record
         }
@@ -149,6 +177,13 @@ public final class Volume: Sendable {
     func setXattrInMemory(_ name: String, _ value: [UInt8]?) { state.withLock { $0.xattrs[name] = value } }
 
     private static func now() -> Double { Date().timeIntervalSince1970 }
+
+    /// Folds the latest write's time into the record (under `state`).
+    private func takeWriteTime(_ s: inout State) {
+        guard writeTimePending.exchange(false, ordering: .acquiringAndReleasing) else { return }
+        s.record.mtime = Double(bitPattern: writeTime.load(ordering: .relaxed))
+        s.timeDirty = true
+    }
 
     // MARK: Resolution
 
@@ -213,11 +248,8 @@ public final class Volume: Sendable {
     /// Writes `buffer` at `offset`, growing the volume when the write ends past its size.
     public func write(at offset: UInt64, from buffer: UnsafeRawBufferPointer) throws(StoreError) {
         let end = offset + UInt64(buffer.count)
-        let now = Self.now()
-        state.withLock { s in
-            s.record.mtime = now
-            s.metaDirty = true
-        }
+        writeTime.store(Self.now().bitPattern, ordering: .relaxed)
+        writeTimePending.store(true, ordering: .releasing)
         var done = 0
         while done < buffer.count {
             let pos = offset + UInt64(done)
@@ -236,7 +268,14 @@ public final class Volume: Sendable {
             done += n
         }
         // The size grows once the data is in (a reader never sees a new end before its bytes).
-        state.withLock { s in if end > UInt64(s.record.size) { s.record.size = Int64(end) } }
+        if end > size {
+            state.withLock { s in
+                if end > UInt64(s.record.size) {
+                    s.record.size = Int64(end)
+                    s.metaDirty = true
+                }
+            }
+        }
     }
 
     private func writePiece(_ index: UInt64, _ inChunk: Int, _ piece: UnsafeRawBufferPointer) throws(StoreError) {
@@ -360,7 +399,19 @@ public final class Volume: Sendable {
     }
 
     /// Records that this volume's next flush must make `chunk` durable (after the write returned).
-    private func touch(_ chunk: ChunkID) { state.withLock { _ = $0.touched.insert(chunk) } }
+    private func touch(_ chunk: ChunkID) {
+        touched[Int(chunk.rawValue % UInt64(touched.count))].withLock { _ = $0.insert(chunk) }
+    }
+
+    /// Takes every chunk touched since the last flush.
+    private func takeTouched() -> Set<ChunkID> {
+        var all = Set<ChunkID>()
+        for stripe in touched { stripe.withLock { all.formUnion($0); $0 = [] } }
+        return all
+    }
+
+    /// Puts chunks back for the next flush (this one failed).
+    private func retouch(_ chunks: Set<ChunkID>) { for c in chunks { touch(c) } }
 
     /// Points `index` at `new` (nil: empty), releasing what it held. Caller holds the stripe exclusively.
     private func setLive(_ index: UInt64, _ new: MapEntry?) {
@@ -756,30 +807,37 @@ public final class Volume: Sendable {
 
     /// The durability barrier: when it returns, every write, discard and resize that returned before
     /// the call survives a crash. Stores first, then the map (data before metadata), then deletes.
-    public func flush() throws(StoreError) {
-        try flushLock.withLock { _ throws(StoreError) in try flushLocked() }
+    /// With `dataOnly` (fdatasync), a modification time that is all that changed is left for a later
+    /// flush: the data is as durable, and no catalog commit is paid for the time alone.
+    public func flush(dataOnly: Bool = false) throws(StoreError) {
+        try flushLock.withLock { _ throws(StoreError) in try flushLocked(dataOnly: dataOnly) }
     }
 
-    private func flushLocked() throws(StoreError) {
+    private func flushLocked(dataOnly: Bool) throws(StoreError) {
         let taken = state.withLock { s in
-            let t = (s.changes, s.metaDirty, s.pendingFree, s.record, s.unlinked, s.retainedAdds, s.retainedRemoves,
-                     s.shareDeltas, s.parentLimit, s.touched)
-            s.touched = []
+            takeWriteTime(&s)
+            let commitTime = s.timeDirty && !dataOnly
+            let t = (s.changes, s.metaDirty || commitTime, s.pendingFree, s.record, s.unlinked, s.retainedAdds,
+                     s.retainedRemoves, s.shareDeltas, s.parentLimit)
             s.changes = [:]
             s.metaDirty = false
+            if commitTime { s.timeDirty = false }
             s.pendingFree = []
             s.retainedAdds = [:]
             s.retainedRemoves = []
             s.shareDeltas = [:]
             return t
         }
-        let (changes, metaDirty, frees, record, unlinked, adds, removes, deltas, parentLimit, touched) = taken
+        let (changes, metaDirty, frees, record, unlinked, adds, removes, deltas, parentLimit) = taken
+        // Taken after the map changes: a new chunk is touched before its slot changes, so every chunk
+        // those changes point at is in here (data before metadata).
+        let touched = takeTouched()
         if unlinked { return }  // its row is gone; its chunks go at last close
         guard !changes.isEmpty || metaDirty || !frees.isEmpty || !adds.isEmpty || !removes.isEmpty || !deltas.isEmpty else {
             do throws(StoreError) {
                 try io.flush(chunks: touched)
             } catch {
-                state.withLock { $0.touched.formUnion(touched) }
+                retouch(touched)
                 throw error
             }
             return
@@ -811,8 +869,8 @@ public final class Volume: Sendable {
                 for (k, v) in adds where s.retainedAdds[k] == nil && !s.retainedRemoves.contains(k) { s.retainedAdds[k] = v }
                 for k in removes where s.retainedAdds[k] == nil { s.retainedRemoves.insert(k) }
                 for (c, d) in deltas { s.shareDeltas[c, default: 0] += d }
-                s.touched.formUnion(touched)
             }
+            retouch(touched)
             throw error
         }
         do throws(StoreError) {
@@ -820,7 +878,7 @@ public final class Volume: Sendable {
         } catch {
             // The map is committed; the stores' flush of the deletes is what failed. Report it, and let
             // the next flush try those chunks' stores again.
-            state.withLock { $0.touched.formUnion(frees) }
+            retouch(Set(frees))
             throw error
         }
     }

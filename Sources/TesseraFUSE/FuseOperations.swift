@@ -28,7 +28,7 @@ enum FuseOperations {
         ops.write = { req, _, buf, size, off, fi in FuseOperations.handle(req) { try $0.write(req, buf!, size, off, fi!) } }
         ops.flush = { req, _, _ in fuse_reply_err(req, 0) }  // close(2) is not a durability barrier
         ops.release = { req, _, fi in FuseOperations.handle(req) { try $0.release(req, fi!) } }
-        ops.fsync = { req, _, _, fi in FuseOperations.handle(req) { try $0.fsync(req, fi!) } }
+        ops.fsync = { req, _, datasync, fi in FuseOperations.handle(req) { try $0.fsync(req, datasync != 0, fi!) } }
         // Names live in the catalog, which commits every create, rename and unlink durably before
         // replying: a directory fsync has nothing left to do (and must not answer ENOSYS).
         ops.fsyncdir = { req, _, _, _ in fuse_reply_err(req, 0) }
@@ -351,9 +351,9 @@ extension FuseMount {
         fuse_reply_write(req, size)
     }
 
-    func fsync(_ req: fuse_req_t?, _ fi: UnsafeMutablePointer<fuse_file_info>) throws(FuseFailure) {
+    func fsync(_ req: fuse_req_t?, _ dataOnly: Bool, _ fi: UnsafeMutablePointer<fuse_file_info>) throws(FuseFailure) {
         let v = Self.image(fi).volume
-        do { try v.flush() } catch { throw fail(v, "fsync", 0, error) }
+        do { try v.flush(dataOnly: dataOnly) } catch { throw fail(v, "fsync", 0, error) }
         fuse_reply_err(req, 0)
     }
 

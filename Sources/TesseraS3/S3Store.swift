@@ -5,7 +5,7 @@
 // Object model: an object holds the chunk's bytes up to its last non-zero byte (trailing zeros are not
 // stored); bytes past the object's end read as zeros. The label rides along as user metadata
 // `x-amz-meta-tessera-label: <volume>.<index>.<epoch>`.
-// State (in `state`, a Mutex):
+// State (in `state`, a Lock):
 // - sizes: the size of every object under the prefix (listed at open, then kept by our PUTs and
 //   DELETEs), and `used`, their sum. This is what usage() and the capacity check read, so that placement
 //   queries do not list the bucket; `exactUsage()` relists and resets it. It assumes this process is the
@@ -26,7 +26,6 @@
 // Lock order: stripe (held across the chunk's requests) → state (short, never across I/O).
 import Foundation
 import NIOCore
-import Synchronization
 import TesseraCore
 import TesseraStores
 
@@ -45,7 +44,7 @@ public final class S3Store: ChunkStore {
         /// nil value: known to have no label.
         var labels: [ChunkID: ChunkLabel?] = [:]
     }
-    private let state = Mutex(State())
+    private let state = Lock(State())
 
     static let labelMetadata = "tessera-label"
 

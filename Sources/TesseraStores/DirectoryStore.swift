@@ -15,7 +15,6 @@
 // - O_DIRECT is never used on chunk files: FUSE hands us unaligned buffers and the page cache is fine.
 // Lock order: flushLock → state. No lock is held across a read or write syscall; the cached file
 // object is retained while in use, so eviction never closes an fd under a reader.
-import Synchronization
 import SystemPackage
 import TesseraCore
 import CLinux
@@ -43,8 +42,8 @@ public final class DirectoryStore: ChunkStore {
         var dirtyDirs: Set<UInt8> = []
         var labeled: Set<ChunkID> = []
     }
-    private let state = Mutex(State())
-    private let flushLock = Mutex(())
+    private let state = Lock(State())
+    private let flushLock = Lock(())
 
     /// Opens (creating the layout if needed) a directory store at `root`. Throws a readable message
     /// when the directory is missing or unusable.

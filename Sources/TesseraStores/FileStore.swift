@@ -99,8 +99,8 @@ public final class FileStore: ChunkStore {
         var clears: [Clear] = []
         var nextSequence: UInt64 = 1
     }
-    private let state: Mutex<State>
-    private let flushLock = Mutex(())
+    private let state: Lock<State>
+    private let flushLock = Lock(())
     /// Set after every data write, zeroing and punch; flush takes it before its first fdatasync.
     private let dataDirty = Atomic<Bool>(false)
 
@@ -329,7 +329,7 @@ public final class FileStore: ChunkStore {
             s.free.append(UInt32(slot))
         }
         damagedSlots = damaged
-        state = Mutex(s)
+        state = Lock(s)
         if damaged > 0 {
             Log.error("file store \(path): \(damaged) slot table entries are damaged; their slots are not used")
         }

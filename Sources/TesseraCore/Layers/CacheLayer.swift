@@ -3,7 +3,7 @@
 //
 // Address space: physical chunks; IDs pass through unchanged. A block is keyed by (chunk, block index).
 //
-// State (one Mutex):
+// State (one lock, `state`):
 // - the slab: `capacity / 4096` slots in one anonymous mmap (MAP_NORESERVE: a page becomes memory only
 //   when its slot is first used), and per slot a 32-byte record (key, version, queue links, flags);
 // - `index` (key → slot) and `chunks` (per chunk: cached and dirty block counts, when it became dirty);
@@ -48,10 +48,9 @@
 // Memory: the slab (≤ capacity) plus about 100 bytes of bookkeeping per 4 KiB slot (slot record 32,
 // index entry ~30, ghost entry ~25, per-chunk records) — about 2.5 % of the capacity.
 // Capacity below one block (0: `mount` without `--cache-size`): a pure pass-through, no thread, no slab.
-// Lock order: one chunk stripe (never two at once) → state Mutex (short, never held across I/O).
+// Lock order: one chunk stripe (never two at once) → state lock (short, never held across I/O).
 import Dispatch
 import Foundation
-import Synchronization
 
 #if canImport(Glibc)
     import Glibc
@@ -115,7 +114,7 @@ public final class CacheLayer: ChunkStore {
     private let passThrough: Bool
     private let ageNanos: UInt64
     private let stripes = StripedLocks()
-    private let state: Mutex<State>
+    private let state: Lock<State>
     private let flusherWake = DispatchSemaphore(value: 0)
     private let prefetchWake = DispatchSemaphore(value: 0)
     private let threadsDone = DispatchGroup()
@@ -135,7 +134,7 @@ public final class CacheLayer: ChunkStore {
             precondition(p != nil && p != UnsafeMutableRawPointer(bitPattern: -1), "cannot map \(configuration.capacity) bytes for the cache")
             slab = p
         }
-        state = Mutex(State(slab: slab, slotCount: slotCount, blocksPerChunk: blocksPerChunk))
+        state = Lock(State(slab: slab, slotCount: slotCount, blocksPerChunk: blocksPerChunk))
         if !passThrough { startThreads() }
     }
 
@@ -396,7 +395,7 @@ public final class CacheLayer: ChunkStore {
     }
 
     /// Writes the chunk's dirty blocks to the inner store and marks those still unchanged clean. Caller
-    /// holds the chunk's stripe exclusively. The blocks are copied out under the Mutex (writers may
+    /// holds the chunk's stripe exclusively. The blocks are copied out under the state lock (writers may
     /// change them during the I/O: they then stay dirty).
     private func writeBackLocked(_ chunk: ChunkID) throws(StoreError) {
         try writeBackData(chunk)
@@ -760,7 +759,7 @@ extension CacheLayer {
     }
 
     /// The mmap'd block memory. `@unchecked Sendable`: a C memory handle that never moves; its bytes
-    /// are read and written only inside the state Mutex.
+    /// are read and written only inside the state lock.
     fileprivate struct Slab: @unchecked Sendable {
         let base: UnsafeMutableRawPointer?
     }

@@ -40,7 +40,7 @@ public final class ChecksumLayer: ChunkStore {
         var uncertain: Set<Int> = []
         init(_ slots: [UInt64]) { self.slots = slots }
     }
-    private let tables = Mutex<[ChunkID: Table]>([:])
+    private let tables = Lock<[ChunkID: Table]>([:])
     private let failures = Atomic<Int>(0)
     private static let zeroCRC: UInt32 = {
         let zeros = [UInt8](repeating: 0, count: blockSize)

@@ -348,7 +348,7 @@ private final class ContextPool: Sendable {
     }
     /// Contexts kept for reuse; more are created under load and freed when returned to a full pool.
     private static let kept = 8
-    private let idle = Mutex<[Context]>([])
+    private let idle = Lock<[Context]>([])
     private let make: @Sendable () -> OpaquePointer?
     private let free: @Sendable (OpaquePointer) -> Void
 

@@ -17,7 +17,6 @@
 // Invariants: every data-path method is written out here (no default pass-through), so a method added
 // to ChunkStore cannot silently bypass routing.
 // Lock order: members (short, never across I/O).
-import Synchronization
 
 public final class PoolLayer: ChunkStore {
     public let chunkSize: Int
@@ -36,7 +35,7 @@ public final class PoolLayer: ChunkStore {
         var order: [StoreID] = []
         var lastRefresh: ContinuousClock.Instant?
     }
-    private let state = Mutex(State())
+    private let state = Lock(State())
 
     public init(chunkSize: Int) {
         self.chunkSize = chunkSize
