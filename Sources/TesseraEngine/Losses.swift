@@ -22,7 +22,9 @@ public struct LostBlock: Codable, Sendable, Equatable {
     public var description: String {
         var seen: [String] = []
         if live { seen.append("live image") }
-        if !snapshots.isEmpty { seen.append("snapshot\(snapshots.count == 1 ? "" : "s") \(snapshots.joined(separator: ", "))") }
+        if !snapshots.isEmpty {
+            seen.append("snapshot\(snapshots.count == 1 ? "" : "s") \(snapshots.joined(separator: ", "))")
+        }
         let views = seen.isEmpty ? "no image reads it" : seen.joined(separator: "; ")
         return "volume \(volume), bytes \(offset)…\(offset + UInt64(length) - 1) (\(views))"
     }
@@ -46,14 +48,17 @@ extension Engine {
         // (volume, index) pairs that refer to the chunk, then clones that fall through to them.
         var refs: [(Volume, UInt64)] = []
         for v in volumes {
-            for e in v.mapEntries + v.retainedEntries where e.chunk == chunk && !refs.contains(where: { $0.0 === v && $0.1 == e.index }) {
+            for e in v.mapEntries + v.retainedEntries
+            where e.chunk == chunk && !refs.contains(where: { $0.0 === v && $0.1 == e.index }) {
                 refs.append((v, e.index))
             }
         }
         var i = 0
         while i < refs.count {
             let (v, index) = refs[i]
-            for c in volumes where c.parent === v && !refs.contains(where: { $0.0 === c && $0.1 == index }) { refs.append((c, index)) }
+            for c in volumes where c.parent === v && !refs.contains(where: { $0.0 === c && $0.1 == index }) {
+                refs.append((c, index))
+            }
             i += 1
         }
         let (snapshots, members) = state.withLock { s in (s.snapshots, s.members) }
@@ -69,8 +74,10 @@ extension Engine {
             }
             guard live || !names.isEmpty else { continue }  // a version no view reads any more
             for offset in offsets {
-                out.append(LostBlock(volume: v.name, offset: base + UInt64(offset), length: Volume.blockSize, live: live,
-                                     snapshots: names.sorted()))
+                out.append(
+                    LostBlock(
+                        volume: v.name, offset: base + UInt64(offset), length: Volume.blockSize, live: live,
+                        snapshots: names.sorted()))
             }
         }
         return out.sorted { ($0.volume, $0.offset) < ($1.volume, $1.offset) }

@@ -46,13 +46,13 @@ struct RepairTests {
         return out
     }
 
-    func expectCorrupt(_ what: Comment, _ body: () throws(StoreError) -> Void) {
+    func expectCorrupt(_ what: Comment, sourceLocation: SourceLocation = #_sourceLocation, _ body: () throws -> Void) {
         do {
             try body()
-            Issue.record("\(what): no error")
-        } catch .corrupt {
+            Issue.record("\(what): no error", sourceLocation: sourceLocation)
+        } catch StoreError.corrupt {
         } catch {
-            Issue.record("\(what): \(error), expected corrupt")
+            Issue.record("\(what): \(error), expected corrupt", sourceLocation: sourceLocation)
         }
     }
 
@@ -70,7 +70,9 @@ struct RepairTests {
 
         // A partial write into a bad block fails, and changes nothing.
         let before = v.mapEntries.map(\.chunk)
-        expectCorrupt("a write touching the bad block without covering it") { try v.write([1, 2, 3], at: UInt64(Self.bs + 10)) }
+        expectCorrupt("a write touching the bad block without covering it") {
+            try v.write([1, 2, 3], at: UInt64(Self.bs + 10))
+        }
         #expect(v.mapEntries.map(\.chunk) == before)
 
         // Exactly the bad block: the copy-on-write takes the good blocks, carries block 3 as bad.
@@ -79,15 +81,18 @@ struct RepairTests {
         #expect(v.mapEntries.map(\.chunk) != before, "the shared chunk was copied, not written in place")
         expectBytes(try read(v, at: 0, count: Self.bs), Array(data[0..<Self.bs]), "block 0 copied")
         expectBytes(try read(v, at: Self.bs, count: Self.bs), fresh, "block 1 rewritten")
-        expectBytes(try read(v, at: 2 * Self.bs, count: Self.bs), Array(data[2 * Self.bs..<3 * Self.bs]), "block 2 copied")
+        expectBytes(
+            try read(v, at: 2 * Self.bs, count: Self.bs), Array(data[2 * Self.bs..<3 * Self.bs]), "block 2 copied")
         expectCorrupt("block 3 stays bad in the new version") { _ = try read(v, at: 3 * Self.bs, count: Self.bs) }
-        expectBytes(try read(v, at: 4 * Self.bs, count: 2 * Self.cs - 4 * Self.bs), Array(data[(4 * Self.bs)...]), "the rest")
+        expectBytes(
+            try read(v, at: 4 * Self.bs, count: 2 * Self.cs - 4 * Self.bs), Array(data[(4 * Self.bs)...]), "the rest")
 
         // The snapshot keeps its own copy, both bad blocks still bad.
         expectCorrupt("the snapshot's block 1") { _ = try read(v, at: Self.bs, count: Self.bs, epoch: snap) }
         expectCorrupt("the snapshot's block 3") { _ = try read(v, at: 3 * Self.bs, count: 10, epoch: snap) }
         expectBytes(try read(v, at: 0, count: Self.bs, epoch: snap), Array(data[0..<Self.bs]), "the snapshot's block 0")
-        expectBytes(try read(v, at: Self.cs, count: Self.cs, epoch: snap), Array(data[Self.cs...]), "the snapshot's chunk 1")
+        expectBytes(
+            try read(v, at: Self.cs, count: Self.cs, epoch: snap), Array(data[Self.cs...]), "the snapshot's chunk 1")
 
         // Block 3 rewritten too: the live image reads entirely; durable across a reload.
         let fresh3 = [UInt8].pattern(Self.bs, seed: 3)
