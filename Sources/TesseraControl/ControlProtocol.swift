@@ -15,7 +15,8 @@ public enum ControlRequest: Codable, Sendable {
     case volumeCreate(name: String, size: UInt64, pool: String, count: Int?)
     case volumeList
     case volumeShow(name: String)
-    case volumeResize(name: String, size: UInt64)
+    /// Shrinking needs `shrink`; an open image is shrunk only with `force`.
+    case volumeResize(name: String, size: UInt64, shrink: Bool, force: Bool)
     case volumeDelete(name: String, withSnapshots: Bool)
     case snapshotCreate(name: String, volumes: [String], all: Bool)
     case snapshotList
@@ -112,8 +113,8 @@ public struct ControlService: Sendable {
             return ControlReply(volumes: engine.volumeInfos())
         case .volumeShow(let name):
             return ControlReply(volumes: [try engine.volumeInfo(name)])
-        case .volumeResize(let name, let size):
-            try engine.resizeVolume(name, to: size)
+        case .volumeResize(let name, let size, let shrink, let force):
+            try engine.resizeVolume(name, to: size, shrink: shrink, force: force)
             return ControlReply(volumes: [try engine.volumeInfo(name)])
         case .volumeDelete(let name, let withSnapshots):
             try engine.deleteVolume(name, withSnapshots: withSnapshots)

@@ -68,6 +68,12 @@ public protocol ChunkStore: AnyObject, Sendable {
     /// True when `chunk`'s store works in whole chunks (object stores, compression): callers should
     /// read it with readAll and write it with replace rather than in pieces.
     func prefersWholeChunks(_ chunk: ChunkID) -> Bool
+    /// Makes the 4 KiB blocks of `chunk` in `offset ..< offset + length` (block-aligned, the chunk exists)
+    /// read as `.corrupt` until each is overwritten whole. A copy-on-write uses it to carry a block it
+    /// could not read into the new version, so the loss stays visible there instead of turning into
+    /// zeros. Only a store that keeps checksums can (the checksum layer); the others throw
+    /// `.io(errno: EOPNOTSUPP)`.
+    func markUnreadable(_ chunk: ChunkID, offset: Int, length: Int) throws(StoreError)
     /// Removes `chunk`; removing an absent chunk is not an error.
     func delete(_ chunk: ChunkID) throws(StoreError)
     /// Durability barrier (see above).

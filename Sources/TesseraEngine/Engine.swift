@@ -481,9 +481,22 @@ public final class Engine: Sendable {
         notify(v.id)
     }
 
-    public func resizeVolume(_ name: String, to size: UInt64) throws(TesseraError) {
+    /// `volume resize`: shrinking drops every byte past the new end, so it must be asked for (`shrink`,
+    /// as qemu-img and virsh do) and is refused while the image is open (as `volume delete` and
+    /// `snapshot revert` are) unless `force`. Growing needs neither. Refusals change nothing.
+    public func resizeVolume(_ name: String, to size: UInt64, shrink: Bool = false, force: Bool = false) throws(TesseraError) {
         try Self.checkSize(size)
         let v = try requireVolume(name)
+        let old = v.size
+        if size < old {
+            guard shrink else {
+                throw TesseraError(.invalid, "\(ByteSize.format(size)) is smaller than volume '\(name)' (\(ByteSize.format(old))): "
+                    + "shrinking drops everything past the new end; pass --shrink to do it")
+            }
+            if v.isOpen && !force {
+                throw TesseraError(.busy, "volume '\(name)' is open; close it before shrinking it (or pass --force)")
+            }
+        }
         try resize(v, to: size)
         notify(v.id)
     }

@@ -17,6 +17,10 @@ public struct FsckReport: Codable, Sendable {
     public var corruptBlocks = 0
     public var unreferenced = 0
     public var repaired = 0
+    /// Blocks that fail their checksum, where they show (volume, offset, snapshots).
+    public var lost: [LostBlock] = []
+    /// Blocks `--zero-unrecoverable` turned into zeros (each also in `lost`).
+    public var zeroed: [LostBlock] = []
     public var problems: [String] = []
     /// Mislabelled chunks are reported but do not make a store unclean: a chunk shared by
     /// copy_file_range keeps the label of the volume that wrote it.
@@ -26,8 +30,11 @@ public struct FsckReport: Codable, Sendable {
 extension Engine {
     /// Verifies every map entry (the chunk exists, carries the right label, and every block matches its
     /// checksum) and finds chunks no map references. With `repair`, unreferenced chunks are removed
-    /// (the only damage fsck can undo without losing data). `progress(done, total)` is called per chunk.
-    public func fsck(repair: Bool, progress: (Int, Int) -> Void = { _, _ in }) throws(TesseraError) -> FsckReport {
+    /// (the only damage fsck can undo without losing data). With `zeroUnrecoverable` too, every block
+    /// that fails its checksum becomes zeros on purpose (for every view that reads it), is verified
+    /// again and listed in `zeroed`. `progress(done, total)` is called per chunk.
+    public func fsck(repair: Bool, zeroUnrecoverable: Bool = false,
+                     progress: (Int, Int) -> Void = { _, _ in }) throws(TesseraError) -> FsckReport {
         var report = FsckReport()
         let volumes = allVolumes()
         report.volumes = volumes.count
@@ -68,6 +75,12 @@ extension Engine {
                     report.corruptChunks += 1
                     report.corruptBlocks += offsets.count
                     report.problems.append("\(where_): \(offsets.count) block(s) fail their checksum, first at byte \(offsets[0])")
+                    let lost = losses(of: chunk, at: offsets)
+                    report.lost += lost
+                    if zeroUnrecoverable && repair && zeroBlocks(of: chunk, at: offsets, through: v.io, &report) {
+                        report.repaired += 1
+                        report.zeroed += lost
+                    }
                 }
             } catch {
                 report.missing += 1
@@ -93,6 +106,37 @@ extension Engine {
             for (_, store) in stores { try? store.flush() }
         }
         return report
+    }
+}
+
+extension Engine {
+    /// Turns `chunk`'s blocks at `offsets` into zeros and verifies the chunk again; true when it now
+    /// passes. A failure is recorded as a problem.
+    fileprivate func zeroBlocks(of chunk: ChunkID, at offsets: [Int], through io: any ChunkStore,
+                                _ report: inout FsckReport) -> Bool {
+        let bs = Volume.blockSize
+        do throws(StoreError) {
+            var i = 0
+            while i < offsets.count {  // adjacent blocks in one call
+                var end = offsets[i] + bs
+                var j = i + 1
+                while j < offsets.count && offsets[j] == end {
+                    end += bs
+                    j += 1
+                }
+                try io.zero(chunk, offset: offsets[i], length: end - offsets[i])
+                i = j
+            }
+            try io.flush(chunks: [chunk])
+            if case .corrupt(let still) = try io.check(chunk) {
+                report.problems.append("\(chunk): still \(still.count) bad block(s) after zeroing")
+                return false
+            }
+            return true
+        } catch {
+            report.problems.append("\(chunk): cannot zero its lost blocks: \(error)")
+            return false
+        }
     }
 }
 

@@ -15,6 +15,8 @@ public struct ScrubFinding: Codable, Sendable, Equatable {
     /// Byte offset of the chunk inside the volume, when its label says.
     public var volumeOffset: UInt64?
     public var detail: String?
+    /// For a corrupt chunk: each lost block, where it shows (volume, offset, snapshots).
+    public var lost: [LostBlock] = []
 }
 
 public struct ScrubReport: Codable, Sendable, Equatable {
@@ -63,7 +65,7 @@ extension Engine {
                     let label = try? w.top.label(of: chunk)
                     return ScrubFinding(store: w.name, chunk: String(chunk.rawValue, radix: 16), problem: problem, offsets: offsets,
                                         volume: label.flatMap { names[$0.volume] }, volumeOffset: label.map { $0.index * UInt64(w.chunkSize) },
-                                        detail: detail)
+                                        detail: detail, lost: problem == "corrupt" ? losses(of: chunk, at: offsets) : [])
                 }
                 do throws(StoreError) {
                     switch try w.top.check(chunk) {

@@ -297,7 +297,7 @@ public final class Volume: Sendable {
         }
         stripes.lockExclusive(index)
         defer { stripes.unlock(index) }
-        try rewrite(index) { buffer, base throws(StoreError) in
+        try rewrite(index, covering: inChunk..<inChunk + piece.count) { buffer, base throws(StoreError) in
             if let buffer {
                 UnsafeMutableRawBufferPointer(rebasing: buffer[inChunk..<inChunk + piece.count]).copyMemory(from: piece)
                 return .whole
@@ -320,11 +320,17 @@ public final class Volume: Sendable {
         case whole
     }
 
-    /// Changes what `index` holds. Caller holds the index's stripe exclusively. An unshared own chunk
-    /// is edited in place; otherwise a new chunk is written (copy-on-write) and the slot moves to it.
+    /// Changes what `index` holds, within `covering` (bytes of the chunk; nil: all of it). Caller holds
+    /// the index's stripe exclusively. An unshared own chunk is edited in place; otherwise a new chunk
+    /// is written (copy-on-write) and the slot moves to it.
+    /// A base block that fails its checksum: covered whole, it is simply replaced; outside `covering`,
+    /// the new version carries it as unreadable (the copy never turns a loss into zeros); touched but
+    /// not covered, the change fails with `.corrupt` (the block's other bytes are lost).
     private func rewrite(
-        _ index: UInt64, _ plan: (UnsafeMutableRawBufferPointer?, ChunkID) throws(StoreError) -> Rewrite
+        _ index: UInt64, covering: Range<Int>? = nil,
+        _ plan: (UnsafeMutableRawBufferPointer?, ChunkID) throws(StoreError) -> Rewrite
     ) throws(StoreError) {
+        let covering = covering ?? 0..<chunkSize
         let (entry, shared, falls) = state.withLock { s in
             let e = s.map.entry(index)
             return (e, e.map { isShared($0, s) } ?? false, parent != nil && index < s.parentLimit)
@@ -339,13 +345,19 @@ public final class Volume: Sendable {
         var decision = try plan(nil, base)
         var edited: UnsafeMutableRawBufferPointer?
         defer { edited?.deallocate() }
+        var unreadable: [Int] = []  // base blocks (byte offsets) the new version carries as lost
         if case .needsBase = decision {
             let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkSize, alignment: 4096)
             edited = buffer
             if base.isNone {
                 buffer.initializeMemory(as: UInt8.self, repeating: 0)
             } else {
-                try io.read(base, offset: 0, into: buffer)
+                for bad in try readSalvaging(base, into: buffer) {
+                    let block = bad..<bad + Self.blockSize
+                    if covering.lowerBound <= bad && block.upperBound <= covering.upperBound { continue }
+                    if covering.overlaps(block) { throw .corrupt(chunk: base, offset: bad) }
+                    unreadable.append(bad)
+                }
             }
             decision = try plan(buffer, base)
         }
@@ -364,20 +376,46 @@ public final class Volume: Sendable {
         case .whole:
             let content = UnsafeRawBufferPointer(edited!)
             if inPlace {
-                try io.write(base, offset: 0, from: content)
+                // Only what the plan changed: a bad block elsewhere stays as it is on the store.
+                try io.write(base, offset: covering.lowerBound, from: UnsafeRawBufferPointer(rebasing: content[covering]))
                 touch(base)
-            } else if isAllZero(content) {
+            } else if isAllZero(content) && unreadable.isEmpty {
                 setLive(index, falls ? MapEntry(chunk: .tombstone, birth: epoch) : nil)
             } else {
-                try place(index, 0, content)
+                try place(index, 0, content, unreadable: unreadable)
             }
         }
     }
 
-    /// Writes `content` at `offset` of a fresh chunk, labels it, then points `index` at it.
+    /// Checksum block size: the unit in which a chunk can be partly unreadable.
+    static let blockSize = 4096
+
+    /// Reads the whole of `chunk`; when it has blocks that fail their checksum, reads it block by block,
+    /// leaves zeros for those, and returns their byte offsets (empty when all is well).
+    private func readSalvaging(_ chunk: ChunkID, into buffer: UnsafeMutableRawBufferPointer) throws(StoreError) -> [Int] {
+        do throws(StoreError) {
+            try io.read(chunk, offset: 0, into: buffer)
+            return []
+        } catch .corrupt {}
+        var bad: [Int] = []
+        for offset in stride(from: 0, to: chunkSize, by: Self.blockSize) {
+            let block = UnsafeMutableRawBufferPointer(rebasing: buffer[offset..<offset + Self.blockSize])
+            do throws(StoreError) {
+                try io.read(chunk, offset: offset, into: block)
+            } catch .corrupt {
+                block.initializeMemory(as: UInt8.self, repeating: 0)
+                bad.append(offset)
+            }
+        }
+        return bad
+    }
+
+    /// Writes `content` at `offset` of a fresh chunk, labels it, marks the blocks at `unreadable` (byte
+    /// offsets) unreadable, then points `index` at it.
     /// A store that answers "no space" is marked full and the chunk goes to the next one; the client
     /// sees ENOSPC only when every store of the pool is full.
-    private func place(_ index: UInt64, _ offset: Int, _ content: UnsafeRawBufferPointer) throws(StoreError) {
+    private func place(_ index: UInt64, _ offset: Int, _ content: UnsafeRawBufferPointer,
+                       unreadable: [Int] = []) throws(StoreError) {
         let born = epoch
         var tried: Set<StoreID> = []
         while true {
@@ -386,6 +424,7 @@ public final class Volume: Sendable {
             do {
                 try io.write(fresh, offset: offset, from: content)  // data first …
                 try io.setLabel(fresh, ChunkLabel(volume: id, index: index, epoch: born))
+                for bad in unreadable { try io.markUnreadable(fresh, offset: bad, length: Self.blockSize) }
                 touch(fresh)
                 setLive(index, MapEntry(chunk: fresh, birth: born))  // … then the map
                 return
@@ -487,7 +526,7 @@ public final class Volume: Sendable {
                 pos += UInt64(n)
                 continue
             }
-            try rewrite(index) { buffer, base throws(StoreError) in
+            try rewrite(index, covering: inChunk..<inChunk + n) { buffer, base throws(StoreError) in
                 if base.isNone { return .unchanged }
                 guard let buffer else { return .needsBase }
                 UnsafeMutableRawBufferPointer(rebasing: buffer[inChunk..<inChunk + n]).initializeMemory(as: UInt8.self, repeating: 0)

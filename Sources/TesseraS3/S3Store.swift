@@ -250,6 +250,11 @@ public final class S3Store: ChunkStore {
     /// Always true: an object is written whole, so callers should use readAll and replace.
     public func prefersWholeChunks(_ chunk: ChunkID) -> Bool { true }
 
+    /// No checksums here: a block cannot be marked unreadable (only the checksum layer above can).
+    public func markUnreadable(_ chunk: ChunkID, offset: Int, length: Int) throws(StoreError) {
+        throw .io(errno: 95 /* EOPNOTSUPP */, chunk: chunk)
+    }
+
     public func delete(_ chunk: ChunkID) throws(StoreError) {
         stripes.lockExclusive(chunk.rawValue)
         defer { stripes.unlock(chunk.rawValue) }

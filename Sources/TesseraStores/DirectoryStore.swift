@@ -211,6 +211,11 @@ public final class DirectoryStore: ChunkStore {
         state.withLock { _ = $0.dirtyChunks.insert(chunk) }
     }
 
+    /// No checksums here: a block cannot be marked unreadable (only the checksum layer above can).
+    public func markUnreadable(_ chunk: ChunkID, offset: Int, length: Int) throws(StoreError) {
+        throw .io(errno: 95 /* EOPNOTSUPP */, chunk: chunk)
+    }
+
     public func delete(_ chunk: ChunkID) throws(StoreError) {
         state.withLock { s in
             s.files[chunk] = nil

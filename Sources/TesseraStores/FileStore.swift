@@ -410,6 +410,11 @@ public final class FileStore: ChunkStore {
 
     /// Punches the slot now (the chunk is gone either way once this returns); the slot is free for
     /// reuse only after a flush has made its cleared entry durable.
+    /// No checksums here: a block cannot be marked unreadable (only the checksum layer above can).
+    public func markUnreadable(_ chunk: ChunkID, offset: Int, length: Int) throws(StoreError) {
+        throw .io(errno: 95 /* EOPNOTSUPP */, chunk: chunk)
+    }
+
     public func delete(_ chunk: ChunkID) throws(StoreError) {
         guard let slot = state.withLock({ $0.slotOf[chunk] }) else { return }
         let punched = tessera_punch_hole(fd.rawValue, off_t(position(slot)), off_t(chunkSize)) == 0

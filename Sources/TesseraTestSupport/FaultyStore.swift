@@ -25,7 +25,7 @@ import TesseraCore
 
 public final class FaultyStore: ChunkStore {
     public enum Operation: String, CaseIterable, Hashable, Sendable {
-        case read, write, replace, readAll, zero, delete, flush, usage, allChunks, setLabel, label, check
+        case read, write, replace, readAll, zero, markUnreadable, delete, flush, usage, allChunks, setLabel, label, check
     }
 
     /// The error an injected fault throws.
@@ -164,6 +164,11 @@ public final class FaultyStore: ChunkStore {
     public func zero(_ chunk: ChunkID, offset: Int, length: Int) throws(StoreError) {
         if let e = enter(.zero, chunk) { throw e }
         try inner.zero(chunk, offset: offset, length: length)
+    }
+
+    public func markUnreadable(_ chunk: ChunkID, offset: Int, length: Int) throws(StoreError) {
+        if let e = enter(.markUnreadable, chunk) { throw e }
+        try inner.markUnreadable(chunk, offset: offset, length: length)
     }
 
     public func delete(_ chunk: ChunkID) throws(StoreError) {

@@ -131,6 +131,11 @@ public final class MemoryStore: ChunkStore {
         }
     }
 
+    /// No checksums here: a block cannot be marked unreadable (only the checksum layer above can).
+    public func markUnreadable(_ chunk: ChunkID, offset: Int, length: Int) throws(StoreError) {
+        throw .io(errno: 95 /* EOPNOTSUPP */, chunk: chunk)
+    }
+
     public func delete(_ chunk: ChunkID) throws(StoreError) {
         precondition(!chunk.isNone, "ChunkID.none is not a chunk")
         state.withLock { s in

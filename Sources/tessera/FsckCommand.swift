@@ -9,20 +9,28 @@ struct FsckCommand: ParsableCommand {
         commandName: "fsck",
         abstract: "Check the catalog against the stores (every chunk present, labelled and matching its checksums).",
         discussion: """
-            Runs with no mount active. Exit 0 when clean, 1 when problems remain. --repair removes chunks \
-            that belong to no volume. --rebuild-catalog rebuilds a lost or damaged catalog from the stores \
+            Runs with no mount active. Exit 0 when clean, 1 when problems remain. Each block that fails its \
+            checksum is listed as "lost:" with its volume, byte range and the images that read it (the live \
+            image, snapshots), followed by what to do: rewrite the range in the live image, restore from a \
+            backup, or zero it. --repair removes chunks that belong to no volume. \
+            --repair --zero-unrecoverable also turns every lost block into zeros on purpose (in the volume \
+            and every snapshot that reads it), reports each one as "zeroed:", and leaves the images readable. \
+            --rebuild-catalog rebuilds a lost or damaged catalog from the stores \
             (store.json, volume manifests and chunk labels); the damaged file is kept beside it.
             """)
 
     @OptionGroup var data: DataOptions
     @OptionGroup var output: OutputOptions
     @Flag(help: "Remove chunks that no volume references.") var repair = false
+    @Flag(help: "With --repair: turn blocks that fail their checksum into zeros (data there is lost for good).")
+    var zeroUnrecoverable = false
     @Flag(help: "Rebuild a missing or damaged catalog from the stores.") var rebuildCatalog = false
     @Option(help: "Another store directory to rebuild from (repeatable).") var store: [String] = []
 
     func validate() throws {
         if repair && rebuildCatalog { throw invalid("--repair and --rebuild-catalog do not go together") }
         if !store.isEmpty && !rebuildCatalog { throw invalid("--store goes with --rebuild-catalog") }
+        if zeroUnrecoverable && !repair { throw invalid("--zero-unrecoverable goes with --repair") }
     }
 
     func run() throws {
@@ -35,7 +43,7 @@ struct FsckCommand: ParsableCommand {
         do {
             let engine = try Engine(dir, collectGarbage: false)
             let bar = ProgressBar(enabled: !output.json)
-            report = try engine.fsck(repair: repair) { done, total in bar.update(done, total) }
+            report = try engine.fsck(repair: repair, zeroUnrecoverable: zeroUnrecoverable) { done, total in bar.update(done, total) }
             bar.finish()
         } catch {
             throw failure(error)
@@ -44,6 +52,8 @@ struct FsckCommand: ParsableCommand {
             printJSON(report)
         } else {
             for p in report.problems { print("problem: \(p)") }
+            for l in report.lost where !report.zeroed.contains(l) { print("lost: \(l.description)") }
+            for l in report.zeroed { print("zeroed: \(l.description)") }
             print("""
                 volumes \(report.volumes), map entries \(report.mapEntries), chunks on stores \(report.chunksOnStores), \
                 verified \(report.chunksVerified)
@@ -51,6 +61,9 @@ struct FsckCommand: ParsableCommand {
                 (\(report.corruptBlocks) blocks), unreferenced \(report.unreferenced), repaired \(report.repaired)
                 \(report.clean ? "clean" : "NOT CLEAN")
                 """)
+            if report.lost.count > report.zeroed.count {
+                for (i, step) in Losses.nextSteps.enumerated() { print(i == 0 ? "next step: \(step)" : "           \(step)") }
+            }
         }
         if !report.clean { throw ExitCode(1) }
     }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import TesseraControl
 import TesseraEngine
 
 struct VolumeCommand: ParsableCommand {
@@ -68,19 +69,30 @@ struct VolumeCommand: ParsableCommand {
     }
 
     struct Resize: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Change a volume's virtual size (shrinking frees chunks).")
+        static let configuration = CommandConfiguration(
+            abstract: "Change a volume's virtual size (shrinking frees chunks).",
+            discussion: """
+                Growing needs no flag. Shrinking drops every byte past the new end, so it needs --shrink \
+                (without it: exit 2, nothing changed) and is refused while the image is open (exit 5) \
+                unless --force is given too.
+                """)
         @OptionGroup var data: DataOptions
         @Argument var name: String
         @Option(help: "New virtual size.") var size: String
+        @Flag(help: "Allow a smaller size (the data past the new end is lost).") var shrink = false
+        @Flag(help: "With --shrink: shrink even while the image is open (a running guest loses that data).")
+        var force = false
 
         func validate() throws {
             try checkName(name, "volume")
             let bytes = try parseSize(size, option: "--size")
             do { try Engine.checkSize(bytes) } catch { throw invalid(error.message) }
+            if force && !shrink { throw invalid("--force goes with --shrink") }
         }
 
         func run() throws {
-            let v = try perform(.volumeResize(name: name, size: try parseSize(size, option: "--size")), data.directory).volumes?.first
+            let request = ControlRequest.volumeResize(name: name, size: try parseSize(size, option: "--size"), shrink: shrink, force: force)
+            let v = try perform(request, data.directory).volumes?.first
             print("resized \(name) to \(human(v?.size ?? 0))")
         }
     }

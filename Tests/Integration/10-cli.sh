@@ -91,7 +91,9 @@ out=$(tcli volume show v1) || fail "plain volume show failed"
 
 must tcli volume resize v1 --size 2G
 assert_eq "$(volume_field v1 size)" $((2 * G)) "size after grow"
-must tcli volume resize v1 --size 512M
+expect_fail --code 2 tcli volume resize v1 --size 512M      # shrinking needs --shrink
+assert_eq "$(volume_field v1 size)" $((2 * G)) "size after a shrink without --shrink"
+must tcli volume resize v1 --size 512M --shrink
 assert_eq "$(volume_field v1 size)" $((512 * M)) "size after shrink"
 must tcli volume delete tiny
 has_volume tiny && fail "tiny still listed after delete"

@@ -67,6 +67,9 @@ done
 for c in 0 -1 3K 1000 128M abc 1.5M ''; do
     row "$(neg "$c")" pool create pc --chunk-size "$c"
 done
+row 2       volume resize v --size 1M                 # smaller than 16M: needs --shrink
+row 2       volume resize v --size 1M --force         # --force goes with --shrink
+row 2       volume resize v --size 32M --force
 row 2       volume create cnt --size 1M --count 0
 row 2       volume create cnt --size 1M --count 10001
 for c in -1 abc ''; do   # not an integer at all: the argument parser's own error (64) is fine

@@ -467,6 +467,9 @@ private final class SlowReads: ChunkStore {
     func replace(_ chunk: ChunkID, with buffer: UnsafeRawBufferPointer) throws(StoreError) { try inner.replace(chunk, with: buffer) }
     func prefersWholeChunks(_ chunk: ChunkID) -> Bool { inner.prefersWholeChunks(chunk) }
     func zero(_ chunk: ChunkID, offset: Int, length: Int) throws(StoreError) { try inner.zero(chunk, offset: offset, length: length) }
+    func markUnreadable(_ chunk: ChunkID, offset: Int, length: Int) throws(StoreError) {
+        try inner.markUnreadable(chunk, offset: offset, length: length)
+    }
     func delete(_ chunk: ChunkID) throws(StoreError) { try inner.delete(chunk) }
     func flush() throws(StoreError) { try inner.flush() }
     func flush(chunks: Set<ChunkID>) throws(StoreError) { try inner.flush(chunks: chunks) }

@@ -106,4 +106,73 @@ struct ChecksumLayerTests {
         #expect(out == good, "after \(failures) torn write(s)")
         #expect(try ChecksumLayer(over: inner).check(c) == .ok, "a restarted layer agrees")
     }
+
+    func wholeOrPiecewise(_ whole: Bool) -> (ChecksumLayer, MemoryStore) {
+        let inner = MemoryStore(chunkSize: ChecksumLayer.innerChunkSize(for: Self.cs), wholeChunks: whole)
+        return (ChecksumLayer(over: inner), inner)
+    }
+
+    func read(_ layer: ChecksumLayer, _ c: ChunkID, _ offset: Int, _ count: Int) throws(StoreError) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: count)
+        try out.withMutableStoreBytes { (p) throws(StoreError) in try layer.read(c, offset: offset, into: p) }
+        return out
+    }
+
+    func write(_ layer: ChecksumLayer, _ c: ChunkID, _ offset: Int, _ bytes: [UInt8]) throws(StoreError) {
+        try bytes.withStoreBytes { (p) throws(StoreError) in try layer.write(c, offset: offset, from: p) }
+    }
+
+    /// A block marked unreadable reads as corrupt (and is counted by check) until a whole-block write;
+    /// a partial write into it fails; the other blocks are untouched.
+    @Test(arguments: [false, true])
+    func aMarkedBlockStaysUnreadableUntilRewrittenWhole(whole: Bool) throws {
+        let (layer, inner) = wholeOrPiecewise(whole)
+        let c = ChunkID(5)
+        let data = pattern(Self.cs, seed: 4)
+        try write(layer, c, 0, data)
+        try layer.markUnreadable(c, offset: 8192, length: 8192)
+        #expect(try layer.check(c) == .corrupt(offsets: [8192, 12288]))
+        #expect(throws: StoreError.corrupt(chunk: c, offset: 12288)) { try read(layer, c, 12288, 10) }
+        #expect(throws: StoreError.self) { _ = try layer.readAll(c) }
+        #expect(try read(layer, c, 0, 8192) == Array(data[0..<8192]))
+        #expect(try read(layer, c, 16384, Self.cs - 16384) == Array(data[16384...]))
+        // A fresh layer (a restart) still sees the mark.
+        let again = ChecksumLayer(over: inner)
+        #expect(try again.check(c) == .corrupt(offsets: [8192, 12288]))
+        // Partly covering a marked block: refused, nothing changes.
+        #expect(throws: StoreError.corrupt(chunk: c, offset: 8192)) { try write(again, c, 8000, pattern(200, seed: 9)) }
+        #expect(try again.check(c) == .corrupt(offsets: [8192, 12288]))
+        // A whole-block write heals that block only; a whole-block zero heals the other.
+        let fresh = pattern(4096, seed: 5)
+        try write(again, c, 8192, fresh)
+        #expect(try read(again, c, 8192, 4096) == fresh)
+        #expect(try again.check(c) == .corrupt(offsets: [12288]))
+        try again.zero(c, offset: 12288, length: 4096)
+        #expect(try again.check(c) == .ok)
+        #expect(try read(again, c, 12288, 4096) == [UInt8](repeating: 0, count: 4096))
+        #expect(try read(again, c, 0, 8192) == Array(data[0..<8192]))
+    }
+
+    /// On a whole-chunk store, a bad block spoils only itself: other blocks read, a write elsewhere
+    /// works and keeps the bad block bad (never rewritten with fresh checksums).
+    @Test func aBadBlockOfAWholeChunkSpoilsOnlyItself() throws {
+        let (layer, inner) = wholeOrPiecewise(true)
+        let c = ChunkID(6)
+        let data = pattern(Self.cs, seed: 6)
+        try write(layer, c, 0, data)
+        try damage(inner, c, at: 4096 + 17)
+        #expect(try layer.check(c) == .corrupt(offsets: [4096]))
+        #expect(try read(layer, c, 8192, 4096) == Array(data[8192..<12288]))
+        #expect(throws: StoreError.corrupt(chunk: c, offset: 4096)) { try read(layer, c, 0, 8192) }
+        let piece = pattern(100, seed: 7)
+        try write(layer, c, 20_000, piece)
+        #expect(try read(layer, c, 20_000, 100) == piece)
+        #expect(try layer.check(c) == .corrupt(offsets: [4096]))
+        #expect(throws: StoreError.corrupt(chunk: c, offset: 4096)) { try write(layer, c, 4000, piece) }
+        try write(layer, c, 4096, Array(data[4096..<8192]))
+        #expect(try layer.check(c) == .ok)
+        var expected = data
+        expected.replaceSubrange(20_000..<20_100, with: piece)
+        #expect(try layer.readAll(c) == expected)
+    }
 }

@@ -212,7 +212,13 @@ public final class CacheLayer: ChunkStore {
         stripes.lockShared(chunk.rawValue)
         defer { stripes.unlock(chunk.rawValue) }
         if inner.prefersWholeChunks(chunk) {
-            let (data, stored) = try readWhole(chunk, absentReadsZero: false)
+            let loaded: (data: [UInt8], stored: Bool)
+            do throws(StoreError) {
+                loaded = try readWhole(chunk, absentReadsZero: false)
+            } catch .corrupt {
+                return try fillUncached(chunk, blocks, offset, buffer)
+            }
+            let (data, stored) = loaded
             let all = 0..<blocksPerChunk
             data.withUnsafeBytes { d in
                 state.withLock { s in
@@ -241,6 +247,23 @@ public final class CacheLayer: ChunkStore {
                 }
             }
             b = run.upperBound
+        }
+    }
+
+    /// A whole chunk with a bad block: a read of other blocks must still work, so ask the inner store
+    /// (whose checksum layer verifies only what is asked) for just `blocks`, and cache none of it.
+    /// Caller holds the stripe shared.
+    private func fillUncached(_ chunk: ChunkID, _ blocks: Range<Int>, _ offset: Int, _ buffer: UnsafeMutableRawBufferPointer) throws(StoreError) {
+        let bs = Self.blockSize
+        let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: blocks.count * bs, alignment: 4096)
+        defer { scratch.deallocate() }
+        _ = try readBelow(chunk, offset: blocks.lowerBound * bs, into: scratch)
+        state.withLock { s in
+            for k in blocks {
+                let src = s.index[Key(chunk, k)].map { UnsafeRawPointer(s.data(Int($0))) }
+                    ?? UnsafeRawPointer(scratch.baseAddress! + (k - blocks.lowerBound) * bs)
+                copyOut(k, from: src, offset, buffer)
+            }
         }
     }
 
@@ -341,7 +364,14 @@ public final class CacheLayer: ChunkStore {
     private func readBase(_ chunk: ChunkID, block: Int, into base: UnsafeMutableRawBufferPointer) throws(StoreError) {
         let bs = Self.blockSize
         if inner.prefersWholeChunks(chunk) {
-            let (data, stored) = try readWhole(chunk, absentReadsZero: true)
+            let loaded: (data: [UInt8], stored: Bool)
+            do throws(StoreError) {
+                loaded = try readWhole(chunk, absentReadsZero: true)
+            } catch .corrupt {
+                // Another block of the chunk is bad: this one alone (it fails too if it is the bad one).
+                return try inner.read(chunk, offset: block * bs, into: base)
+            }
+            let (data, stored) = loaded
             data.withUnsafeBytes { d in
                 if stored {
                     state.withLock { s in _ = s.fillAbsent(chunk, 0..<blocksPerChunk, from: d.baseAddress!, prefetched: false) }
@@ -412,7 +442,7 @@ public final class CacheLayer: ChunkStore {
     private func writeBackData(_ chunk: ChunkID) throws(StoreError) {
         guard exists(chunk) else { return }
         let bs = Self.blockSize
-        let whole = inner.prefersWholeChunks(chunk)
+        var whole = inner.prefersWholeChunks(chunk)
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkSize, alignment: 4096)
         defer { buffer.deallocate() }
         var taken: [Taken] = []
@@ -421,8 +451,17 @@ public final class CacheLayer: ChunkStore {
             if whole {
                 var below: [UInt8]?
                 while !state.withLock({ s in s.snapshot(chunk, into: buffer, whole: true, below: below, &taken) }) {
-                    below = try readWhole(chunk, absentReadsZero: true).data
+                    do throws(StoreError) {
+                        below = try readWhole(chunk, absentReadsZero: true).data
+                    } catch .corrupt {
+                        // A bad block below: the checksum layer's piecewise writes keep it marked bad
+                        // (or repair it when a dirty block covers it) instead of one blind replace.
+                        whole = false
+                        break
+                    }
                 }
+            }
+            if whole {
                 guard !taken.isEmpty else { return }
                 var blocks = blocksPerChunk
                 while blocks > 0 && isAllZero(UnsafeRawBufferPointer(rebasing: buffer[(blocks - 1) * bs..<blocks * bs])) {
@@ -500,6 +539,21 @@ public final class CacheLayer: ChunkStore {
         // Everything cached of the chunk is older than the new content.
         state.withLock { s in s.drop(chunk, all, keepDirty: false) }
         try applyPendingLabel(chunk)
+    }
+
+    /// Writes the chunk's dirty blocks back first (the mark must land after them), then forgets the
+    /// cached copies of the range: they would otherwise keep answering with bytes the store refuses.
+    public func markUnreadable(_ chunk: ChunkID, offset: Int, length: Int) throws(StoreError) {
+        if passThrough { return try inner.markUnreadable(chunk, offset: offset, length: length) }
+        checkRange(offset, length)
+        let bs = Self.blockSize
+        let blocks = offset / bs..<(offset + length + bs - 1) / bs
+        stripes.lockExclusive(chunk.rawValue)
+        defer { stripes.unlock(chunk.rawValue) }
+        try writeBackLocked(chunk)
+        // (A block written meanwhile stays: a whole-block write replaces the mark anyway.)
+        defer { state.withLock { s in s.drop(chunk, blocks, keepDirty: true) } }
+        try inner.markUnreadable(chunk, offset: offset, length: length)
     }
 
     public func delete(_ chunk: ChunkID) throws(StoreError) {

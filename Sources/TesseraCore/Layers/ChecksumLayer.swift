@@ -8,6 +8,10 @@
 // Write order: the slot first — (new CRC, old CRC) — then the data. A daemon killed between the two
 // leaves data that matches one of the two CRCs, so an interrupted write never reads as corruption.
 // Zeroing works the same way (slot (crc of zeros, old), then the hole).
+// Unreadable on purpose (`markUnreadable`, a copy-on-write carrying a block it could not read): slot
+// (poison, poison), then the hole; poison is the complement of the CRC of zeros, so the block fails
+// verification until a whole-block write or zero gives it a real CRC. A partial write into a block that
+// fails verification fails too (its old bytes are needed and unknown).
 // Invariants:
 // - A read returns bytes only after every block they come from matched its slot; otherwise it throws
 //   `.corrupt` and counts the failure. Wrong bytes are never returned.
@@ -17,6 +21,8 @@
 // Whole-chunk stores (object stores, compression; `inner.prefersWholeChunks`): data and table travel
 // together in one `readAll` / `replace`, which the store makes atomic, so a slot holds one CRC (both
 // halves equal) and a partial write is read-modify-write of the whole chunk under the exclusive stripe.
+// A bad block there spoils only itself: reads of other blocks work, a write covering it whole repairs
+// it, and the rewrite carries every other bad block over as poison (never as laundered bytes).
 // Limitation: after a machine crash (not a daemon kill), a block written but never fsynced may have
 // reached the medium without its slot, or the reverse; it then reads as corrupt until rewritten.
 // Lock order: stripe → tables (short).
@@ -46,6 +52,8 @@ public final class ChecksumLayer: ChunkStore {
         let zeros = [UInt8](repeating: 0, count: blockSize)
         return zeros.withUnsafeBytes { tessera_crc32c(0, $0.baseAddress, $0.count) }
     }()
+    /// The slot of a block marked unreadable: matches no zero block, and is never "never written".
+    private static let poisonSlot: UInt64 = UInt64(~zeroCRC) << 32 | UInt64(~zeroCRC)
 
     /// The inner chunk size a ChecksumLayer of `chunkSize` needs.
     public static func innerChunkSize(for chunkSize: Int) -> Int {
@@ -113,54 +121,96 @@ public final class ChecksumLayer: ChunkStore {
 
     // MARK: Whole chunks (data and table in one inner object)
 
-    /// Reads and verifies the whole chunk: data (chunkSize bytes, zero-padded) and its slots.
-    /// Caller holds the stripe.
-    private func loadWhole(_ chunk: ChunkID) throws(StoreError) -> [UInt8] {
-        var raw = try inner.readAll(chunk)
+    /// Reads and verifies the whole chunk: data (chunkSize bytes, zero-padded) and the blocks that fail
+    /// their checksum (their bytes zeroed), in block order. An object the layer below cannot decode
+    /// (compression) counts as every block bad. Caller holds the stripe.
+    private func loadWhole(_ chunk: ChunkID) throws(StoreError) -> (data: [UInt8], bad: [Int]) {
+        var raw: [UInt8]
+        do throws(StoreError) {
+            raw = try inner.readAll(chunk)
+        } catch .corrupt {
+            failures.add(1, ordering: .relaxed)
+            Log.error("undecodable object: \(chunk) (store #\(chunk.store.rawValue))")
+            return ([UInt8](repeating: 0, count: chunkSize), Array(0..<blocks))
+        }
         if raw.count < inner.chunkSize { raw.append(contentsOf: repeatElement(0, count: inner.chunkSize - raw.count)) }
         let slots = raw.withUnsafeBytes { p in
             (0..<blocks).map { UInt64(littleEndian: p.loadUnaligned(fromByteOffset: chunkSize + $0 * 8, as: UInt64.self)) }
         }
         let t = Table(slots)
-        try raw.withStoreBytes { (p) throws(StoreError) in
+        var bad: [Int] = []
+        raw.withUnsafeMutableBytes { p in
             for b in 0..<blocks {
-                let piece = UnsafeRawBufferPointer(rebasing: p[b * Self.blockSize..<(b + 1) * Self.blockSize])
-                if !verify(chunk, t, block: b, piece) { throw corrupt(chunk, b * Self.blockSize) }
+                let piece = UnsafeMutableRawBufferPointer(rebasing: p[b * Self.blockSize..<(b + 1) * Self.blockSize])
+                if !verify(chunk, t, block: b, UnsafeRawBufferPointer(piece)) {
+                    _ = corrupt(chunk, b * Self.blockSize)
+                    bad.append(b)
+                    piece.initializeMemory(as: UInt8.self, repeating: 0)
+                }
             }
         }
         raw.removeLast(raw.count - chunkSize)
-        return raw
+        return (raw, bad)
     }
 
-    /// Stores `data` (chunkSize bytes) with a fresh table in one atomic replace. Caller holds the stripe
-    /// exclusively.
-    private func storeWhole(_ chunk: ChunkID, _ data: [UInt8]) throws(StoreError) {
+    /// The whole chunk's data, or `.corrupt` at its first bad block (readAll's contract).
+    private func loadWholeVerified(_ chunk: ChunkID) throws(StoreError) -> [UInt8] {
+        let (data, bad) = try loadWhole(chunk)
+        if let b = bad.first { throw .corrupt(chunk: chunk, offset: b * Self.blockSize) }
+        return data
+    }
+
+    /// Stores `data` (chunkSize bytes) with a fresh table in one atomic replace; the blocks in
+    /// `unreadable` are stored as zeros with the poison slot. Caller holds the stripe exclusively.
+    private func storeWhole(_ chunk: ChunkID, _ data: [UInt8], unreadable: [Int] = []) throws(StoreError) {
         var raw = data
         raw.reserveCapacity(inner.chunkSize)
         raw.append(contentsOf: repeatElement(0, count: inner.chunkSize - chunkSize))
         raw.withUnsafeMutableBytes { p in
+            for b in unreadable {
+                _ = UnsafeMutableRawBufferPointer(rebasing: p[b * Self.blockSize..<(b + 1) * Self.blockSize])
+                    .initializeMemory(as: UInt8.self, repeating: 0)
+            }
             for b in 0..<blocks {
                 let c = Self.crc(UnsafeRawBufferPointer(rebasing: p[b * Self.blockSize..<(b + 1) * Self.blockSize]))
                 p.storeBytes(of: (UInt64(c) << 32 | UInt64(c)).littleEndian, toByteOffset: chunkSize + b * 8, as: UInt64.self)
             }
+            for b in unreadable { p.storeBytes(of: Self.poisonSlot.littleEndian, toByteOffset: chunkSize + b * 8, as: UInt64.self) }
         }
         tables.withLock { _ = $0.removeValue(forKey: chunk) }
         try raw.withStoreBytes { (p) throws(StoreError) in try inner.replace(chunk, with: p) }
     }
 
-    /// Read-modify-write of a whole-chunk store: `patch` edits the chunk's data in place.
-    private func modifyWhole(_ chunk: ChunkID, create: Bool, _ patch: (UnsafeMutableRawBufferPointer) -> Void) throws(StoreError) {
+    /// The blocks of `bad` that a change of `range` must carry over as unreadable; throws `.corrupt` when
+    /// the range touches a bad block without covering it whole (its old bytes are lost).
+    private func carried(_ chunk: ChunkID, _ bad: [Int], past range: Range<Int>) throws(StoreError) -> [Int] {
+        var keep: [Int] = []
+        for b in bad {
+            let block = b * Self.blockSize..<(b + 1) * Self.blockSize
+            if range.lowerBound <= block.lowerBound && block.upperBound <= range.upperBound { continue }
+            if range.overlaps(block) { throw .corrupt(chunk: chunk, offset: block.lowerBound) }
+            keep.append(b)
+        }
+        return keep
+    }
+
+    /// Read-modify-write of a whole-chunk store: `patch` edits the chunk's data in place, within `range`.
+    private func modifyWhole(_ chunk: ChunkID, create: Bool, range: Range<Int>,
+                             _ patch: (UnsafeMutableRawBufferPointer) -> Void) throws(StoreError) {
         stripes.lockExclusive(chunk.rawValue)
         defer { stripes.unlock(chunk.rawValue) }
         var data: [UInt8]
+        var keep: [Int] = []
         do throws(StoreError) {
-            data = try loadWhole(chunk)
+            let loaded = try loadWhole(chunk)
+            data = loaded.data
+            keep = try carried(chunk, loaded.bad, past: range)
         } catch .missing {
             guard create else { return }
             data = [UInt8](repeating: 0, count: chunkSize)
         }
         data.withUnsafeMutableBytes { patch($0) }
-        try storeWhole(chunk, data)
+        try storeWhole(chunk, data, unreadable: keep)
     }
 
     public func replace(_ chunk: ChunkID, with buffer: UnsafeRawBufferPointer) throws(StoreError) {
@@ -180,7 +230,7 @@ public final class ChecksumLayer: ChunkStore {
         if inner.prefersWholeChunks(chunk) {
             stripes.lockShared(chunk.rawValue)
             defer { stripes.unlock(chunk.rawValue) }
-            return try loadWhole(chunk)
+            return try loadWholeVerified(chunk)
         }
         var data = [UInt8](repeating: 0, count: chunkSize)
         try data.withMutableStoreBytes { (p) throws(StoreError) in try read(chunk, offset: 0, into: p) }
@@ -193,8 +243,19 @@ public final class ChecksumLayer: ChunkStore {
 
     public func read(_ chunk: ChunkID, offset: Int, into buffer: UnsafeMutableRawBufferPointer) throws(StoreError) {
         if inner.prefersWholeChunks(chunk) {
-            let data = try readAll(chunk)
-            data.withUnsafeBytes { buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[offset..<offset + buffer.count])) }
+            // Only the blocks asked for must be good.
+            stripes.lockShared(chunk.rawValue)
+            let loaded: (data: [UInt8], bad: [Int])
+            do throws(StoreError) { loaded = try loadWhole(chunk) } catch {
+                stripes.unlock(chunk.rawValue)
+                throw error
+            }
+            stripes.unlock(chunk.rawValue)
+            let range = offset..<offset + buffer.count
+            if let b = loaded.bad.first(where: { range.overlaps($0 * Self.blockSize..<($0 + 1) * Self.blockSize) }) {
+                throw .corrupt(chunk: chunk, offset: b * Self.blockSize)
+            }
+            loaded.data.withUnsafeBytes { buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[range])) }
             return
         }
         let first = offset / Self.blockSize
@@ -239,7 +300,7 @@ public final class ChecksumLayer: ChunkStore {
 
     public func write(_ chunk: ChunkID, offset: Int, from buffer: UnsafeRawBufferPointer) throws(StoreError) {
         if inner.prefersWholeChunks(chunk) {
-            return try modifyWhole(chunk, create: true) { data in
+            return try modifyWhole(chunk, create: true, range: offset..<offset + buffer.count) { data in
                 UnsafeMutableRawBufferPointer(rebasing: data[offset..<offset + buffer.count]).copyMemory(from: buffer)
             }
         }
@@ -295,7 +356,7 @@ public final class ChecksumLayer: ChunkStore {
 
     public func zero(_ chunk: ChunkID, offset: Int, length: Int) throws(StoreError) {
         if inner.prefersWholeChunks(chunk) {
-            return try modifyWhole(chunk, create: false) { data in
+            return try modifyWhole(chunk, create: false, range: offset..<offset + length) { data in
                 _ = UnsafeMutableRawBufferPointer(rebasing: data[offset..<offset + length]).initializeMemory(as: UInt8.self, repeating: 0)
             }
         }
@@ -350,6 +411,28 @@ public final class ChecksumLayer: ChunkStore {
         try write(chunk, offset: offset, from: UnsafeRawBufferPointer(rebasing: zeros[0..<length]))
     }
 
+    public func markUnreadable(_ chunk: ChunkID, offset: Int, length: Int) throws(StoreError) {
+        precondition(offset % Self.blockSize == 0 && length % Self.blockSize == 0, "unreadable ranges are whole blocks")
+        let first = offset / Self.blockSize
+        let end = (offset + length) / Self.blockSize
+        guard first < end else { return }
+        stripes.lockExclusive(chunk.rawValue)
+        defer { stripes.unlock(chunk.rawValue) }
+        if inner.prefersWholeChunks(chunk) {
+            let loaded = try loadWhole(chunk)
+            return try storeWhole(chunk, loaded.data, unreadable: Array(Set(loaded.bad).union(first..<end)).sorted())
+        }
+        let t = try table(chunk)
+        // Whatever reaches the medium, the table here says poison: the blocks stay unreadable (never
+        // re-anchored on bytes that may be the lost ones) until a whole-block write.
+        for b in first..<end {
+            t.slots[b] = Self.poisonSlot
+            t.uncertain.remove(b)
+        }
+        try storeSlots(chunk, t, first, end)  // slots first: from here the blocks fail verification …
+        try inner.zero(chunk, offset: offset, length: length)  // … and their bytes go
+    }
+
     public func delete(_ chunk: ChunkID) throws(StoreError) {
         stripes.lockExclusive(chunk.rawValue)
         defer { stripes.unlock(chunk.rawValue) }
@@ -366,12 +449,10 @@ public final class ChecksumLayer: ChunkStore {
 
     public func check(_ chunk: ChunkID) throws(StoreError) -> ChunkCheck {
         if inner.prefersWholeChunks(chunk) {
-            do throws(StoreError) {
-                _ = try readAll(chunk)
-                return .ok
-            } catch .corrupt(_, let offset) {
-                return .corrupt(offsets: [offset])
-            }
+            stripes.lockShared(chunk.rawValue)
+            defer { stripes.unlock(chunk.rawValue) }
+            let bad = try loadWhole(chunk).bad
+            return bad.isEmpty ? .ok : .corrupt(offsets: bad.map { $0 * Self.blockSize })
         }
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkSize, alignment: 4096)
         defer { buffer.deallocate() }

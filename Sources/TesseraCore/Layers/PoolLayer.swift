@@ -183,6 +183,10 @@ public final class PoolLayer: ChunkStore {
         try route(chunk).zero(chunk, offset: offset, length: length)
     }
 
+    public func markUnreadable(_ chunk: ChunkID, offset: Int, length: Int) throws(StoreError) {
+        try route(chunk).markUnreadable(chunk, offset: offset, length: length)
+    }
+
     public func delete(_ chunk: ChunkID) throws(StoreError) {
         try route(chunk).delete(chunk)
         state.withLock { s in
