@@ -43,6 +43,7 @@ struct MountCommand: ParsableCommand {
             }
             let server = try ControlServer(path: dir.socketPath, service: service)
             engine.startPeriodicFlush()
+            engine.startHealthChecks()
             engine.startScheduler()
             server.start()
             Log.info("mounted \(dir.path) at \(mountpoint) (\(engine.allVolumes().count) volumes)")

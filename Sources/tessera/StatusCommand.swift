@@ -13,6 +13,11 @@ struct StatusCommand: ParsableCommand {
         print("pools: \(s.pools)  stores: \(s.stores)  volumes: \(s.volumes)  open images: \(s.openImages)")
         print("provisioned: \(human(s.provisioned))  allocated: \(human(s.allocated))")
         print("checksum errors since mount: \(s.checksumErrors)")
+        for h in s.storeHealth {
+            let error = h.lastError.map { " (last error: \($0))" } ?? ""
+            print("store \(h.name) (pool \(h.pool)): " + (h.health == "ok" ? "ok" : "UNREACHABLE") + " since \(timestamp(h.since))"
+                + (h.health == "ok" ? "" : error))
+        }
         if s.mounted && s.caches.isEmpty { print("RAM cache: off (mount --cache-size SIZE)") }
         for c in s.caches {
             let st = c.stats
