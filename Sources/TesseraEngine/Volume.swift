@@ -354,16 +354,18 @@ public final class Volume: Sendable {
                 setLive(index, MapEntry(chunk: fresh, birth: born))  // … then the map
                 return
             } catch {
+                // Never mapped: nothing may keep it. A down store is not asked (it would only time out
+                // again); what it may keep is unreferenced, and garbage collection removes it at the
+                // next open.
+                let outage = StoreHealth.isOutage(error)
+                if !outage { try? io.delete(fresh) }
+                // No room (marked full after the delete, which clears it), or the store is down (the
+                // pool has marked it unreachable): try another.
                 if case .noSpace = error {
                     pool.setFull(fresh.store, true)
-                } else if !StoreHealth.isOutage(error) {
-                    try? io.delete(fresh)  // never mapped: nothing may keep it
+                } else if !outage {
                     throw error
                 }
-                // No room, or the store is down (the pool has marked it unreachable): try another. A
-                // down store is not asked to delete (it would only time out again); what it may keep
-                // is unreferenced, and garbage collection removes it at the next open.
-                if case .noSpace = error { try? io.delete(fresh) }
                 refusal = error
                 tried.insert(fresh.store)
             }
