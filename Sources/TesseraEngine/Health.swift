@@ -145,7 +145,8 @@ extension Engine {
             if let m = opened.bottom as? StoreMaintenance { try m.probe() } else { _ = try opened.top.usage() }
         } catch {
             if opened.health.markUnreachable(StoreHealth.describe(error)) {
-                Log.error("store \(record.name) is unreachable (\(error)); it takes no new chunks until it answers again")
+                Log.error(
+                    "store \(record.name) is unreachable (\(error)); it takes no new chunks until it answers again")
             }
             return false
         }
@@ -164,9 +165,11 @@ extension Engine {
     func refreshFigures(_ id: Int64) { _ = figureFlight(id, sample: 0) }
 
     private func figureFlight(_ id: Int64, sample: Int) -> FigureCache.Flight? {
-        guard let (record, opened, layer) = state.withLock({ s in
-            s.stores[id].flatMap { r in s.opened[id].flatMap { o in s.pools[r.poolId].map { (r, o, $0.layer) } } }
-        }) else { return nil }
+        guard
+            let (record, opened, layer) = state.withLock({ s in
+                s.stores[id].flatMap { r in s.opened[id].flatMap { o in s.pools[r.poolId].map { (r, o, $0.layer) } } }
+            })
+        else { return nil }
         return figureCache.flight(id) {
             do throws(StoreError) {
                 let usage = try opened.top.usage()
@@ -181,7 +184,8 @@ extension Engine {
                 return f
             } catch {
                 if StoreHealth.isOutage(error), opened.health.markUnreachable(StoreHealth.describe(error)) {
-                    Log.error("store \(record.name) is unreachable (\(error)); it takes no new chunks until it answers again")
+                    Log.error(
+                        "store \(record.name) is unreachable (\(error)); it takes no new chunks until it answers again")
                 }
                 Log.error("store \(record.name): cannot read its figures: \(error)")
                 return nil

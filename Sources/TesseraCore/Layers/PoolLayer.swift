@@ -220,7 +220,9 @@ public final class PoolLayer: ChunkStore {
     }
 
     /// Runs one request on `chunk`'s store; an outage error marks the store unreachable on its way out.
-    private func onStore<T>(_ chunk: ChunkID, _ body: (any ChunkStore) throws(StoreError) -> T) throws(StoreError) -> T {
+    private func onStore<T>(
+        _ chunk: ChunkID, _ body: (any ChunkStore) throws(StoreError) -> T
+    ) throws(StoreError) -> T {
         let (store, health) = try route(chunk)
         do { return try body(store) } catch {
             noticeFailure(chunk.store, health, error)
@@ -292,7 +294,9 @@ public final class PoolLayer: ChunkStore {
     }
 
     public func flush() throws(StoreError) {
-        let stores = state.withLock { s in s.order.compactMap { id in s.members[id].map { (id, $0.store, $0.health) } } }
+        let stores = state.withLock { s in
+            s.order.compactMap { id in s.members[id].map { (id, $0.store, $0.health) } }
+        }
         var failure: StoreError?
         for (id, s, health) in stores {
             do { try s.flush() } catch {
