@@ -122,6 +122,11 @@ public final class Catalog: Sendable {
         }
     }
 
+    /// Rewrites a store's options (`store set`); nothing else of the row (its serial moves on its own).
+    public func updateStore(_ store: StoreRecord) throws(TesseraError) {
+        try write("update store \(store.name)") { db in try store.update(db, columns: ["options"]) }
+    }
+
     // MARK: Volumes
 
     public func volumes() throws(TesseraError) -> [VolumeRecord] {

@@ -10,6 +10,8 @@ public enum ControlRequest: Codable, Sendable {
     case storeAdd(StoreSpec)
     case storeList
     case storeShow(name: String)
+    /// A store's capacity quota (`store set NAME --size SIZE`).
+    case storeSet(name: String, size: UInt64)
     /// Verifies every chunk (of one store); the mount streams progress lines before the reply.
     case scrub(store: String?)
     case volumeCreate(name: String, size: UInt64, pool: String, count: Int?)
@@ -102,6 +104,9 @@ public struct ControlService: Sendable {
             return ControlReply(stores: try engine.storeInfos().filter { $0.name == spec.name })
         case .storeList:
             return ControlReply(stores: try engine.storeInfos())
+        case .storeSet(let name, let size):
+            try engine.setStoreSize(name, size: size)
+            return ControlReply(stores: try engine.storeInfos().filter { $0.name == name })
         case .storeShow(let name):
             let found = try engine.storeInfos(sample: 256).filter { $0.name == name }
             if found.isEmpty { throw TesseraError(.notFound, "no store named '\(name)'") }

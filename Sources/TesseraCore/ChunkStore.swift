@@ -6,10 +6,47 @@ public struct StoreUsage: Sendable, Equatable, Codable {
     public var freeBytes: UInt64
     /// Bytes the store's chunks really occupy.
     public var usedBytes: UInt64
-    public init(totalBytes: UInt64, freeBytes: UInt64, usedBytes: UInt64) {
+    /// The host filesystem the store lives on, when it shares one with other users (a directory store):
+    /// stores with the same `filesystem.id` share its room. totalBytes/freeBytes above are then this
+    /// filesystem's figures capped by the store's quota.
+    public var filesystem: FilesystemUsage?
+    public init(totalBytes: UInt64, freeBytes: UInt64, usedBytes: UInt64, filesystem: FilesystemUsage? = nil) {
         self.totalBytes = totalBytes
         self.freeBytes = freeBytes
         self.usedBytes = usedBytes
+        self.filesystem = filesystem
+    }
+}
+
+extension StoreUsage {
+    /// The figures of several stores together. Stores on one filesystem share its room: together they
+    /// hold at most what the filesystem has (total = min(filesystem total, Σ totals), likewise free), so
+    /// two directory stores on one disk count the disk once. `usedBytes` is summed (each store's own).
+    public static func combined(_ all: [StoreUsage]) -> StoreUsage {
+        var out = StoreUsage(totalBytes: 0, freeBytes: 0, usedBytes: 0)
+        var groups: [UInt64: (fs: FilesystemUsage, total: UInt64, free: UInt64)] = [:]
+        for u in all {
+            out.usedBytes += u.usedBytes
+            guard let fs = u.filesystem else {
+                out.totalBytes += u.totalBytes
+                out.freeBytes += u.freeBytes
+                continue
+            }
+            let g = groups[fs.id] ?? (fs, 0, 0)
+            groups[fs.id] = (g.fs, g.total + u.totalBytes, g.free + u.freeBytes)
+        }
+        for g in groups.values {
+            out.totalBytes += min(g.fs.totalBytes, g.total)
+            out.freeBytes += min(g.fs.freeBytes, g.free)
+        }
+        return out
+    }
+
+    /// The distinct host filesystems under these stores (each once), for "backing filesystem" figures.
+    public static func filesystems(_ all: [StoreUsage]) -> [FilesystemUsage] {
+        var seen: [UInt64: FilesystemUsage] = [:]
+        for u in all { if let fs = u.filesystem { seen[fs.id] = fs } }
+        return seen.values.sorted { $0.id < $1.id }
     }
 }
 

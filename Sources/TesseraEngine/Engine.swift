@@ -54,6 +54,10 @@ public final class Engine: Sendable {
     /// it (CLI over the control socket), so the mount can invalidate cached attributes.
     public let observers = Mutex<[@Sendable (VolumeID) -> Void]>([])
     private let flusherStop = Mutex(false)
+    /// The last figures read from each store (Health.swift).
+    let figureCache = FigureCache()
+    /// The store health checker's threads (Health.swift).
+    let checker = HealthChecker()
 
     // MARK: Life cycle
 
@@ -99,7 +103,7 @@ public final class Engine: Sendable {
         for st in try catalog.stores() {
             guard let pool = s.pools[st.poolId] else { continue }
             let opened = try Self.openStore(st, chunkSize: Int(pool.record.chunkSize))
-            pool.layer.add(StoreID(st.id!), store: opened.top, nextSerial: UInt64(st.nextSerial))
+            pool.layer.add(StoreID(st.id!), store: opened.top, nextSerial: UInt64(st.nextSerial), health: opened.health)
             s.stores[st.id!] = st
             s.opened[st.id!] = opened
         }
@@ -304,60 +308,70 @@ public final class Engine: Sendable {
         }
     }
 
+    /// Pools with their stores' figures. Answers at once for stores that do not (see storeInfos).
     public func poolInfos() throws(TesseraError) -> [PoolInfo] {
         let (pools, volumes) = state.withLock { s in (s.pools.values.sorted { $0.record.id! < $1.record.id! }, s.volumes.values) }
-        let stores = try storeInfos()
+        let (stores, usages) = storeFigures()
         return pools.map { p in
-            let mine = stores.filter { $0.pool == p.record.name }
+            let mine = stores.indices.filter { stores[$0].pool == p.record.name }
             let vols = volumes.filter { $0.poolName == p.record.name }
+            let combined = StoreUsage.combined(mine.compactMap { usages[$0] })
+            let filesystems = StoreUsage.filesystems(mine.compactMap { usages[$0] })
             return PoolInfo(
-                id: p.record.id!, name: p.record.name, chunkSize: UInt64(p.record.chunkSize), stores: mine,
-                volumes: vols.count, capacity: mine.reduce(0) { $0 + $1.capacity }, free: mine.reduce(0) { $0 + $1.free },
-                used: mine.reduce(0) { $0 + $1.used }, provisioned: vols.reduce(0) { $0 + $1.size },
-                allocated: vols.reduce(0) { $0 + $1.allocatedBytes })
+                id: p.record.id!, name: p.record.name, chunkSize: UInt64(p.record.chunkSize), stores: mine.map { stores[$0] },
+                volumes: vols.count, capacity: combined.totalBytes, free: combined.freeBytes, used: combined.usedBytes,
+                provisioned: vols.reduce(0) { $0 + $1.size }, allocated: vols.reduce(0) { $0 + $1.allocatedBytes },
+                filesystemSize: filesystems.isEmpty ? nil : filesystems.reduce(0) { $0 + $1.totalBytes },
+                filesystemUsed: filesystems.isEmpty ? nil : filesystems.reduce(0) { $0 + ($1.totalBytes - min($1.freeBytes, $1.totalBytes)) })
         }
     }
 
     /// Every store's figures. `sample` > 0 also reads that many chunks' headers per compressed store
     /// for the achieved compression ratio (`store show`).
+    /// Never waits on a dead store: an unreachable store shows its last figures (see Health.swift), and a
+    /// store that stops answering mid-request costs at most `figuresWait`.
     public func storeInfos(sample: Int = 0) throws(TesseraError) -> [StoreInfo] {
-        let (stores, pools, opened) = state.withLock { s in (s.stores.values.sorted { $0.id! < $1.id! }, s.pools, s.opened) }
-        var out: [StoreInfo] = []
-        for st in stores {
-            guard let pool = pools[st.poolId], let layers = opened[st.id!] else { continue }
-            let usage: StoreUsage
-            let chunks: Int
-            var info: StoreInfo
-            do {
-                usage = try layers.top.usage()
-                chunks = try layers.top.allChunks().count
-                info = StoreInfo(id: st.id!, name: st.name, pool: pool.record.name, kind: st.kind, path: st.path,
-                                 capacity: usage.totalBytes, free: usage.freeBytes, used: usage.usedBytes, chunks: chunks)
-                if let c = layers.compression, sample > 0 {
-                    let r = try c.ratio(sample: sample)
-                    info.sampledLogical = r.logical
-                    info.sampledStored = r.stored
-                }
-            } catch { throw TesseraError(.io, "store \(st.name): \(error)") }
-            info.compression = (try? CompressionSetting.effective(Self.decodeOptions(st), kind: st.kind).description) ?? "?"
-            info.checksumErrors = layers.mismatches
-            info.freeChunks = pool.layer.placementWeights()[StoreID(st.id!)]
-            out.append(info)
-        }
-        return out
+        storeFigures(sample: sample).infos
     }
 
-    /// Capacity and free space of every store.
-    public func capacity() -> StoreUsage {
-        let tops = state.withLock { s in s.opened.values.map(\.top) }
-        var total = StoreUsage(totalBytes: 0, freeBytes: 0, usedBytes: 0)
-        for top in tops {
-            guard let u = try? top.usage() else { continue }
-            total.totalBytes += u.totalBytes
-            total.freeBytes += u.freeBytes
-            total.usedBytes += u.usedBytes
+    private func storeFigures(sample: Int = 0) -> (infos: [StoreInfo], usages: [StoreUsage?]) {
+        let (stores, pools, opened) = state.withLock { s in (s.stores.values.sorted { $0.id! < $1.id! }, s.pools, s.opened) }
+        var infos: [StoreInfo] = []
+        var usages: [StoreUsage?] = []
+        var shares: [Int64: [StoreID: Double]] = [:]
+        for st in stores {
+            guard let pool = pools[st.poolId], let layers = opened[st.id!] else { continue }
+            let f = figures(st.id!, health: layers.health, sample: sample)
+            let options = try? Self.decodeOptions(st)
+            var info = StoreInfo(id: st.id!, name: st.name, pool: pool.record.name, kind: st.kind, path: st.path,
+                                 capacity: f?.usage.totalBytes ?? 0, free: f?.usage.freeBytes ?? 0,
+                                 used: f?.usage.usedBytes ?? 0, chunks: f?.chunks ?? 0)
+            info.sampledLogical = f?.sampledLogical
+            info.sampledStored = f?.sampledStored
+            info.compression = options.flatMap { try? CompressionSetting.effective($0, kind: st.kind).description } ?? "?"
+            info.checksumErrors = layers.mismatches
+            info.freeChunks = pool.layer.placementWeights()[StoreID(st.id!)]
+            if shares[st.poolId] == nil { shares[st.poolId] = pool.layer.placementShares() }
+            info.placementShare = shares[st.poolId]?[StoreID(st.id!)] ?? 0
+            info.quota = st.kind == StoreSpec.Kind.file.rawValue ? nil : options?.size
+            info.filesystemID = f?.usage.filesystem?.id
+            info.filesystemSize = f?.usage.filesystem?.totalBytes
+            info.filesystemFree = f?.usage.filesystem?.freeBytes
+            let h = layers.health.snapshot
+            info.health = h.state
+            info.healthSince = h.since
+            info.lastError = h.lastError
+            info.figuresAt = f?.at
+            infos.append(info)
+            usages.append(f?.usage)
         }
-        return total
+        return (infos, usages)
+    }
+
+    /// Capacity and free space of every store, a filesystem shared by several stores counted once (the
+    /// mount's statfs). Never waits on a dead store (see storeInfos).
+    public func capacity() -> StoreUsage {
+        StoreUsage.combined(storeFigures().usages.compactMap { $0 })
     }
 
     // MARK: Volumes
@@ -541,6 +555,19 @@ public final class Engine: Sendable {
             dataDirectory: data.path, mounted: mountpoint != nil, mountpoint: mountpoint, pid: getpid(),
             pools: pools, stores: stores, volumes: vols.count, provisioned: vols.reduce(0) { $0 + $1.size },
             allocated: vols.reduce(0) { $0 + $1.allocatedBytes }, openImages: vols.filter(\.isOpen).count,
-            caches: cacheInfos(), checksumErrors: state.withLock { $0.opened.values.reduce(0) { $0 + $1.mismatches } })
+            caches: cacheInfos(), checksumErrors: state.withLock { $0.opened.values.reduce(0) { $0 + $1.mismatches } },
+            storeHealth: storeHealth())
+    }
+
+    /// Every store's health (no I/O).
+    public func storeHealth() -> [StoreHealthInfo] {
+        state.withLock { s in
+            s.stores.values.sorted { $0.id! < $1.id! }.compactMap { st in
+                guard let o = s.opened[st.id!] else { return nil }
+                let h = o.health.snapshot
+                return StoreHealthInfo(name: st.name, pool: s.pools[st.poolId]?.record.name ?? "?", health: h.state,
+                                       since: h.since, lastError: h.lastError)
+            }
+        }
     }
 }

@@ -52,12 +52,19 @@ public struct PoolInfo: Codable, Sendable, Equatable {
     public var chunkSize: UInt64
     public var stores: [StoreInfo]
     public var volumes: Int
+    /// Room for Tessera's chunks: its stores' capacity and free space, a filesystem shared by several
+    /// stores counted once (and capped by quotas).
     public var capacity: UInt64
     public var free: UInt64
+    /// Bytes Tessera's chunks take on the stores.
     public var used: UInt64
     /// Sum of the virtual sizes of the pool's volumes (thin: may exceed capacity).
     public var provisioned: UInt64
     public var allocated: UInt64
+    /// The host filesystems under the pool's directory stores, each counted once: their size and what
+    /// is used on them by everything (Tessera and others). Absent without directory stores.
+    public var filesystemSize: UInt64?
+    public var filesystemUsed: UInt64?
 }
 
 /// What `store list` prints.
@@ -80,6 +87,29 @@ public struct StoreInfo: Codable, Sendable, Equatable {
     public var checksumErrors: Int = 0
     /// Placement weight: estimated free chunks (0 when full).
     public var freeChunks: UInt64?
+    /// Share (0…1) of the pool's new chunks this store takes now.
+    public var placementShare: Double?
+    /// The capacity quota set with `--size` (dir and s3 stores).
+    public var quota: UInt64?
+    /// The host filesystem (directory stores): its st_dev, size and free space.
+    public var filesystemID: UInt64?
+    public var filesystemSize: UInt64?
+    public var filesystemFree: UInt64?
+    /// "ok" or "unreachable", since when (seconds since 1970), and the last failure seen.
+    public var health: String = "ok"
+    public var healthSince: Double?
+    public var lastError: String?
+    /// Seconds since 1970 when the figures above were read (older when the store does not answer).
+    public var figuresAt: Double?
+}
+
+/// One store's health, for `status`.
+public struct StoreHealthInfo: Codable, Sendable, Equatable {
+    public var name: String
+    public var pool: String
+    public var health: String
+    public var since: Double
+    public var lastError: String?
 }
 
 /// What `status` prints.
@@ -102,6 +132,8 @@ public struct StatusInfo: Codable, Sendable, Equatable {
     public var openImageNames: [String] = []
     /// Where a daemon that died left its FUSE mount behind (not mounted only).
     public var deadMount: String?
+    /// Every store's health.
+    public var storeHealth: [StoreHealthInfo] = []
 }
 
 /// A pool's RAM cache: size, hit rates, dirty bytes.

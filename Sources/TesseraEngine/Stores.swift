@@ -99,6 +99,8 @@ struct OpenedStore {
     let top: ChecksumLayer
     let compression: CompressionLayer?
     let bottom: any ChunkStore
+    /// Whether the store answers; shared with its pool's placement.
+    let health = StoreHealth()
     /// Damaged data seen since open: block checksum mismatches, and compressed objects that failed
     /// their own check below the checksum layer.
     var mismatches: Int { top.mismatches + (compression?.mismatches ?? 0) }
@@ -140,6 +142,10 @@ extension Engine {
             throw error
         } catch {
             throw TesseraError(.io, "store \(record.name): \(error)")
+        }
+        // A quota recorded for a kind that applies it itself at open (s3) is set again harmlessly.
+        if let size = options.size, record.kind == StoreSpec.Kind.dir.rawValue {
+            _ = (bottom as? StoreMaintenance)?.setQuota(size)
         }
         var middle: any ChunkStore = bottom
         var compressor: CompressionLayer?
@@ -196,11 +202,39 @@ extension Engine {
             let poolVolumes = allVolumes().filter { $0.poolName == pool.record.name }.map(\.record)
             try Manifests.writeVolumes(poolVolumes, roots: [location])
         }
-        pool.layer.add(StoreID(record.id!), store: opened.top, nextSerial: 1)
+        pool.layer.add(StoreID(record.id!), store: opened.top, nextSerial: 1, health: opened.health)
         state.withLock { s in
             s.stores[record.id!] = record
             s.opened[record.id!] = opened
         }
+        startHealthCheck(record.id!)
+    }
+
+    /// `tessera store set NAME --size SIZE`: a new capacity quota (dir: a placement limit on top of its
+    /// filesystem's room; s3: its capacity). A file store's size is fixed at creation. Recorded in the
+    /// catalog, applied at once on a running mount.
+    public func setStoreSize(_ name: String, size: UInt64) throws(TesseraError) {
+        guard let (record, opened) = state.withLock({ s in
+            s.stores.values.first { $0.name == name }.flatMap { r in s.opened[r.id!].map { (r, $0) } }
+        }) else { throw TesseraError(.notFound, "no store named '\(name)'") }
+        if size == 0 { throw TesseraError(.invalid, "size must be greater than 0") }
+        let chunk = state.withLock { s in s.pools[record.poolId].map { UInt64($0.record.chunkSize) } } ?? 1
+        if size < chunk {
+            throw TesseraError(.invalid, "size \(ByteSize.format(size)) is smaller than one chunk (\(ByteSize.format(chunk)))")
+        }
+        guard record.kind != StoreSpec.Kind.file.rawValue, let maintenance = opened.bottom as? StoreMaintenance else {
+            throw TesseraError(.invalid, "store \(name) is a \(record.kind) store, whose size is fixed when it is created")
+        }
+        var options = try Self.decodeOptions(record)
+        options.size = size
+        var updated = record
+        do { updated.options = String(decoding: try JSONEncoder().encode(options), as: UTF8.self) } catch {
+            throw TesseraError(.invalid, "cannot encode store options: \(error)")
+        }
+        try catalog.updateStore(updated)
+        _ = maintenance.setQuota(size)
+        state.withLock { $0.stores[record.id!] = updated }
+        refreshFigures(record.id!)
     }
 
     /// `path` is `dir` or lies below it.

@@ -412,15 +412,18 @@ public final class Volume: Sendable {
 
     /// Writes `content` at `offset` of a fresh chunk, labels it, marks the blocks at `unreadable` (byte
     /// offsets) unreadable, then points `index` at it.
-    /// A store that answers "no space" is marked full and the chunk goes to the next one; the client
-    /// sees ENOSPC only when every store of the pool is full.
+    /// A store that answers "no space" is marked full, one that fails as a dead medium does (EIO, EROFS,
+    /// a timeout) is marked unreachable by the pool, and the chunk goes to the next one; the client sees
+    /// the error only when every store of the pool refused.
     private func place(_ index: UInt64, _ offset: Int, _ content: UnsafeRawBufferPointer,
                        unreadable: [Int] = []) throws(StoreError) {
         let born = epoch
         var tried: Set<StoreID> = []
+        var refusal = StoreError.noSpace
         while true {
             let fresh = try pool.allocate()
-            if tried.contains(fresh.store) { throw .noSpace }  // back to a store that said no: the pool is full
+            // Back to a store that said no: the pool is full (or every store with room is down).
+            if tried.contains(fresh.store) { throw refusal }
             do {
                 try io.write(fresh, offset: offset, from: content)  // data first …
                 try io.setLabel(fresh, ChunkLabel(volume: id, index: index, epoch: born))
@@ -429,9 +432,19 @@ public final class Volume: Sendable {
                 setLive(index, MapEntry(chunk: fresh, birth: born))  // … then the map
                 return
             } catch {
-                try? io.delete(fresh)  // never mapped: nothing may keep it
-                guard case .noSpace = error else { throw error }
-                pool.setFull(fresh.store, true)
+                // Never mapped: nothing may keep it. A down store is not asked (it would only time out
+                // again); what it may keep is unreferenced, and garbage collection removes it at the
+                // next open.
+                let outage = StoreHealth.isOutage(error)
+                if !outage { try? io.delete(fresh) }
+                // No room (marked full after the delete, which clears it), or the store is down (the
+                // pool has marked it unreachable): try another.
+                if case .noSpace = error {
+                    pool.setFull(fresh.store, true)
+                } else if !outage {
+                    throw error
+                }
+                refusal = error
                 tried.insert(fresh.store)
             }
         }

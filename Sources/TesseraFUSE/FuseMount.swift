@@ -78,6 +78,7 @@ public final class FuseMount: @unchecked Sendable {
         fuse_session_destroy(se)
         session = nil
         engine.stopPeriodicFlush()
+        engine.stopHealthChecks()
         defer { engine.stopCaches() }
         do {
             try engine.flushAll()

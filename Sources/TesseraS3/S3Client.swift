@@ -22,12 +22,15 @@ import NIOHTTP1
 import Synchronization
 
 /// Timeouts and retry policy of an S3Client.
+/// The defaults bound what a client waits for a store that stopped answering: at most
+/// maxAttempts × requestTimeout plus the backoffs (2 × 10 s + ≤ 1 s), so a read of an unreachable S3
+/// store fails within about 21 s (README promises at most 30 s).
 public struct S3ClientOptions: Sendable {
-    public var connectTimeout: TimeAmount = .seconds(5)
+    public var connectTimeout: TimeAmount = .seconds(3)
     /// Deadline for one attempt of one request, from send to the last byte of the answer.
-    public var requestTimeout: TimeAmount = .seconds(30)
+    public var requestTimeout: TimeAmount = .seconds(10)
     /// Attempts in all (first try included) for a request that fails in a retryable way.
-    public var maxAttempts = 4
+    public var maxAttempts = 2
     /// The backoff before retry n (1-based) is min(backoffMax, backoffBase · 2^(n-1)), times a random
     /// factor in [0.5, 1] (jitter, so that many threads do not retry in lockstep).
     public var backoffBase: TimeAmount = .milliseconds(50)

@@ -24,15 +24,17 @@
 //   never with a secret); QuotaExceeded or 507 is `.noSpace`; everything else, after the client's retries,
 //   is `.io`.
 // Lock order: stripe (held across the chunk's requests) → state (short, never across I/O).
+import Synchronization
 import Foundation
 import NIOCore
 import TesseraCore
 import TesseraStores
 
-public final class S3Store: ChunkStore {
+public final class S3Store: ChunkStore, StoreMaintenance {
     public let chunkSize: Int
-    /// The configured quota in bytes: what usage() reports as total.
-    public let capacity: UInt64
+    /// The configured quota in bytes: what usage() reports as total (`store set --size` changes it).
+    public var capacity: UInt64 { quota.load(ordering: .relaxed) }
+    private let quota: Atomic<UInt64>
     public let client: S3Client
     /// `PREFIX/chunks/` (or `chunks/` without a prefix).
     public let chunksPrefix: String
@@ -58,7 +60,7 @@ public final class S3Store: ChunkStore {
         precondition(chunkSize > 0, "chunk size must be positive")
         precondition(capacity > 0, "an S3 store needs a capacity (quota) in bytes")
         self.chunkSize = chunkSize
-        self.capacity = capacity
+        self.quota = Atomic(capacity)
         self.client = S3Client(endpoint: endpoint, credentials: credentials, options: options)
         self.chunksPrefix = endpoint.key("chunks/")
         do {
@@ -276,6 +278,7 @@ public final class S3Store: ChunkStore {
     /// From the running counter (no request): `used` is the sum of our objects' sizes.
     public func usage() throws(StoreError) -> StoreUsage {
         let used = state.withLock { $0.used }
+        let capacity = self.capacity
         return StoreUsage(totalBytes: capacity, freeBytes: capacity > used ? capacity - used : 0, usedBytes: used)
     }
 
@@ -299,6 +302,22 @@ public final class S3Store: ChunkStore {
         let objects: [S3Object]
         do { objects = try client.listAll(prefix: chunksPrefix) } catch { throw storeError(error, .none, "LIST") }
         return objects.compactMap { Self.chunk(fromKey: $0.key, prefix: chunksPrefix) }
+    }
+
+    // MARK: Maintenance
+
+    /// HEAD of the bucket: answers when the server does and the credentials still work.
+    public func probe() throws(StoreError) {
+        do { try client.headBucket() } catch { throw storeError(error, .none, "HEAD bucket") }
+    }
+
+    /// Connections are re-established by the HTTP client on demand: nothing to drop.
+    public func reopen() {}
+
+    /// The quota (nil keeps the current one: an object store always has one).
+    public func setQuota(_ bytes: UInt64?) -> Bool {
+        if let bytes, bytes > 0 { quota.store(bytes, ordering: .relaxed) }
+        return true
     }
 
     // MARK: Labels and checks

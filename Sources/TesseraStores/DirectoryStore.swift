@@ -15,6 +15,7 @@
 // - O_DIRECT is never used on chunk files: FUSE hands us unaligned buffers and the page cache is fine.
 // Lock order: flushLock → state. No lock is held across a read or write syscall; the cached file
 // object is retained while in use, so eviction never closes an fd under a reader.
+import Synchronization
 import SystemPackage
 import TesseraCore
 import CLinux
@@ -30,11 +31,14 @@ final class ChunkFile: Sendable {
     deinit { try? fd.close() }
 }
 
-public final class DirectoryStore: ChunkStore {
+public final class DirectoryStore: ChunkStore, StoreMaintenance {
     public let chunkSize: Int
     public let root: String
     private let chunksDir: String
     private let maxOpenFiles: Int
+    /// Capacity quota in bytes (0: none, the filesystem's room). A placement limit: usage() reports at
+    /// most this much, so the pool stops choosing the store when its chunks fill it.
+    private let quota = Atomic<UInt64>(0)
 
     private struct State {
         var files: [ChunkID: ChunkFile] = [:]
@@ -303,18 +307,60 @@ public final class DirectoryStore: ChunkStore {
         return .unchecked
     }
 
+    /// The filesystem's figures (shared with whatever else lives there, other stores included), capped
+    /// by the quota when one is set; `filesystem` names it so that the pool counts it once.
     public func usage() throws(StoreError) -> StoreUsage {
         var vfs = statvfs()
         if statvfs(root, &vfs) != 0 { throw StoreError.from(errno: errno, chunk: .none) }
+        var st = stat()
+        if stat(root, &st) != 0 { throw StoreError.from(errno: errno, chunk: .none) }
         var used: UInt64 = 0
         for chunk in try allChunks() {
-            var st = stat()
-            if stat(path(chunk), &st) == 0 { used += UInt64(st.st_blocks) * 512 }
+            var cst = stat()
+            if stat(path(chunk), &cst) == 0 { used += UInt64(cst.st_blocks) * 512 }
         }
-        return StoreUsage(
-            totalBytes: UInt64(vfs.f_blocks) * UInt64(vfs.f_frsize),
-            freeBytes: UInt64(vfs.f_bavail) * UInt64(vfs.f_frsize),
-            usedBytes: used)
+        let fs = FilesystemUsage(
+            id: UInt64(st.st_dev), totalBytes: UInt64(vfs.f_blocks) * UInt64(vfs.f_frsize),
+            freeBytes: UInt64(vfs.f_bavail) * UInt64(vfs.f_frsize))
+        var total = fs.totalBytes
+        var free = fs.freeBytes
+        let q = quota.load(ordering: .relaxed)
+        if q > 0 {
+            total = min(total, q)
+            free = min(free, q > used ? q - used : 0)
+        }
+        return StoreUsage(totalBytes: total, freeBytes: free, usedBytes: used, filesystem: fs)
+    }
+
+    // MARK: Maintenance
+
+    /// Creates, writes, syncs and removes a small file in the root, after checking that the store's
+    /// layout is there (a filesystem unmounted under it leaves an empty directory that would take the
+    /// write).
+    public func probe() throws(StoreError) {
+        var st = stat()
+        if stat(chunksDir, &st) != 0 { throw StoreError.from(errno: errno, chunk: .none) }
+        if (st.st_mode & S_IFMT) != S_IFDIR { throw StoreError.from(errno: ENOTDIR, chunk: .none) }
+        let p = root + "/.probe"
+        let fd = Glibc.open(p, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        if fd < 0 { throw StoreError.from(errno: errno, chunk: .none) }
+        defer {
+            close(fd)
+            unlink(p)
+        }
+        var byte: UInt8 = 0x54
+        if pwrite(fd, &byte, 1, 0) != 1 || fdatasync(fd) != 0 { throw StoreError.from(errno: errno, chunk: .none) }
+    }
+
+    /// Forgets every open chunk file: descriptors opened before an outage (a filesystem shut down,
+    /// unmounted and mounted again) stay dead, so the next access opens the file anew.
+    public func reopen() {
+        state.withLock { $0.files = [:] }
+    }
+
+    public func setQuota(_ bytes: UInt64?) -> Bool {
+        quota.store(bytes ?? 0, ordering: .relaxed)
+        return true
     }
 
     public func allChunks() throws(StoreError) -> [ChunkID] {

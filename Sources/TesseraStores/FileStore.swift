@@ -58,7 +58,7 @@ import TesseraCore
     import Glibc
 #endif
 
-public final class FileStore: ChunkStore {
+public final class FileStore: ChunkStore, StoreMaintenance {
     public static let formatVersion: UInt32 = 1
     static let magic: [UInt8] = Array("TESSERAF".utf8)
     static let headerBytes = 4096
@@ -657,6 +657,20 @@ public final class FileStore: ChunkStore {
         return StoreUsage(
             totalBytes: UInt64(slotCount) * cs, freeBytes: UInt64(free) * cs, usedBytes: UInt64(used) * cs)
     }
+
+    // MARK: Maintenance
+
+    /// Reads the header block back from the medium (a dead device or filesystem answers EIO).
+    public func probe() throws(StoreError) {
+        var byte: UInt8 = 0
+        if pread(fd.rawValue, &byte, 1, 0) != 1 { throw StoreError.from(errno: errno == 0 ? EIO : errno, chunk: .none) }
+    }
+
+    /// The file's one descriptor holds its lock and its layout; it is not swapped under running I/O.
+    public func reopen() {}
+
+    /// A file store's size is fixed when it is created (preallocated).
+    public func setQuota(_ bytes: UInt64?) -> Bool { false }
 
     public func allChunks() throws(StoreError) -> [ChunkID] {
         state.withLock { Array($0.slotOf.keys) }

@@ -47,6 +47,7 @@ struct MountCommand: ParsableCommand {
                 openImages: { fuse.openImageList() })
             let server = try ControlServer(path: dir.socketPath, service: service)
             engine.startPeriodicFlush()
+            engine.startHealthChecks()
             engine.startScheduler()
             server.start()
             MountPoint.record(mountpoint, dir)

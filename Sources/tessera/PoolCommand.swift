@@ -53,17 +53,23 @@ struct PoolCommand: ParsableCommand {
             }
             if output.json { return printJSON(pool) }
             print("pool \(pool.name): chunk size \(human(pool.chunkSize)), \(pool.volumes) volume(s)")
-            let util = pool.capacity > 0 ? Double(pool.capacity - pool.free) * 100 / Double(pool.capacity) : 0
-            print("capacity \(human(pool.capacity)), free \(human(pool.free)), utilisation \(String(format: "%.1f", util))%")
-            print("provisioned \(human(pool.provisioned)), allocated \(human(pool.allocated)), used on stores \(human(pool.used))")
+            // Tessera's own figures, then the host filesystems' (shared with everything else on them).
+            let util = pool.capacity > 0 ? Double(pool.capacity - min(pool.free, pool.capacity)) * 100 / Double(pool.capacity) : 0
+            print("tessera: capacity \(human(pool.capacity)), free \(human(pool.free)), stored \(human(pool.used)) "
+                + "(\(String(format: "%.1f", util))% of capacity in use)")
+            print("volumes: provisioned \(human(pool.provisioned)), allocated \(human(pool.allocated))")
+            if let size = pool.filesystemSize, let used = pool.filesystemUsed {
+                print("backing filesystems: size \(human(size)), used \(human(used)) by all their users (each filesystem counted once)")
+            }
             // ALLOCATED: chunks placed on the store × chunk size; USED: what they really take there
-            // (sparse files, compression); UTIL: used share of the store's capacity.
-            printTable(["STORE", "KIND", "PATH", "CAPACITY", "FREE", "ALLOCATED", "USED", "UTIL", "CHUNKS", "COMPRESS"],
+            // (sparse files, compression); SHARE: of the pool's new chunks.
+            printTable(["STORE", "KIND", "PATH", "CAPACITY", "FREE", "ALLOCATED", "USED", "CHUNKS", "SHARE", "COMPRESS", "HEALTH"],
                        pool.stores.map { s in
-                           let util = s.capacity > 0 ? Double(s.capacity - min(s.free, s.capacity)) * 100 / Double(s.capacity) : 0
-                           return [s.name, s.kind, s.path, human(s.capacity), human(s.free), human(UInt64(s.chunks) * pool.chunkSize),
-                                   human(s.used), String(format: "%.1f%%", util), "\(s.chunks)", s.compression]
+                           [s.name, s.kind, s.path, human(s.capacity), human(s.free), human(UInt64(s.chunks) * pool.chunkSize),
+                            human(s.used), "\(s.chunks)", String(format: "%.0f%%", (s.placementShare ?? 0) * 100), s.compression,
+                            s.health]
                        })
+            for s in pool.stores where s.health != "ok" { print("store \(s.name) " + healthLine(s)) }
         }
     }
 }

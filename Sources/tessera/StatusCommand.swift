@@ -20,6 +20,11 @@ struct StatusCommand: ParsableCommand {
         for name in s.openImageNames { print("  open: \(name)") }
         print("provisioned: \(human(s.provisioned))  allocated: \(human(s.allocated))")
         print("checksum errors since mount: \(s.checksumErrors)")
+        for h in s.storeHealth {
+            let error = h.lastError.map { " (last error: \($0))" } ?? ""
+            print("store \(h.name) (pool \(h.pool)): " + (h.health == "ok" ? "ok" : "UNREACHABLE") + " since \(timestamp(h.since))"
+                + (h.health == "ok" ? "" : error))
+        }
         if s.mounted && s.caches.isEmpty { print("RAM cache: off (mount --cache-size SIZE)") }
         for c in s.caches {
             let st = c.stats

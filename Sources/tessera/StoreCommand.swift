@@ -5,7 +5,8 @@ import TesseraEngine
 
 struct StoreCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "store", abstract: "Add, list and inspect stores.", subcommands: [Add.self, List.self, Show.self])
+        commandName: "store", abstract: "Add, list, inspect and resize stores.",
+        subcommands: [Add.self, List.self, Show.self, Set.self])
 
     struct Add: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -21,7 +22,8 @@ struct StoreCommand: ParsableCommand {
         @Option(help: "Directory that will hold chunk files.") var dir: String?
         @Option(help: "A file (created and preallocated with --size) or a block device.") var file: String?
         @Option(help: "An S3-compatible bucket: http[s]://HOST[:PORT]/BUCKET[/PREFIX].") var s3: String?
-        @Option(help: "File store: its size; s3: its capacity quota (default 1T).") var size: String?
+        @Option(help: "File store: its size; s3: its capacity quota (default 1T); dir: a quota (default: its filesystem's room).")
+        var size: String?
         @Option(help: "none, zstd or zstd:LEVEL (1…19); default zstd:3 for s3, none otherwise.") var compress: String?
         @Option(help: "S3 addressing: path (default) or virtual (bucket in the host name).") var addressing: String?
         @Option(help: "S3 signing region (default: $AWS_REGION, else us-east-1).") var region: String?
@@ -44,7 +46,6 @@ struct StoreCommand: ParsableCommand {
             if let file, size == nil, !FileManager.default.fileExists(atPath: file) {
                 throw invalid("--file \(file) does not exist: give --size to create it")
             }
-            if dir != nil && size != nil { throw invalid("--size is for --file and --s3 stores (a directory store uses its filesystem)") }
             if let addressing, addressing != "path" && addressing != "virtual" {
                 throw invalid("--addressing must be 'path' or 'virtual'")
             }
@@ -68,13 +69,17 @@ struct StoreCommand: ParsableCommand {
                 if creds.created { written = creds.path }
                 spec = StoreSpec(name: name, pool: pool, kind: .s3, location: s3!, options: options)
             }
+            let added: StoreInfo?
             do {
-                _ = try perform(.storeAdd(spec), data.directory)
+                added = try perform(.storeAdd(spec), data.directory).stores?.first
             } catch {
                 if let written { try? FileManager.default.removeItem(atPath: written) }
                 throw error
             }
             print("added store \(name) (\(spec.kind.rawValue) \(spec.location)) to pool \(pool)")
+            if let share = added?.placementShare {
+                print(String(format: "it will take about %.0f%% of the pool's new chunks", share * 100))
+            }
         }
     }
 
@@ -86,9 +91,9 @@ struct StoreCommand: ParsableCommand {
         func run() throws {
             let stores = try perform(.storeList, data.directory).stores ?? []
             if output.json { return printJSON(stores) }
-            printTable(["NAME", "POOL", "KIND", "PATH", "CAPACITY", "FREE", "USED", "CHUNKS", "COMPRESS"],
+            printTable(["NAME", "POOL", "KIND", "PATH", "CAPACITY", "FREE", "USED", "CHUNKS", "COMPRESS", "HEALTH"],
                        stores.map { [$0.name, $0.pool, $0.kind, $0.path, human($0.capacity), human($0.free), human($0.used),
-                                     "\($0.chunks)", $0.compression] })
+                                     "\($0.chunks)", $0.compression, $0.health] })
         }
     }
 
@@ -106,8 +111,13 @@ struct StoreCommand: ParsableCommand {
             }
             if output.json { return printJSON(s) }
             print("store \(s.name): \(s.kind) \(s.path), pool \(s.pool)")
-            let util = s.capacity > 0 ? Double(s.capacity - min(s.free, s.capacity)) * 100 / Double(s.capacity) : 0
-            print("capacity \(human(s.capacity)), free \(human(s.free)) (\(String(format: "%.1f", util))% used), chunks \(s.chunks), stored \(human(s.used))")
+            print(healthLine(s))
+            print("capacity \(human(s.capacity))" + (s.quota.map { " (quota \(human($0)))" } ?? "")
+                + ", free \(human(s.free)), chunks \(s.chunks), stored \(human(s.used))"
+                + String(format: ", takes %.0f%% of new chunks", (s.placementShare ?? 0) * 100))
+            if let size = s.filesystemSize, let free = s.filesystemFree {
+                print("backing filesystem: size \(human(size)), used \(human(size - min(free, size))) by all its users, free \(human(free))")
+            }
             var line = "compression \(s.compression)"
             if let logical = s.sampledLogical, let stored = s.sampledStored {
                 line += stored > 0
@@ -118,4 +128,42 @@ struct StoreCommand: ParsableCommand {
             print("checksum errors since mount: \(s.checksumErrors)")
         }
     }
+
+    struct Set: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Change a store's capacity quota (also while mounted: placement follows at once).",
+            discussion: """
+                --size is a dir store's quota (a placement limit on top of its filesystem's room) or an s3 \
+                store's capacity; a file store's size is fixed when it is created. Exit 2 for bad input \
+                (nothing changes), 3 for an unknown store.
+                """)
+        @OptionGroup var data: DataOptions
+        @Argument var name: String
+        @Option(help: "The new quota (K M G T suffixes).") var size: String
+
+        func validate() throws {
+            try checkName(name, "store")
+            let bytes = try parseSize(size, option: "--size")
+            if bytes == 0 { throw invalid("--size must be greater than 0") }
+        }
+
+        func run() throws {
+            let s = try perform(.storeSet(name: name, size: try parseSize(size, option: "--size")), data.directory).stores?.first
+            print("store \(name): quota \(human(s?.quota ?? 0)), capacity \(human(s?.capacity ?? 0)), free \(human(s?.free ?? 0))")
+        }
+    }
+}
+
+/// "health: ok since …" or "health: UNREACHABLE since … (last error: …)".
+func healthLine(_ s: StoreInfo) -> String {
+    let since = s.healthSince.map { " since " + timestamp($0) } ?? ""
+    let error = s.lastError.map { " (last error: \($0))" } ?? ""
+    let age = s.health == "ok" ? "" : s.figuresAt.map { "; figures from " + timestamp($0) } ?? "; no figures yet"
+    return "health: " + (s.health == "ok" ? "ok" : "UNREACHABLE") + since + error + age
+}
+
+func timestamp(_ t: Double) -> String {
+    let f = DateFormatter()
+    f.dateFormat = "yyyy-MM-dd HH:mm:ss"
+    return f.string(from: Date(timeIntervalSince1970: t))
 }

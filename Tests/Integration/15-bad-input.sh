@@ -121,7 +121,7 @@ row 2,3     store add s --pool p1 --dir "$T_WORK/afile"
 row 2,3     store add s --pool p1 --dir ''
 row 2,3     store add s --pool p1 --dir relative/missing
 
-snapshot() {   # the three listings, minus capacity/free/freeChunks (statfs of the host: they move)
+snapshot() {   # the listings, minus what follows the host's statfs (it moves) and when figures were read
     local k
     # (one at a time: without a mount each CLI call holds the catalog's lock)
     for k in volume pool store; do
@@ -130,7 +130,7 @@ snapshot() {   # the three listings, minus capacity/free/freeChunks (statfs of t
     py '
 import json, sys
 def strip(x):
-    if isinstance(x, dict): return {k: strip(v) for k, v in x.items() if k not in ("capacity", "free", "freeChunks")}
+    if isinstance(x, dict): return {k: strip(v) for k, v in x.items() if k not in ("capacity", "free", "freeChunks", "filesystemFree", "filesystemUsed", "placementShare", "figuresAt", "healthSince")}
     if isinstance(x, list): return [strip(v) for v in x]
     return x
 out = []

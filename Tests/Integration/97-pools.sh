@@ -316,11 +316,12 @@ refuse() {
     info "refused: ${*:2} -> $EF_ERR"
 }
 # stores_now: `store list --json`, less the free space of the stores that share the machine's disk
-# (other processes change it); sd and sf (a tmpfs and a file) keep theirs.
+# (other processes change it, and with it the placement shares); sd and sf (a tmpfs and a file) keep
+# theirs. When the figures were read and when the health record began always move.
 stores_now() {
     local j
     j=$(tcli store list --json) || fail "store list --json failed"
-    json '[{k: v for k, v in s.items() if s["name"] in ("sd", "sf") or k not in ("free", "freeChunks")} for s in d]' <<<"$j"
+    json '[{k: v for k, v in s.items() if k not in ("figuresAt", "healthSince") and (s["name"] in ("sd", "sf") or k not in ("free", "freeChunks", "filesystemFree", "placementShare"))} for s in d]' <<<"$j"
 }
 bad_inputs() {   # one round of refused store adds; nothing may change
     local before after

@@ -10,23 +10,35 @@
 // Placement: smooth weighted round-robin over the members, weighted by each one's free space, so
 // consecutive chunks (a sequential write) land on different stores and a store with twice the room
 // gets twice the chunks. Free space is an estimate: read from `usage()` when a store joins and on
-// `refreshCapacity()` (the engine calls it periodically), lowered by one chunk per allocation and
-// raised by one per delete. A member that answered `.noSpace` is used only when no other has room; a
-// member whose estimate is 0 is skipped. With no room left anywhere, allocation refreshes the
-// estimates (at most once a second) and then fails with `.noSpace`, which the client sees as ENOSPC.
+// `refreshCapacity()` / `updateCapacity` (the engine calls them periodically), lowered by one chunk per
+// allocation and raised by one per delete. A member that answered `.noSpace` is used only when no other
+// has room; a member whose estimate is 0 is skipped. With no room left anywhere, allocation refreshes
+// the estimates (at most once a second) and then fails with `.noSpace`, which the client sees as ENOSPC.
+// Shared filesystems: members whose usage names the same filesystem (two directory stores on one
+// disk) share its free space: together they weigh what the filesystem has free (each in proportion
+// to its own estimate, which a quota may cap), so the disk is not counted twice.
+// Health: each member has a StoreHealth. A data-path call that fails with an outage error (`.io`,
+// `.readOnly`) marks the store unreachable at once; an unreachable member takes no new chunks while a
+// reachable member has room (it is the last resort, so a pool whose every store is down still fails
+// with the stores' own error, not ENOSPC). Only the engine's probe returns a store to service.
 // Invariants: every data-path method is written out here (no default pass-through), so a method added
 // to ChunkStore cannot silently bypass routing.
-// Lock order: members (short, never across I/O).
+// Lock order: members (short, never across I/O). Health is read with an atomic load, outside it.
+import Synchronization
 
 public final class PoolLayer: ChunkStore {
     public let chunkSize: Int
 
     private struct Member {
         let store: any ChunkStore
+        let health: StoreHealth
         var nextSerial: UInt64
         var full = false
-        /// Estimated free space, in chunks.
+        /// Estimated free space, in chunks (the filesystem's free space capped by the store's quota).
         var freeChunks: UInt64 = 0
+        /// The filesystem this store shares with others, and its estimated free chunks.
+        var filesystem: UInt64?
+        var filesystemFree: UInt64 = 0
         /// Smooth weighted round-robin accumulator.
         var current: Int64 = 0
     }
@@ -41,45 +53,75 @@ public final class PoolLayer: ChunkStore {
         self.chunkSize = chunkSize
     }
 
-    /// Adds a store; `nextSerial` is the first serial it may hand out.
-    public func add(_ id: StoreID, store: any ChunkStore, nextSerial: UInt64) {
+    /// Adds a store; `nextSerial` is the first serial it may hand out. `health` is the store's health
+    /// record (shared with the engine's checker); a new one when nil.
+    public func add(_ id: StoreID, store: any ChunkStore, nextSerial: UInt64, health: StoreHealth? = nil) {
         precondition(store.chunkSize == chunkSize, "a pool's stores share its chunk size")
-        let free = Self.freeChunks(of: store, chunkSize: chunkSize) ?? 0
+        let usage = Self.usage(of: store)
         state.withLock { s in
-            s.members[id] = Member(store: store, nextSerial: max(1, nextSerial), freeChunks: free)
+            s.members[id] = Member(store: store, health: health ?? StoreHealth(), nextSerial: max(1, nextSerial))
             s.order.append(id)
+            if let usage { Self.apply(usage, to: id, &s, chunkSize: chunkSize) }
         }
     }
 
-    private static func freeChunks(of store: any ChunkStore, chunkSize: Int) -> UInt64? {
-        do { return try store.usage().freeBytes / UInt64(chunkSize) } catch {
+    private static func usage(of store: any ChunkStore) -> StoreUsage? {
+        do { return try store.usage() } catch {
             Log.error("cannot read the free space of a store: \(error)")
             return nil
         }
     }
 
-    /// Re-reads every member's free space (placement weights) and clears "full" where room came back.
+    private static func apply(_ u: StoreUsage, to id: StoreID, _ s: inout State, chunkSize: Int) {
+        guard s.members[id] != nil else { return }
+        let free = u.freeBytes / UInt64(chunkSize)
+        s.members[id]!.freeChunks = free
+        s.members[id]!.filesystem = u.filesystem?.id
+        s.members[id]!.filesystemFree = (u.filesystem?.freeBytes ?? 0) / UInt64(chunkSize)
+        if free > 0 { s.members[id]!.full = false }
+    }
+
+    /// Sets one member's figures (the engine's health checker read them); clears "full" where room came back.
+    public func updateCapacity(_ id: StoreID, _ usage: StoreUsage) {
+        state.withLock { s in Self.apply(usage, to: id, &s, chunkSize: chunkSize) }
+    }
+
+    /// Re-reads every reachable member's free space (placement weights) and clears "full" where room
+    /// came back. An unreachable member is not asked (it might not answer); its estimate stays.
     public func refreshCapacity() {
-        let stores = state.withLock { s in s.order.compactMap { id in s.members[id].map { (id, $0.store) } } }
-        var fresh: [StoreID: UInt64] = [:]
-        for (id, store) in stores { fresh[id] = Self.freeChunks(of: store, chunkSize: chunkSize) }
+        let stores = state.withLock { s in
+            s.order.compactMap { id in s.members[id].flatMap { $0.health.isReachable ? (id, $0.store) : nil } }
+        }
+        var fresh: [StoreID: StoreUsage] = [:]
+        for (id, store) in stores { fresh[id] = Self.usage(of: store) }
         state.withLock { s in
             s.lastRefresh = .now
-            for (id, free) in fresh where s.members[id] != nil {
-                s.members[id]!.freeChunks = free
-                if free > 0 { s.members[id]!.full = false }
-            }
+            for (id, u) in fresh { Self.apply(u, to: id, &s, chunkSize: chunkSize) }
         }
     }
 
-    /// Estimated free chunks per store (what placement weighs).
+    /// Estimated free chunks per store (0 when full).
     public func placementWeights() -> [StoreID: UInt64] {
         state.withLock { s in s.members.mapValues { $0.full ? 0 : $0.freeChunks } }
+    }
+
+    /// The share (0…1) of new chunks each store takes now: what placement would do with the current
+    /// estimates, health and shared filesystems. Stores that take none are absent.
+    public func placementShares() -> [StoreID: Double] {
+        state.withLock { s in
+            let w = Self.weights(s)
+            let total = Double(w.reduce(0) { $0 + $1.1 })
+            guard total > 0 else { return [:] }
+            return Dictionary(uniqueKeysWithValues: w.map { ($0.0, Double($0.1) / total) })
+        }
     }
 
     public var storeIDs: [StoreID] { state.withLock { $0.order } }
 
     public func store(_ id: StoreID) -> (any ChunkStore)? { state.withLock { $0.members[id]?.store } }
+
+    /// The health record of a member.
+    public func health(_ id: StoreID) -> StoreHealth? { state.withLock { $0.members[id]?.health } }
 
     /// The member stores in order (garbage collection and fsck walk each store's own chunks, so a
     /// stray file that routes nowhere is still found and removed).
@@ -112,22 +154,43 @@ public final class PoolLayer: ChunkStore {
         throw .noSpace
     }
 
+    /// The members that may take the next chunk, with their weights in 1…64.
+    /// Reachable members with room come first; among them, those that never answered "no space" (a
+    /// member that did is a last resort: its estimate may still show room — a transient refusal, or room
+    /// freed since — and only the estimates decide that the pool is full). Unreachable members are used
+    /// only when no reachable one has room.
+    private static func weights(_ s: State) -> [(StoreID, Int64)] {
+        let roomy = s.order.filter { s.members[$0]!.freeChunks > 0 }
+        let reachable = roomy.filter { s.members[$0]!.health.isReachable }
+        let pool = reachable.isEmpty ? roomy : reachable
+        let preferred = pool.filter { !s.members[$0]!.full }
+        let candidates = preferred.isEmpty ? pool : preferred
+        // Members on one filesystem share what it has free, in proportion to their own estimates.
+        var sum: [UInt64: UInt64] = [:]
+        var fsFree: [UInt64: UInt64] = [:]
+        for sid in candidates {
+            guard let fs = s.members[sid]!.filesystem else { continue }
+            sum[fs, default: 0] += s.members[sid]!.freeChunks
+            fsFree[fs] = max(fsFree[fs] ?? 0, s.members[sid]!.filesystemFree)
+        }
+        let room = candidates.map { sid -> Double in
+            let m = s.members[sid]!
+            guard let fs = m.filesystem, let total = sum[fs], total > 0 else { return Double(m.freeChunks) }
+            return Double(m.freeChunks) * Double(min(total, fsFree[fs] ?? total)) / Double(total)
+        }
+        // Relative to the roomiest member: stores with about the same room weigh the same, so they
+        // alternate strictly instead of drifting with every chunk placed.
+        let most = room.max() ?? 0
+        guard most > 0 else { return [] }
+        return zip(candidates, room).map { ($0, Int64(max(1, ($1 * 64 / most).rounded()))) }
+    }
+
     /// Smooth weighted round-robin (each candidate gains its weight, the richest is picked and pays
-    /// the total), then one chunk less free on the winner.
+    /// the total), then one chunk less free on the winner (and on its filesystem).
     private static func pick(_ s: inout State) -> ChunkID? {
         var total: Int64 = 0
         var best: StoreID?
-        // Weights relative to the roomiest member, in 1…64: stores with about the same room weigh the
-        // same, so they alternate strictly instead of drifting with every chunk placed.
-        // A member that answered "no space" is a last resort: its estimate may still show room (a
-        // transient refusal, or room freed since), and only the estimates decide that the pool is full.
-        let roomy = s.order.filter { s.members[$0]!.freeChunks > 0 }
-        let preferred = roomy.filter { !s.members[$0]!.full }
-        let candidates = preferred.isEmpty ? roomy : preferred
-        let most = candidates.map { s.members[$0]!.freeChunks }.max() ?? 0
-        for sid in candidates {
-            let m = s.members[sid]!
-            let weight = Int64(max(1, (Double(m.freeChunks) * 64 / Double(most)).rounded()))
+        for (sid, weight) in weights(s) {
             total += weight
             s.members[sid]!.current += weight
             if best == nil || s.members[sid]!.current > s.members[best!]!.current { best = sid }
@@ -136,6 +199,13 @@ public final class PoolLayer: ChunkStore {
         s.members[sid]!.current -= total
         s.members[sid]!.freeChunks -= 1
         s.members[sid]!.nextSerial += 1
+        if let fs = s.members[sid]!.filesystem {
+            for other in s.order where s.members[other]!.filesystem == fs {
+                let left = s.members[other]!.filesystemFree
+                s.members[other]!.filesystemFree = left > 0 ? left - 1 : 0
+                if other != sid { s.members[other]!.freeChunks = min(s.members[other]!.freeChunks, left) }
+            }
+        }
         return ChunkID(store: sid, serial: s.members[sid]!.nextSerial - 1)
     }
 
@@ -144,18 +214,36 @@ public final class PoolLayer: ChunkStore {
         state.withLock { s in if s.members[id] != nil { s.members[id]!.full = full } }
     }
 
-    private func route(_ chunk: ChunkID) throws(StoreError) -> any ChunkStore {
-        guard let s = state.withLock({ $0.members[chunk.store]?.store }) else { throw .missing(chunk: chunk) }
-        return s
+    private func route(_ chunk: ChunkID) throws(StoreError) -> (any ChunkStore, StoreHealth) {
+        guard let m = state.withLock({ $0.members[chunk.store] }) else { throw .missing(chunk: chunk) }
+        return (m.store, m.health)
+    }
+
+    /// Runs one request on `chunk`'s store; an outage error marks the store unreachable on its way out.
+    private func onStore<T>(
+        _ chunk: ChunkID, _ body: (any ChunkStore) throws(StoreError) -> T
+    ) throws(StoreError) -> T {
+        let (store, health) = try route(chunk)
+        do { return try body(store) } catch {
+            noticeFailure(chunk.store, health, error)
+            throw error
+        }
+    }
+
+    private func noticeFailure(_ id: StoreID, _ health: StoreHealth, _ error: StoreError) {
+        guard StoreHealth.isOutage(error) else { return }
+        if health.markUnreachable(StoreHealth.describe(error)) {
+            Log.error("store #\(id.rawValue) is unreachable (\(error)); it takes no new chunks until it answers again")
+        }
     }
 
     public func read(_ chunk: ChunkID, offset: Int, into buffer: UnsafeMutableRawBufferPointer) throws(StoreError) {
-        try route(chunk).read(chunk, offset: offset, into: buffer)
+        try onStore(chunk) { (s) throws(StoreError) in try s.read(chunk, offset: offset, into: buffer) }
     }
 
     public func write(_ chunk: ChunkID, offset: Int, from buffer: UnsafeRawBufferPointer) throws(StoreError) {
         do throws(StoreError) {
-            try route(chunk).write(chunk, offset: offset, from: buffer)
+            try onStore(chunk) { (s) throws(StoreError) in try s.write(chunk, offset: offset, from: buffer) }
         } catch .noSpace {
             setFull(chunk.store, true)
             throw .noSpace
@@ -164,7 +252,7 @@ public final class PoolLayer: ChunkStore {
 
     public func replace(_ chunk: ChunkID, with buffer: UnsafeRawBufferPointer) throws(StoreError) {
         do throws(StoreError) {
-            try route(chunk).replace(chunk, with: buffer)
+            try onStore(chunk) { (s) throws(StoreError) in try s.replace(chunk, with: buffer) }
         } catch .noSpace {
             setFull(chunk.store, true)
             throw .noSpace
@@ -172,23 +260,23 @@ public final class PoolLayer: ChunkStore {
     }
 
     public func readAll(_ chunk: ChunkID) throws(StoreError) -> [UInt8] {
-        try route(chunk).readAll(chunk)
+        try onStore(chunk) { (s) throws(StoreError) in try s.readAll(chunk) }
     }
 
     public func prefersWholeChunks(_ chunk: ChunkID) -> Bool {
-        (try? route(chunk).prefersWholeChunks(chunk)) ?? false
+        (try? route(chunk).0.prefersWholeChunks(chunk)) ?? false
     }
 
     public func zero(_ chunk: ChunkID, offset: Int, length: Int) throws(StoreError) {
-        try route(chunk).zero(chunk, offset: offset, length: length)
+        try onStore(chunk) { (s) throws(StoreError) in try s.zero(chunk, offset: offset, length: length) }
     }
 
     public func markUnreadable(_ chunk: ChunkID, offset: Int, length: Int) throws(StoreError) {
-        try route(chunk).markUnreadable(chunk, offset: offset, length: length)
+        try onStore(chunk) { (s) throws(StoreError) in try s.markUnreadable(chunk, offset: offset, length: length) }
     }
 
     public func delete(_ chunk: ChunkID) throws(StoreError) {
-        try route(chunk).delete(chunk)
+        try onStore(chunk) { (s) throws(StoreError) in try s.delete(chunk) }
         state.withLock { s in
             if s.members[chunk.store] != nil {
                 s.members[chunk.store]!.full = false
@@ -198,22 +286,27 @@ public final class PoolLayer: ChunkStore {
     }
 
     public func setLabel(_ chunk: ChunkID, _ label: ChunkLabel) throws(StoreError) {
-        try route(chunk).setLabel(chunk, label)
+        try onStore(chunk) { (s) throws(StoreError) in try s.setLabel(chunk, label) }
     }
 
     public func label(of chunk: ChunkID) throws(StoreError) -> ChunkLabel? {
-        try route(chunk).label(of: chunk)
+        try onStore(chunk) { (s) throws(StoreError) in try s.label(of: chunk) }
     }
 
     public func check(_ chunk: ChunkID) throws(StoreError) -> ChunkCheck {
-        try route(chunk).check(chunk)
+        try onStore(chunk) { (s) throws(StoreError) in try s.check(chunk) }
     }
 
     public func flush() throws(StoreError) {
-        let stores = state.withLock { s in s.order.compactMap { s.members[$0]?.store } }
+        let stores = state.withLock { s in
+            s.order.compactMap { id in s.members[id].map { (id, $0.store, $0.health) } }
+        }
         var failure: StoreError?
-        for s in stores {
-            do { try s.flush() } catch { failure = error }
+        for (id, s, health) in stores {
+            do { try s.flush() } catch {
+                noticeFailure(id, health, error)
+                failure = error
+            }
         }
         if let failure { throw failure }
     }
@@ -221,22 +314,21 @@ public final class PoolLayer: ChunkStore {
     public func flush(chunks: Set<ChunkID>) throws(StoreError) {
         var failure: StoreError?
         for (id, group) in Dictionary(grouping: chunks, by: \.store) {
-            guard let store = state.withLock({ $0.members[id]?.store }) else { continue }
-            do { try store.flush(chunks: Set(group)) } catch { failure = error }
+            guard let m = state.withLock({ $0.members[id] }) else { continue }
+            do { try m.store.flush(chunks: Set(group)) } catch {
+                noticeFailure(id, m.health, error)
+                failure = error
+            }
         }
         if let failure { throw failure }
     }
 
+    /// The members' figures combined, a shared filesystem counted once (see StoreUsage.combined).
     public func usage() throws(StoreError) -> StoreUsage {
         let stores = state.withLock { s in s.order.compactMap { s.members[$0]?.store } }
-        var total = StoreUsage(totalBytes: 0, freeBytes: 0, usedBytes: 0)
-        for s in stores {
-            let u = try s.usage()
-            total.totalBytes += u.totalBytes
-            total.freeBytes += u.freeBytes
-            total.usedBytes += u.usedBytes
-        }
-        return total
+        var all: [StoreUsage] = []
+        for s in stores { all.append(try s.usage()) }
+        return StoreUsage.combined(all)
     }
 
     public func allChunks() throws(StoreError) -> [ChunkID] {
