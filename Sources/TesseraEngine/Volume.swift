@@ -70,6 +70,8 @@ public final class Volume: Sendable {
         var shareDeltas: [ChunkID: Int] = [:]
         var metaDirty = false
         var pendingFree: [ChunkID] = []
+        /// Freed chunks deleted since the last commit: the next commit drops their freed records.
+        var deletedFrees: [ChunkID] = []
         /// Chunks written, zeroed or created since the last flush: what this volume's fsync syncs.
         var touched: Set<ChunkID> = []
         var xattrs: [String: [UInt8]]
@@ -763,8 +765,9 @@ public final class Volume: Sendable {
     private func flushLocked() throws(StoreError) {
         let taken = state.withLock { s in
             let t = (s.changes, s.metaDirty, s.pendingFree, s.record, s.unlinked, s.retainedAdds, s.retainedRemoves,
-                     s.shareDeltas, s.parentLimit, s.touched)
+                     s.shareDeltas, s.parentLimit, s.touched, s.deletedFrees)
             s.touched = []
+            s.deletedFrees = []
             s.changes = [:]
             s.metaDirty = false
             s.pendingFree = []
@@ -773,7 +776,7 @@ public final class Volume: Sendable {
             s.shareDeltas = [:]
             return t
         }
-        let (changes, metaDirty, frees, record, unlinked, adds, removes, deltas, parentLimit, touched) = taken
+        let (changes, metaDirty, frees, record, unlinked, adds, removes, deltas, parentLimit, touched, deleted) = taken
         if unlinked { return }  // its row is gone; its chunks go at last close
         guard !changes.isEmpty || metaDirty || !frees.isEmpty || !adds.isEmpty || !removes.isEmpty || !deltas.isEmpty else {
             do throws(StoreError) {
@@ -782,6 +785,7 @@ public final class Volume: Sendable {
                 state.withLock { $0.touched.formUnion(touched) }
                 throw error
             }
+            state.withLock { $0.deletedFrees += deleted }  // forgotten with the next commit
             return
         }
         do throws(StoreError) {
@@ -797,6 +801,8 @@ public final class Volume: Sendable {
             commit.retainedRemoves = removes.map { ($0.index, $0.birth) }
             commit.shareDeltas = deltas
             commit.nextSerials = pool.nextSerials()
+            commit.frees = frees
+            commit.deleted = deleted
             do {
                 try catalog.commitVolume(id, commit)
             } catch {
@@ -812,11 +818,13 @@ public final class Volume: Sendable {
                 for k in removes where s.retainedAdds[k] == nil { s.retainedRemoves.insert(k) }
                 for (c, d) in deltas { s.shareDeltas[c, default: 0] += d }
                 s.touched.formUnion(touched)
+                s.deletedFrees += deleted
             }
             throw error
         }
         do throws(StoreError) {
-            try releaseSpace(of: frees)
+            let gone = try releaseSpace(of: frees)
+            state.withLock { $0.deletedFrees += gone }
         } catch {
             // The map is committed; the stores' flush of the deletes is what failed. Report it, and let
             // the next flush try those chunks' stores again.
@@ -827,13 +835,20 @@ public final class Volume: Sendable {
 
     /// Deletes freed chunks, then flushes their stores so the space is really free again (a file store
     /// reuses a slot only once its delete is durable). A failed delete only logs: the maps no longer
-    /// point at the chunk, and garbage collection at the next open removes it. A failed flush throws.
-    private func releaseSpace(of chunks: [ChunkID]) throws(StoreError) {
-        guard !chunks.isEmpty else { return }
+    /// point at the chunk, and garbage collection at the next open removes it (its freed record is the
+    /// proof). A failed flush throws. Returns the chunks deleted.
+    @discardableResult
+    private func releaseSpace(of chunks: [ChunkID]) throws(StoreError) -> [ChunkID] {
+        guard !chunks.isEmpty else { return [] }
+        var gone: [ChunkID] = []
         for chunk in chunks {
-            do { try io.delete(chunk) } catch { Log.error("\(name): cannot delete freed \(chunk): \(error)") }
+            do {
+                try io.delete(chunk)
+                gone.append(chunk)
+            } catch { Log.error("\(name): cannot delete freed \(chunk): \(error)") }
         }
         try io.flush(chunks: Set(chunks))
+        return gone
     }
 
     /// Frees every chunk (after the volume's row is gone from the catalog). Returns the share-count

@@ -10,19 +10,25 @@ struct FsckCommand: ParsableCommand {
         abstract: "Check the catalog against the stores (every chunk present, labelled and matching its checksums).",
         discussion: """
             Runs with no mount active. Exit 0 when clean, 1 when problems remain. --repair removes chunks \
-            that belong to no volume. --rebuild-catalog rebuilds a lost or damaged catalog from the stores \
-            (store.json, volume manifests and chunk labels); the damaged file is kept beside it.
+            that belong to no volume and that this catalog can prove it freed, at most 10% of a store's \
+            chunks (or 64) at once; --force removes every unreferenced chunk, without that limit. \
+            --rebuild-catalog rebuilds a lost or damaged catalog from the stores (store.json, manifests of \
+            volumes, snapshots and schedules, chunk labels) and lists what it rebuilt and what it could not; \
+            the damaged file is kept beside it.
             """)
 
     @OptionGroup var data: DataOptions
     @OptionGroup var output: OutputOptions
-    @Flag(help: "Remove chunks that no volume references.") var repair = false
+    @Flag(help: "Remove chunks that no volume references (those this catalog proves it freed, within the limit).")
+    var repair = false
+    @Flag(help: "With --repair: remove every unreferenced chunk, without proof or limit.") var force = false
     @Flag(help: "Rebuild a missing or damaged catalog from the stores.") var rebuildCatalog = false
     @Option(help: "Another store directory to rebuild from (repeatable).") var store: [String] = []
 
     func validate() throws {
         if repair && rebuildCatalog { throw invalid("--repair and --rebuild-catalog do not go together") }
         if !store.isEmpty && !rebuildCatalog { throw invalid("--store goes with --rebuild-catalog") }
+        if force && !repair { throw invalid("--force goes with --repair") }
     }
 
     func run() throws {
@@ -35,7 +41,7 @@ struct FsckCommand: ParsableCommand {
         do {
             let engine = try Engine(dir, collectGarbage: false)
             let bar = ProgressBar(enabled: !output.json)
-            report = try engine.fsck(repair: repair) { done, total in bar.update(done, total) }
+            report = try engine.fsck(repair: repair, force: force) { done, total in bar.update(done, total) }
             bar.finish()
         } catch {
             throw failure(error)
@@ -61,8 +67,17 @@ struct FsckCommand: ParsableCommand {
         if output.json { return printJSON(report) }
         if let aside = report.movedAside { print("damaged catalog kept as \(aside)") }
         print("rebuilt \(dir.catalogPath) from \(report.stores.joined(separator: ", "))")
-        print("pools \(report.pools), volumes \(report.volumes) (\(report.recoveredWithoutManifest) without manifest), "
-              + "map entries \(report.mapEntries), unlabelled chunks \(report.unlabeledChunks) (removed at next mount)")
+        print("rebuilt: pools \(report.pools), store settings \(report.storeSettings) of \(report.stores.count), "
+              + "volumes \(report.volumes) (\(report.recoveredWithoutManifest) without manifest, \(report.clones) clones), "
+              + "map entries \(report.mapEntries), snapshot versions \(report.retainedVersions), "
+              + "snapshots \(report.snapshots.count)\(report.snapshots.isEmpty ? "" : " (" + report.snapshots.joined(separator: ", ") + ")"), "
+              + "schedules \(report.schedules)")
+        print("garbage: \(report.garbageChunks) chunk(s) (\(report.unlabeledChunks) unlabelled), removed at the next mount")
+        if report.lost.isEmpty {
+            print("lost: nothing")
+        } else {
+            for line in report.lost { print("lost: \(line)") }
+        }
     }
 }
 
