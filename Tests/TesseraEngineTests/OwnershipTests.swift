@@ -116,9 +116,9 @@ import Testing
             try v.write(.pattern(3 * cs, seed: 4), at: UInt64(150 * cs))
         }
         #expect(Self.chunkFiles(t) == 103)
-        try t.withEngine { e in
-            #expect(
-                try e.volume(named: "a")!.read(at: 0, count: cs) == Array([UInt8].pattern(100 * cs, seed: 3)[0..<cs]))
+        try t.withEngine { (e: Engine) throws in
+            let v = try #require(e.volume(named: "a"))
+            #expect(try v.read(at: 0, count: cs) == Array([UInt8].pattern(100 * cs, seed: 3)[0..<cs]))
         }
         #expect(Self.chunkFiles(t) == 100)  // the crash's orphans are gone, nothing else
         // The older catalog put back: all 100 chunks look like its orphans; the sweep refuses.
