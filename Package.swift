@@ -90,7 +90,10 @@ let package = Package(
         ),
         .testTarget(
             name: "TesseraEngineTests",
-            dependencies: ["TesseraCore", "TesseraEngine", "TesseraCatalog", "TesseraStores", "TesseraTestSupport"]
+            dependencies: [
+                "TesseraCore", "TesseraEngine", "TesseraCatalog", "TesseraStores", "TesseraTestSupport",
+                .product(name: "GRDB", package: "GRDB.swift"),
+            ]
         ),
     ]
 )

@@ -101,6 +101,58 @@ public final class Catalog: Sendable {
         }
     }
 
+    // MARK: Identity and garbage-collection proofs
+
+    /// This catalog's identity (a UUID, lower case), recorded in each of its stores.
+    public func identity() throws(TesseraError) -> String {
+        let id = try read { db in
+            try String.fetchOne(db, sql: "SELECT value FROM tessera_meta WHERE key = ?", arguments: [Schema.identityKey])
+        }
+        guard let id else { throw TesseraError(.catalog, "catalog \(path) has no identity") }
+        return id
+    }
+
+    /// The largest volume id ever handed out (AUTOINCREMENT never reuses one), 0 when none.
+    public func maxVolumeIDEver() throws(TesseraError) -> Int64 {
+        try read { db in
+            try Int64.fetchOne(db, sql: "SELECT seq FROM sqlite_sequence WHERE name = 'volume'") ?? 0
+        }
+    }
+
+    /// Sets each store's gcFloor (at open, once garbage collection has looked at every chunk).
+    public func setGCFloors(_ floors: [StoreID: UInt64]) throws(TesseraError) {
+        try write("record garbage-collection floors") { db in
+            for (store, floor) in floors {
+                try db.execute(sql: "UPDATE store SET gcFloor = ? WHERE id = ?", arguments: [Int64(floor), store.rawValue])
+            }
+        }
+    }
+
+    /// Chunks recorded as freed by a committed change (deletable once unreferenced).
+    public func freedChunks() throws(TesseraError) -> Set<UInt64> {
+        try read { db in Set(try Int64.fetchAll(db, sql: "SELECT chunk FROM chunk_free").map { UInt64(bitPattern: $0) }) }
+    }
+
+    /// Adds `chunks` to the freed list (`fsck --rebuild-catalog`: chunks it found to be garbage).
+    public func recordFreed(_ chunks: [ChunkID]) throws(TesseraError) {
+        try write("record freed chunks") { db in try Self.recordFreed(db, chunks) }
+    }
+
+    /// Forgets freed chunks (deleted, or found referenced after all).
+    public func forgetFreed(_ chunks: [ChunkID]) throws(TesseraError) {
+        try write("forget freed chunks") { db in try Self.forgetFreed(db, chunks) }
+    }
+
+    private static func recordFreed(_ db: Database, _ chunks: [ChunkID]) throws {
+        let insert = try db.cachedStatement(sql: "INSERT OR IGNORE INTO chunk_free(chunk) VALUES (?)")
+        for c in chunks where c.isReal { try insert.execute(arguments: [Int64(bitPattern: c.rawValue)]) }
+    }
+
+    private static func forgetFreed(_ db: Database, _ chunks: [ChunkID]) throws {
+        let remove = try db.cachedStatement(sql: "DELETE FROM chunk_free WHERE chunk = ?")
+        for c in chunks { try remove.execute(arguments: [Int64(bitPattern: c.rawValue)]) }
+    }
+
     // MARK: Pools and stores
 
     public func pools() throws(TesseraError) -> [PoolRecord] { try read { try PoolRecord.order(Column("id")).fetchAll($0) } }
@@ -148,9 +200,18 @@ public final class Catalog: Sendable {
         try write("update volume \(volume.name)") { db in try volume.update(db) }
     }
 
-    /// Deletes the volume row; its map and xattrs go with it (ON DELETE CASCADE).
+    /// Deletes the volume row; its map and xattrs go with it (ON DELETE CASCADE). Every chunk it
+    /// referenced is recorded as freed in the same transaction (garbage collection's proof, should a
+    /// crash come before the deletes).
     public func deleteVolume(_ id: VolumeID) throws(TesseraError) {
-        try write("delete volume") { db in _ = try VolumeRecord.deleteOne(db, key: id.rawValue) }
+        try write("delete volume") { db in
+            try db.execute(
+                sql: "INSERT OR IGNORE INTO chunk_free(chunk) SELECT chunk FROM chunk_map WHERE volumeId = ? "
+                    + "UNION SELECT chunk FROM chunk_retained WHERE volumeId = ?",
+                arguments: [id.rawValue, id.rawValue])
+            try db.execute(sql: "DELETE FROM chunk_free WHERE chunk = 0 OR chunk = -1")  // none, tombstone
+            _ = try VolumeRecord.deleteOne(db, key: id.rawValue)
+        }
     }
 
     public func chunkMap(of id: VolumeID) throws(TesseraError) -> [ChunkMapRecord] {
@@ -197,6 +258,10 @@ public final class Catalog: Sendable {
         /// Chunk → change of its extra reference count.
         public var shareDeltas: [ChunkID: Int] = [:]
         public var nextSerials: [StoreID: UInt64] = [:]
+        /// Chunks this commit unmaps for good, deleted after it (recorded as freed with it).
+        public var frees: [ChunkID] = []
+        /// Freed chunks whose delete has completed since (their freed record goes).
+        public var deleted: [ChunkID] = []
         public init(size: UInt64, mtime: Double) {
             self.size = size
             self.mtime = mtime
@@ -235,6 +300,8 @@ public final class Catalog: Sendable {
                 try db.execute(sql: "DELETE FROM chunk_share WHERE chunk = ? AND extra = 0", arguments: [key])
             }
             try Self.raiseSerials(db, c.nextSerials)
+            try Self.forgetFreed(db, c.deleted)
+            try Self.recordFreed(db, c.frees)
         }
     }
 
@@ -321,6 +388,11 @@ public final class Catalog: Sendable {
 
     public func deleteSchedule(_ id: Int64) throws(TesseraError) {
         try write("delete schedule") { db in _ = try ScheduleRecord.deleteOne(db, key: id) }
+    }
+
+    /// Every store's gcFloor, by store id.
+    public func gcFloors() throws(TesseraError) -> [StoreID: UInt64] {
+        Dictionary(uniqueKeysWithValues: try stores().map { (StoreID($0.id!), UInt64($0.gcFloor)) })
     }
 
     public func updateSerials(_ nextSerials: [StoreID: UInt64]) throws(TesseraError) {

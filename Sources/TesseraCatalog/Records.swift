@@ -26,6 +26,9 @@ public struct StoreRecord: Codable, Sendable, FetchableRecord, MutablePersistabl
     public var kind: String
     public var path: String
     public var nextSerial: Int64
+    /// Unreferenced chunks with a serial at or above this were allocated since the catalog was last
+    /// opened: garbage collection may take them for a crashed run's orphans (see Engine).
+    public var gcFloor: Int64
     public var createdAt: Double
     /// JSON of the engine's StoreOptions ("{}" for a plain directory store).
     public var options: String
@@ -35,6 +38,7 @@ public struct StoreRecord: Codable, Sendable, FetchableRecord, MutablePersistabl
         self.kind = kind
         self.path = path
         self.nextSerial = 1
+        self.gcFloor = 1
         self.createdAt = createdAt
         self.options = options
     }

@@ -1,9 +1,13 @@
+import Foundation
 import GRDB
 
 /// Schema migrations, in order. Never edit a shipped migration; add a new one.
 enum Schema {
     static let formatKey = "format"
     static let formatValue = "tessera-catalog-1"
+    /// The catalog's identity (a UUID), recorded in every store it owns (store.json) so that a store is
+    /// never taken for another catalog's, and garbage collection never runs over a stranger's chunks.
+    static let identityKey = "catalog-id"
 
     static var migrator: DatabaseMigrator {
         var m = DatabaseMigrator()
@@ -102,6 +106,23 @@ enum Schema {
             // the path of its credentials file — never a secret).
             try db.alter(table: "store") { t in
                 t.add(column: "options", .text).notNull().defaults(to: "{}")
+            }
+        }
+        m.registerMigration("v4-catalog-identity") { db in
+            // An existing catalog gets its identity here; the engine stamps its stores at the first open.
+            try db.execute(sql: "INSERT OR IGNORE INTO tessera_meta(key, value) VALUES (?, ?)",
+                           arguments: [identityKey, UUID().uuidString.lowercased()])
+            // Garbage collection's proof: chunks at or above a store's gcFloor were allocated by the run
+            // that began when the floor was set (see Engine). An existing store starts at its committed
+            // high-water mark, so chunks from before the upgrade are never taken for that run's orphans.
+            try db.alter(table: "store") { t in
+                t.add(column: "gcFloor", .integer).notNull().defaults(to: 1)
+            }
+            try db.execute(sql: "UPDATE store SET gcFloor = nextSerial")
+            // Chunks a committed change unmapped (or a deleted volume held) and that are to be deleted:
+            // the proof that lets garbage collection remove such a chunk if a crash came first.
+            try db.create(table: "chunk_free") { t in
+                t.primaryKey("chunk", .integer)
             }
         }
         return m

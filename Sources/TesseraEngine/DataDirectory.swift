@@ -30,6 +30,32 @@ public struct DataDirectory: Sendable {
     public var lockPath: String { path + "/lock" }
     public var logPath: String { path + "/tessera.log" }
     public var defaultStorePath: String { path + "/stores/default" }
+    public var storesPath: String { path + "/stores" }
+
+    /// The directories under DATA/stores that were a store: they hold a store.json or chunk files.
+    public func usedStoreDirectories() -> [String] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: storesPath)) ?? []
+        return names.sorted().map { storesPath + "/" + $0 }.filter { Self.looksLikeStore($0) }
+    }
+
+    /// `dir` holds a store.json or at least one chunk file (ROOT/chunks/XX/ID).
+    public static func looksLikeStore(_ dir: String) -> Bool {
+        if FileManager.default.fileExists(atPath: dir + "/store.json") { return true }
+        return chunkFileCount(dir, stopAt: 1) > 0
+    }
+
+    /// Chunk files of a directory store at `dir` (counting stops at `stopAt`).
+    public static func chunkFileCount(_ dir: String, stopAt: Int = Int.max) -> Int {
+        let fm = FileManager.default
+        var n = 0
+        for sub in (try? fm.contentsOfDirectory(atPath: dir + "/chunks")) ?? [] {
+            for name in (try? fm.contentsOfDirectory(atPath: dir + "/chunks/" + sub)) ?? [] where UInt64(name, radix: 16) != nil {
+                n += 1
+                if n >= stopAt { return n }
+            }
+        }
+        return n
+    }
 }
 
 /// An exclusive flock on DATA/lock, held for the life of the process that owns the catalog.

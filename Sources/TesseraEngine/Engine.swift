@@ -4,9 +4,11 @@
 // State: pools (record + PoolLayer), stores (record + opened store), volumes by id and by name.
 // Invariants:
 // - Exactly one Engine per data directory at a time (DirectoryLock).
-// - On open, chunks on a store that no committed map references are garbage from a crash between a
-//   data write and its map commit (or between a commit and a delete); they are removed before any I/O,
-//   and each store's serial counter is raised past every chunk seen, so IDs are never reused.
+// - On open, chunks on a store that no committed map references and that this catalog can prove it
+//   made garbage (a crash between a data write and its map commit, or between a commit and a delete)
+//   are removed before any I/O, within a safety limit (Ownership.swift); each store's serial counter
+//   is raised past every chunk seen, so IDs are never reused.
+// - Every directory store names this catalog (store.json); a store of another catalog is refused.
 // - Every catalog change made here commits before the call returns.
 // Lock order: state (short; never across I/O or SQL, except where noted).
 import Foundation
@@ -18,6 +20,8 @@ import TesseraStores
 public final class Engine: Sendable {
     public let data: DataDirectory
     public let catalog: Catalog
+    /// The catalog's identity, recorded in each of its stores.
+    public let catalogID: String
     private let lock: DirectoryLock
 
     /// Largest virtual size accepted (1 PiB); the issue asks for at least 64 TiB.
@@ -62,7 +66,9 @@ public final class Engine: Sendable {
     // MARK: Life cycle
 
     /// `tessera init`: a new catalog, pool `default` and a directory store inside the data directory.
+    /// Refuses a data directory that already holds a catalog or a store (see Ownership.swift).
     public static func initialize(_ data: DataDirectory, chunkSize: UInt64 = defaultChunkSize) throws(TesseraError) {
+        try refuseUsedDataDirectory(data)
         do {
             try FileManager.default.createDirectory(atPath: data.defaultStorePath, withIntermediateDirectories: true,
                                                     attributes: [.posixPermissions: 0o700])
@@ -72,12 +78,13 @@ public final class Engine: Sendable {
         }
         let lock = try DirectoryLock(data)
         _ = lock
+        try refuseUsedDataDirectory(data)  // again, now that no other process can be creating it
         let catalog = try Catalog.create(at: data.catalogPath)
         let now = Date().timeIntervalSince1970
         let pool = try catalog.insertPool(PoolRecord(name: "default", chunkSize: Int64(chunkSize), createdAt: now))
         let store = try catalog.insertStore(
             StoreRecord(poolId: pool.id!, name: "default", kind: "dir", path: data.defaultStorePath, createdAt: now))
-        try Manifests.writeStore(StoreManifest(store, pool), root: store.path)
+        try Manifests.writeStore(StoreManifest(store, pool, catalogID: try catalog.identity()), root: store.path)
     }
 
     /// Opens the installation: lock, catalog, stores, maps; then (unless `collectGarbage` is false, as
@@ -91,9 +98,12 @@ public final class Engine: Sendable {
             throw TesseraError(.catalog, "no Tessera data directory at \(data.path) (run 'tessera init' first)")
         }
         lock = try DirectoryLock(data)
-        catalog = try Catalog.open(at: data.catalogPath)
+        catalog = try Self.openCatalog(data)
+        catalogID = try catalog.identity()
         var s = State()
         let pools = try catalog.pools()
+        let stamped = try Self.checkOwnership(
+            try catalog.stores(), pools: Dictionary(uniqueKeysWithValues: pools.map { ($0.id!, $0) }), catalogID: catalogID)
         for p in pools {
             let layer = PoolLayer(chunkSize: Int(p.chunkSize))
             let share = pools.isEmpty ? 0 : Int(cacheSize / UInt64(pools.count))
@@ -148,33 +158,8 @@ public final class Engine: Sendable {
         for (c, n) in extra { shares.add(c, n) }
         try catalog.replaceShares(extra)
         state.withLock { $0 = s }
-        if collectGarbage { try self.collectGarbage() }
-    }
-
-    /// Removes chunks no committed map references, and raises serial counters past every chunk seen.
-    /// A chunk that cannot be removed is logged and left for fsck: garbage never blocks a mount.
-    private func collectGarbage() throws(TesseraError) {
-        let referenced = try catalog.referencedChunks()
-        var removed = 0
-        for layer in poolLayers() {
-            for (id, store) in layer.members {
-                let chunks: [ChunkID]
-                do { chunks = try store.allChunks() } catch { throw TesseraError(.io, "cannot list chunks of store #\(id.rawValue): \(error)") }
-                for c in chunks {
-                    if c.store == id { layer.raiseSerial(id, to: c.serial + 1) }
-                    guard !referenced.contains(c.rawValue) else { continue }
-                    do {
-                        try store.delete(c)
-                        removed += 1
-                    } catch {
-                        Log.error("cannot remove unreferenced \(c) from store #\(id.rawValue): \(error)")
-                    }
-                }
-                do { try store.flush() } catch { throw TesseraError(.io, "cannot flush store #\(id.rawValue): \(error)") }
-            }
-            try catalog.updateSerials(layer.nextSerials())
-        }
-        if removed > 0 { Log.info("removed \(removed) unreferenced chunk(s) left by an interrupted run") }
+        if stamped { recordAllManifests() }  // stores of an older release: record their snapshots and schedules
+        if collectGarbage { try sweepOrphans() }
     }
 
     /// Flushes every volume (and then what any cache still holds); the first failure is thrown after
@@ -289,7 +274,7 @@ public final class Engine: Sendable {
     }
 
     /// Directories of the stores of `poolName` (where its volume manifests live).
-    private func manifestRoots(pool poolName: String) -> [String] {
+    func manifestRoots(pool poolName: String) -> [String] {
         state.withLock { s in
             let ids = Set(s.pools.values.filter { $0.record.name == poolName }.compactMap(\.record.id))
             return s.stores.values.filter { ids.contains($0.poolId) && $0.kind == "dir" }.map(\.path)
@@ -300,11 +285,12 @@ public final class Engine: Sendable {
     /// Best effort: the catalog has committed the change already, so a store that cannot take the
     /// manifest (full, read-only) is logged, not reported as a failure of what did happen.
     func recordManifest(_ volumes: [Volume]) {
-        guard let pool = volumes.first?.poolName else { return }
-        do {
-            try Manifests.writeVolumes(volumes.map(\.record), roots: manifestRoots(pool: pool))
-        } catch {
-            Log.error("volume manifest not updated (fsck --rebuild-catalog may show stale names or sizes): \(error)")
+        for pool in Set(volumes.map(\.poolName)) {
+            do {
+                try Manifests.writeVolumes(volumes.filter { $0.poolName == pool }.map(\.record), roots: manifestRoots(pool: pool))
+            } catch {
+                Log.error("volume manifest not updated (fsck --rebuild-catalog may show stale names or sizes): \(error)")
+            }
         }
     }
 

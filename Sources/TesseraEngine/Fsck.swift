@@ -1,5 +1,5 @@
-// Fsck — checks the catalog against the stores, repairs leaks, and rebuilds a lost catalog from the
-// stores' self-description (manifests + chunk labels).
+// Fsck — checks the catalog against the stores and repairs leaks (within the garbage-collection rules
+// of Ownership.swift). Rebuilding a lost catalog is Rebuild.swift.
 import Foundation
 import TesseraCatalog
 import TesseraCore
@@ -29,11 +29,12 @@ public struct FsckReport: Codable, Sendable {
 
 extension Engine {
     /// Verifies every map entry (the chunk exists, carries the right label, and every block matches its
-    /// checksum) and finds chunks no map references. With `repair`, unreferenced chunks are removed
-    /// (the only damage fsck can undo without losing data). With `zeroUnrecoverable` too, every block
-    /// that fails its checksum becomes zeros on purpose (for every view that reads it), is verified
-    /// again and listed in `zeroed`. `progress(done, total)` is called per chunk.
-    public func fsck(repair: Bool, zeroUnrecoverable: Bool = false,
+    /// checksum) and finds chunks no map references. With `repair`, unreferenced chunks this catalog
+    /// can prove it freed are removed, within the garbage-collection limit (Ownership.swift); `force`
+    /// removes every unreferenced chunk, without limit. With `zeroUnrecoverable` too, every block that
+    /// fails its checksum becomes zeros on purpose (for every view that reads it), is verified again and
+    /// listed in `zeroed`. `progress(done, total)` is called per chunk.
+    public func fsck(repair: Bool, force: Bool = false, zeroUnrecoverable: Bool = false,
                      progress: (Int, Int) -> Void = { _, _ in }) throws(TesseraError) -> FsckReport {
         var report = FsckReport()
         let volumes = allVolumes()
@@ -43,7 +44,7 @@ extension Engine {
         }
         report.mapEntries = entries.count
         let stores = poolLayers().flatMap(\.members)
-        var onStores: [ChunkID: any ChunkStore] = [:]
+        var onStores: [ChunkID: any ChunkStore] = [:]  // for the existence check; orphans come from findOrphans
         for (id, store) in stores {
             let chunks: [ChunkID]
             do { chunks = try store.allChunks() } catch { throw TesseraError(.io, "cannot list chunks of store #\(id.rawValue): \(error)") }
@@ -88,9 +89,27 @@ extension Engine {
             }
         }
         progress(entries.count, entries.count)
-        for (chunk, store) in onStores where !referenced.contains(chunk) {
-            report.unreferenced += 1
-            if repair {
+        for o in try findOrphans() {
+            let count = o.proven.count + o.unproven.count
+            guard count > 0 else { continue }
+            report.unreferenced += count
+            var doomed: [ChunkID] = []
+            if force {
+                doomed = o.proven + o.unproven
+            } else if !o.allowed {
+                report.problems.append("store \(o.name): \(o.proven.count) unreferenced chunk(s) are more than the garbage-collection "
+                    + "limit (\(OrphanSweep.rule)) of its \(o.total) chunks"
+                    + (repair ? "; not removed. " : ". ") + "If the catalog is older than the store, move catalog.db aside and run "
+                    + "'tessera fsck --rebuild-catalog'; if they are garbage, 'tessera fsck --repair --force' removes them")
+            } else {
+                doomed = o.proven
+            }
+            if !o.unproven.isEmpty && !force {
+                report.problems.append("store \(o.name): \(o.unproven.count) unreferenced chunk(s) this catalog has no record of "
+                    + "freeing (another catalog's, or left by an older release): kept; 'tessera fsck --repair --force' removes them")
+            }
+            guard repair, !doomed.isEmpty, let store = poolLayers().lazy.compactMap({ $0.store(o.store) }).first else { continue }
+            for chunk in doomed {
                 do {
                     try store.delete(chunk)
                     report.repaired += 1
@@ -100,7 +119,7 @@ extension Engine {
             }
         }
         if report.unreferenced > 0 {
-            report.problems.append("\(report.unreferenced) chunk(s) on stores belong to no volume" + (repair ? " (removed)" : " (fsck --repair removes them)"))
+            report.problems.append("\(report.unreferenced) chunk(s) on stores belong to no volume" + (repair ? " (\(report.repaired) removed)" : " (fsck --repair removes those it can prove are garbage)"))
         }
         if repair {
             for (_, store) in stores { try? store.flush() }
@@ -137,109 +156,5 @@ extension Engine {
             report.problems.append("\(chunk): cannot zero its lost blocks: \(error)")
             return false
         }
-    }
-}
-
-/// What `fsck --rebuild-catalog` did.
-public struct RebuildReport: Codable, Sendable {
-    public var stores: [String] = []
-    public var pools = 0
-    public var volumes = 0
-    public var recoveredWithoutManifest = 0
-    public var mapEntries = 0
-    public var unlabeledChunks = 0
-    public var movedAside: String?
-}
-
-public enum CatalogRebuild {
-    /// Rebuilds the catalog of `data` from the stores in `data/stores/*` and `extraStores`: pools and
-    /// stores from `store.json`, volumes from their manifests, maps from chunk labels (the newest chunk
-    /// wins where two claim one slot). A damaged catalog is moved aside first; a healthy one is refused.
-    public static func rebuild(_ data: DataDirectory, extraStores: [String]) throws(TesseraError) -> RebuildReport {
-        let lock = try DirectoryLock(data)
-        defer { _ = lock }
-        var report = RebuildReport()
-        if FileManager.default.fileExists(atPath: data.catalogPath) {
-            if (try? Catalog.open(at: data.catalogPath)) != nil {
-                throw TesseraError(.exists, "the catalog at \(data.catalogPath) is healthy; nothing to rebuild")
-            }
-            let aside = data.catalogPath + ".damaged-\(Int(Date().timeIntervalSince1970))"
-            for suffix in ["", "-wal", "-shm"] where FileManager.default.fileExists(atPath: data.catalogPath + suffix) {
-                do { try FileManager.default.moveItem(atPath: data.catalogPath + suffix, toPath: aside + suffix) } catch {
-                    throw TesseraError(.io, "cannot move the damaged catalog aside: \(error.localizedDescription)")
-                }
-            }
-            report.movedAside = aside
-        }
-        let storesDir = data.path + "/stores"
-        let local = ((try? FileManager.default.contentsOfDirectory(atPath: storesDir)) ?? []).map { storesDir + "/" + $0 }
-        var manifests: [(String, StoreManifest)] = []
-        for root in local + extraStores.map(DataDirectory.absolute) {
-            guard let m = Manifests.readStore(root: root) else { continue }
-            if !manifests.contains(where: { $0.1.storeID == m.storeID }) { manifests.append((root, m)) }
-        }
-        guard !manifests.isEmpty else {
-            throw TesseraError(.notFound, "no store with a store.json under \(storesDir) or in --store; nothing to rebuild from")
-        }
-        let catalog = try Catalog.create(at: data.catalogPath)
-        let now = Date().timeIntervalSince1970
-        var pools: [Int64: PoolRecord] = [:]
-        for (_, m) in manifests where pools[m.poolID] == nil {
-            var p = PoolRecord(name: m.poolName, chunkSize: m.chunkSize, createdAt: now)
-            p.id = m.poolID
-            pools[m.poolID] = try catalog.insertPool(p)
-        }
-        report.pools = pools.count
-        // Volumes from manifests; chunks from labels.
-        var volumes: [Int64: VolumeRecord] = [:]
-        var slots: [Int64: [UInt64: ChunkID]] = [:]
-        var nextSerial: [StoreID: UInt64] = [:]
-        for (root, m) in manifests {
-            var s = StoreRecord(poolId: m.poolID, name: m.storeName, kind: m.kind, path: root, createdAt: now)
-            s.id = m.storeID
-            _ = try catalog.insertStore(s)
-            report.stores.append("\(m.storeName) (\(root))")
-            for v in Manifests.readVolumes(root: root) where volumes[v.id] == nil {
-                var r = v.record
-                r.chunkSize = m.chunkSize
-                volumes[v.id] = r
-            }
-            let store: ChecksumLayer
-            do {
-                store = ChecksumLayer(over: try DirectoryStore(root: root, chunkSize: ChecksumLayer.innerChunkSize(for: Int(m.chunkSize))))
-            } catch {
-                throw TesseraError(.io, "store \(m.storeName): \(error)")
-            }
-            let chunks: [ChunkID]
-            do { chunks = try store.allChunks() } catch { throw TesseraError(.io, "store \(m.storeName): \(error)") }
-            for c in chunks {
-                nextSerial[c.store] = max(nextSerial[c.store] ?? 1, c.serial + 1)
-                guard let label = try? store.label(of: c) else {
-                    report.unlabeledChunks += 1
-                    continue
-                }
-                let existing = slots[label.volume.rawValue]?[label.index]
-                if existing == nil || existing!.serial < c.serial { slots[label.volume.rawValue, default: [:]][label.index] = c }
-                if volumes[label.volume.rawValue] == nil {
-                    var r = VolumeRecord(name: "recovered-\(label.volume.rawValue)", poolId: m.poolID, size: 0,
-                                         chunkSize: m.chunkSize, now: now)
-                    r.id = label.volume.rawValue
-                    volumes[label.volume.rawValue] = r
-                    report.recoveredWithoutManifest += 1
-                }
-            }
-        }
-        for id in volumes.keys.sorted() {
-            var r = volumes[id]!
-            let map = slots[id] ?? [:]
-            // Writes past the end grow a volume without rewriting its manifest: trust the chunks too.
-            if let top = map.keys.max() { r.size = max(r.size, Int64((top + 1) * UInt64(r.chunkSize))) }
-            _ = try catalog.insertVolumes([r])
-            try catalog.commitVolume(VolumeID(id), size: UInt64(r.size), mtime: now, changes: map, nextSerials: nextSerial)
-            report.mapEntries += map.count
-        }
-        try catalog.updateSerials(nextSerial)
-        report.volumes = volumes.count
-        return report
     }
 }

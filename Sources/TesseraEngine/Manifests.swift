@@ -1,7 +1,11 @@
 // Manifests — the self-description each store keeps beside its chunks, so that the catalog is never a
-// single point of total loss: `store.json` (which store of which pool, chunk size) and
-// `volumes/ID.json` (name, size, owner of each volume of the pool). With the label on every chunk
-// (volume, index, epoch), `tessera fsck --rebuild-catalog` can rebuild pools, stores, volumes and maps.
+// single point of total loss: `store.json` (which store of which pool, chunk size, its settings, and
+// the identity of the catalog that owns it), `volumes/ID.json` (name, size, owner, epoch and clone
+// parent of each volume of the pool), `snapshots/ID.json` (each snapshot holding a volume of the
+// pool: name, member epochs and sizes) and `schedules.json` (every snapshot schedule). With the label
+// on every chunk (volume, index, birth epoch), `tessera fsck --rebuild-catalog` rebuilds pools,
+// stores, volumes, clones, maps, snapshots (the retained versions follow from the birth epochs) and
+// schedules. Fields added after the first release are optional: older manifests still read.
 //
 // Invariants: a manifest file is replaced atomically (write, fdatasync, rename, fsync the directory);
 // the catalog stays the truth while it exists — manifests are only read by the rebuild.
@@ -18,14 +22,20 @@ public struct StoreManifest: Codable, Sendable, Equatable {
     public var poolID: Int64
     public var poolName: String
     public var chunkSize: Int64
+    /// The identity of the catalog that owns the store (nil: written by a release before identities).
+    public var catalogID: String?
+    /// The store's options (catalog column `store.options`; nil: written by an older release).
+    public var options: String?
 
-    init(_ store: StoreRecord, _ pool: PoolRecord) {
+    init(_ store: StoreRecord, _ pool: PoolRecord, catalogID: String) {
         storeID = store.id!
         storeName = store.name
         kind = store.kind
         poolID = pool.id!
         poolName = pool.name
         chunkSize = pool.chunkSize
+        self.catalogID = catalogID
+        options = store.options
     }
 }
 
@@ -38,6 +48,11 @@ public struct VolumeManifest: Codable, Sendable, Equatable {
     public var gid: Int64
     public var mode: Int64
     public var createdAt: Double
+    /// Epoch and clone parent (nil in manifests of an older release).
+    public var epoch: Int64?
+    public var parentID: Int64?
+    public var parentEpoch: Int64?
+    public var parentLimit: Int64?
 
     init(_ r: VolumeRecord) {
         id = r.id!
@@ -48,19 +63,72 @@ public struct VolumeManifest: Codable, Sendable, Equatable {
         gid = r.gid
         mode = r.mode
         createdAt = r.createdAt
+        epoch = r.epoch
+        parentID = r.parentId
+        parentEpoch = r.parentEpoch
+        parentLimit = r.parentLimit
     }
 
     var record: VolumeRecord {
         var r = VolumeRecord(name: name, poolId: poolID, size: size, chunkSize: 1, uid: uid, gid: gid, mode: mode,
                              now: createdAt)
         r.id = id
+        r.epoch = epoch ?? 1
+        r.parentId = parentID
+        r.parentEpoch = parentEpoch
+        r.parentLimit = parentLimit
         return r
+    }
+}
+
+/// One snapshot, on the stores of every pool it holds a volume of.
+public struct SnapshotManifest: Codable, Sendable, Equatable {
+    public struct Member: Codable, Sendable, Equatable {
+        public var volumeID: Int64
+        public var epoch: Int64
+        public var size: Int64
+    }
+    public var id: Int64
+    public var name: String
+    public var createdAt: Double
+    public var scheduleID: Int64?
+    public var members: [Member]
+
+    init(_ r: SnapshotRecord, _ members: [SnapshotMemberRecord]) {
+        id = r.id!
+        name = r.name
+        createdAt = r.createdAt
+        scheduleID = r.scheduleId
+        self.members = members.sorted { $0.volumeId < $1.volumeId }.map {
+            Member(volumeID: $0.volumeId, epoch: $0.epoch, size: $0.size)
+        }
+    }
+}
+
+/// Every schedule, on every directory store (schedules belong to no pool).
+public struct SchedulesManifest: Codable, Sendable, Equatable {
+    public struct Schedule: Codable, Sendable, Equatable {
+        public var id: Int64
+        public var target: String
+        public var every: Int64
+        public var keep: Int64
+        public var lastRun: Double?
+    }
+    /// When it was written: the newest copy wins at a rebuild.
+    public var writtenAt: Double
+    public var schedules: [Schedule]
+
+    init(_ records: [ScheduleRecord], writtenAt: Double) {
+        self.writtenAt = writtenAt
+        schedules = records.map { Schedule(id: $0.id!, target: $0.target, every: $0.every, keep: $0.keep, lastRun: $0.lastRun) }
     }
 }
 
 enum Manifests {
     static func storeFile(_ root: String) -> String { root + "/store.json" }
     static func volumesDir(_ root: String) -> String { root + "/volumes" }
+    static func snapshotsDir(_ root: String) -> String { root + "/snapshots" }
+    static func schedulesFile(_ root: String) -> String { root + "/schedules.json" }
 
     /// Writes `data` to `path` atomically and durably.
     private static func replace(_ path: String, _ data: Data) throws(TesseraError) {
@@ -92,6 +160,50 @@ enum Manifests {
     static func readStore(root: String) -> StoreManifest? {
         guard let data = FileManager.default.contents(atPath: storeFile(root)) else { return nil }
         return try? JSONDecoder().decode(StoreManifest.self, from: data)
+    }
+
+    private static func encode<T: Encodable>(_ value: T) throws(TesseraError) -> Data {
+        do { return try JSONEncoder().encode(value) } catch { throw TesseraError(.io, "\(error)") }
+    }
+
+    private static func makeDirectory(_ dir: String) throws(TesseraError) {
+        if mkdir(dir, 0o700) != 0 && errno != EEXIST {
+            throw TesseraError(.io, "cannot create \(dir): \(String(cString: strerror(errno)))")
+        }
+    }
+
+    static func writeSnapshot(_ m: SnapshotManifest, roots: [String]) throws(TesseraError) {
+        let data = try encode(m)
+        for root in roots {
+            let dir = snapshotsDir(root)
+            try makeDirectory(dir)
+            try replace(dir + "/\(m.id).json", data)
+            syncDirectory(dir)
+        }
+    }
+
+    static func removeSnapshot(_ id: Int64, roots: [String]) {
+        for root in roots where unlink(snapshotsDir(root) + "/\(id).json") == 0 { syncDirectory(snapshotsDir(root)) }
+    }
+
+    static func readSnapshots(root: String) -> [SnapshotManifest] {
+        let dir = snapshotsDir(root)
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []
+        return names.filter { $0.hasSuffix(".json") }.compactMap { name in
+            FileManager.default.contents(atPath: dir + "/" + name).flatMap { try? JSONDecoder().decode(SnapshotManifest.self, from: $0) }
+        }
+    }
+
+    static func writeSchedules(_ m: SchedulesManifest, roots: [String]) throws(TesseraError) {
+        let data = try encode(m)
+        for root in roots {
+            try replace(schedulesFile(root), data)
+            syncDirectory(root)
+        }
+    }
+
+    static func readSchedules(root: String) -> SchedulesManifest? {
+        FileManager.default.contents(atPath: schedulesFile(root)).flatMap { try? JSONDecoder().decode(SchedulesManifest.self, from: $0) }
     }
 
     static func writeVolumes(_ volumes: [VolumeRecord], roots: [String]) throws(TesseraError) {

@@ -122,6 +122,7 @@ extension Engine {
                     SnapshotMemberRecord(snapshotId: record.id!, volumeId: id.rawValue, epoch: Int64(m.epoch), size: Int64(m.size))
                 }
             }
+            recordSnapshotManifest(record.id!)  // (volume manifests keep their epoch: a rebuild derives it)
             return snapshotInfos().first { $0.id == record.id! }!
         }
     }
@@ -135,6 +136,7 @@ extension Engine {
                 s.snapshots[snap.id!] = nil
                 s.members[snap.id!] = nil
             }
+            Manifests.removeSnapshot(snap.id!, roots: allManifestRoots())
             try release(members)
         }
     }
@@ -151,6 +153,8 @@ extension Engine {
                     s.snapshots[id] = nil
                 }
             }
+            Manifests.removeSnapshot(id, roots: allManifestRoots())
+            recordSnapshotManifest(id)
             try release(members)
         }
     }
@@ -212,6 +216,7 @@ extension Engine {
                 try catalog.setEpoch(parent.id, epoch + 1)
                 parent.holdAndAdvance(epoch)
                 parent.removeHold(epoch)  // the clone's own hold is added below, as for a snapshot source
+                recordManifest([parent])
             }
             let pool = try self.pool(named: parent.poolName)
             var r = VolumeRecord(name: newName, poolId: pool.record.id!, size: Int64(size), chunkSize: Int64(parent.chunkSize),
@@ -232,6 +237,52 @@ extension Engine {
         }
     }
 
+    // MARK: Manifests
+
+    /// Directories of every directory store (schedules and snapshots may concern any of them).
+    func allManifestRoots() -> [String] {
+        state.withLock { s in s.stores.values.filter { $0.kind == StoreSpec.Kind.dir.rawValue }.map(\.path) }
+    }
+
+    /// Writes snapshot `id`'s manifest on the stores of every pool it holds a volume of (best effort,
+    /// like volume manifests: the catalog has committed already).
+    func recordSnapshotManifest(_ id: Int64) {
+        guard let (snap, members) = state.withLock({ s in s.snapshots[id].map { ($0, s.members[id] ?? []) } }) else { return }
+        let pools = Set(members.compactMap { volume(id: VolumeID($0.volumeId))?.poolName })
+        do {
+            try Manifests.writeSnapshot(SnapshotManifest(snap, members), roots: pools.flatMap { manifestRoots(pool: $0) })
+        } catch {
+            Log.error("snapshot manifest of \(snap.name) not written (fsck --rebuild-catalog may miss it): \(error)")
+        }
+    }
+
+    /// Writes the schedules' manifest on every directory store (best effort).
+    func recordSchedules() {
+        do {
+            let m = SchedulesManifest(try catalog.schedules(), writtenAt: Date().timeIntervalSince1970)
+            try Manifests.writeSchedules(m, roots: allManifestRoots())
+        } catch {
+            Log.error("schedule manifest not written (fsck --rebuild-catalog may miss schedules): \(error)")
+        }
+    }
+
+    /// Writes every manifest on every directory store (the first open of stores an older release
+    /// wrote: it recorded no snapshots or schedules, and a later rebuild must find them).
+    func recordAllManifests() {
+        recordManifest(allVolumes())
+        for id in state.withLock({ Array($0.snapshots.keys) }) { recordSnapshotManifest(id) }
+        recordSchedules()
+    }
+
+    /// A new store of `pool` gets the manifests of the pool's snapshots and every schedule.
+    func recordSnapshotsAndSchedules(pool: String, roots: [String]) throws(TesseraError) {
+        let snaps = state.withLock { s in s.snapshots.values.map { ($0, s.members[$0.id!] ?? []) } }
+        for (snap, members) in snaps where members.contains(where: { volume(id: VolumeID($0.volumeId))?.poolName == pool }) {
+            try Manifests.writeSnapshot(SnapshotManifest(snap, members), roots: roots)
+        }
+        try Manifests.writeSchedules(SchedulesManifest(try catalog.schedules(), writtenAt: Date().timeIntervalSince1970), roots: roots)
+    }
+
     // MARK: Schedules
 
     public func setSchedule(target: String, every: Int64, keep: Int64) throws(TesseraError) {
@@ -242,6 +293,7 @@ extension Engine {
         record.every = every
         record.keep = keep
         _ = try catalog.saveSchedule(record)
+        recordSchedules()
     }
 
     public func removeSchedule(target: String) throws(TesseraError) {
@@ -249,6 +301,7 @@ extension Engine {
             throw TesseraError(.notFound, "no schedule for '\(target)'")
         }
         try catalog.deleteSchedule(record.id!)
+        recordSchedules()
     }
 
     public func scheduleInfos() throws(TesseraError) -> [ScheduleInfo] {
@@ -277,6 +330,7 @@ extension Engine {
             }
             sch.lastRun = now.timeIntervalSince1970
             _ = try? catalog.saveSchedule(sch)
+            recordSchedules()
             let mine = state.withLock { s in
                 s.snapshots.values.filter { $0.scheduleId == sch.id }.sorted { $0.createdAt < $1.createdAt }
             }

@@ -187,6 +187,7 @@ extension Engine {
         }
         var record = StoreRecord(poolId: pool.record.id!, name: spec.name, kind: spec.kind.rawValue, path: location,
                                  createdAt: Date().timeIntervalSince1970, options: encoded)
+        if spec.kind == .dir { try refuseForeignStore(at: location) }
         let opened = try Self.openStore(record, chunkSize: Int(pool.record.chunkSize), create: true)
         // A store that is not empty may hold another installation's chunks: refuse to mix them.
         let existing: Int
@@ -198,9 +199,10 @@ extension Engine {
         }
         record = try catalog.insertStore(record)
         if spec.kind == .dir {
-            try Manifests.writeStore(StoreManifest(record, pool.record), root: location)
+            try Manifests.writeStore(StoreManifest(record, pool.record, catalogID: catalogID), root: location)
             let poolVolumes = allVolumes().filter { $0.poolName == pool.record.name }.map(\.record)
             try Manifests.writeVolumes(poolVolumes, roots: [location])
+            try recordSnapshotsAndSchedules(pool: pool.record.name, roots: [location])
         }
         pool.layer.add(StoreID(record.id!), store: opened.top, nextSerial: 1, health: opened.health)
         state.withLock { s in

@@ -92,6 +92,8 @@ public final class Volume: Sendable {
         /// Only the modification time changed (a write in place): an fdatasync need not commit it.
         var timeDirty = false
         var pendingFree: [ChunkID] = []
+        /// Freed chunks deleted since the last commit: the next commit drops their freed records.
+        var deletedFrees: [ChunkID] = []
         var xattrs: [String: [UInt8]]
         var openCount = 0
         var unlinked = false
@@ -870,7 +872,8 @@ public final class Volume: Sendable {
             takeWriteTime(&s)
             let commitTime = s.timeDirty && !dataOnly
             let t = (s.changes, s.metaDirty || commitTime, s.pendingFree, s.record, s.unlinked, s.retainedAdds,
-                     s.retainedRemoves, s.shareDeltas, s.parentLimit)
+                     s.retainedRemoves, s.shareDeltas, s.parentLimit, s.deletedFrees)
+            s.deletedFrees = []
             s.changes = [:]
             s.metaDirty = false
             if commitTime { s.timeDirty = false }
@@ -880,7 +883,7 @@ public final class Volume: Sendable {
             s.shareDeltas = [:]
             return t
         }
-        let (changes, metaDirty, frees, record, unlinked, adds, removes, deltas, parentLimit) = taken
+        let (changes, metaDirty, frees, record, unlinked, adds, removes, deltas, parentLimit, deleted) = taken
         // Taken after the map changes: a new chunk is touched before its slot changes, so every chunk
         // those changes point at is in here (data before metadata).
         let touched = takeTouched()
@@ -892,6 +895,7 @@ public final class Volume: Sendable {
                 retouch(touched)
                 throw error
             }
+            state.withLock { $0.deletedFrees += deleted }  // forgotten with the next commit
             return
         }
         do throws(StoreError) {
@@ -907,6 +911,8 @@ public final class Volume: Sendable {
             commit.retainedRemoves = removes.map { ($0.index, $0.birth) }
             commit.shareDeltas = deltas
             commit.nextSerials = pool.nextSerials()
+            commit.frees = frees
+            commit.deleted = deleted
             do {
                 try catalog.commitVolume(id, commit)
             } catch {
@@ -921,12 +927,14 @@ public final class Volume: Sendable {
                 for (k, v) in adds where s.retainedAdds[k] == nil && !s.retainedRemoves.contains(k) { s.retainedAdds[k] = v }
                 for k in removes where s.retainedAdds[k] == nil { s.retainedRemoves.insert(k) }
                 for (c, d) in deltas { s.shareDeltas[c, default: 0] += d }
+                s.deletedFrees += deleted
             }
             retouch(touched)
             throw error
         }
         do throws(StoreError) {
-            try releaseSpace(of: frees)
+            let gone = try releaseSpace(of: frees)
+            state.withLock { $0.deletedFrees += gone }
         } catch {
             // The map is committed; the stores' flush of the deletes is what failed. Report it, and let
             // the next flush try those chunks' stores again.
@@ -937,13 +945,20 @@ public final class Volume: Sendable {
 
     /// Deletes freed chunks, then flushes their stores so the space is really free again (a file store
     /// reuses a slot only once its delete is durable). A failed delete only logs: the maps no longer
-    /// point at the chunk, and garbage collection at the next open removes it. A failed flush throws.
-    private func releaseSpace(of chunks: [ChunkID]) throws(StoreError) {
-        guard !chunks.isEmpty else { return }
+    /// point at the chunk, and garbage collection at the next open removes it (its freed record is the
+    /// proof). A failed flush throws. Returns the chunks deleted.
+    @discardableResult
+    private func releaseSpace(of chunks: [ChunkID]) throws(StoreError) -> [ChunkID] {
+        guard !chunks.isEmpty else { return [] }
+        var gone: [ChunkID] = []
         for chunk in chunks {
-            do { try io.delete(chunk) } catch { Log.error("\(name): cannot delete freed \(chunk): \(error)") }
+            do {
+                try io.delete(chunk)
+                gone.append(chunk)
+            } catch { Log.error("\(name): cannot delete freed \(chunk): \(error)") }
         }
         try io.flush(chunks: Set(chunks))
+        return gone
     }
 
     /// Frees every chunk (after the volume's row is gone from the catalog). Returns the share-count

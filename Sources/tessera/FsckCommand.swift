@@ -12,16 +12,20 @@ struct FsckCommand: ParsableCommand {
             Runs with no mount active. Exit 0 when clean, 1 when problems remain. Each block that fails its \
             checksum is listed as "lost:" with its volume, byte range and the images that read it (the live \
             image, snapshots), followed by what to do: rewrite the range in the live image, restore from a \
-            backup, or zero it. --repair removes chunks that belong to no volume. \
-            --repair --zero-unrecoverable also turns every lost block into zeros on purpose (in the volume \
-            and every snapshot that reads it), reports each one as "zeroed:", and leaves the images readable. \
-            --rebuild-catalog rebuilds a lost or damaged catalog from the stores \
-            (store.json, volume manifests and chunk labels); the damaged file is kept beside it.
+            backup, or zero it. --repair removes chunks that belong to no volume and that this catalog can \
+            prove it freed, at most 10% of a store's chunks (or 64) at once; --repair --force removes every \
+            unreferenced chunk, without that limit. --repair --zero-unrecoverable also turns every lost block \
+            into zeros on purpose (in the volume and every snapshot that reads it), reports each one as \
+            "zeroed:", and leaves the images readable. --rebuild-catalog rebuilds a lost or damaged catalog \
+            from the stores (store.json, manifests of volumes, snapshots and schedules, chunk labels) and \
+            lists what it rebuilt and what it could not; the damaged file is kept beside it.
             """)
 
     @OptionGroup var data: DataOptions
     @OptionGroup var output: OutputOptions
-    @Flag(help: "Remove chunks that no volume references.") var repair = false
+    @Flag(help: "Remove chunks that no volume references (those this catalog proves it freed, within the limit).")
+    var repair = false
+    @Flag(help: "With --repair: remove every unreferenced chunk, without proof or limit.") var force = false
     @Flag(help: "With --repair: turn blocks that fail their checksum into zeros (data there is lost for good).")
     var zeroUnrecoverable = false
     @Flag(help: "Rebuild a missing or damaged catalog from the stores.") var rebuildCatalog = false
@@ -31,6 +35,7 @@ struct FsckCommand: ParsableCommand {
         if repair && rebuildCatalog { throw invalid("--repair and --rebuild-catalog do not go together") }
         if !store.isEmpty && !rebuildCatalog { throw invalid("--store goes with --rebuild-catalog") }
         if zeroUnrecoverable && !repair { throw invalid("--zero-unrecoverable goes with --repair") }
+        if force && !repair { throw invalid("--force goes with --repair") }
     }
 
     func run() throws {
@@ -43,7 +48,9 @@ struct FsckCommand: ParsableCommand {
         do {
             let engine = try Engine(dir, collectGarbage: false)
             let bar = ProgressBar(enabled: !output.json)
-            report = try engine.fsck(repair: repair, zeroUnrecoverable: zeroUnrecoverable) { done, total in bar.update(done, total) }
+            report = try engine.fsck(repair: repair, force: force, zeroUnrecoverable: zeroUnrecoverable) { done, total in
+                bar.update(done, total)
+            }
             bar.finish()
         } catch {
             throw failure(error)
@@ -74,8 +81,17 @@ struct FsckCommand: ParsableCommand {
         if output.json { return printJSON(report) }
         if let aside = report.movedAside { print("damaged catalog kept as \(aside)") }
         print("rebuilt \(dir.catalogPath) from \(report.stores.joined(separator: ", "))")
-        print("pools \(report.pools), volumes \(report.volumes) (\(report.recoveredWithoutManifest) without manifest), "
-              + "map entries \(report.mapEntries), unlabelled chunks \(report.unlabeledChunks) (removed at next mount)")
+        print("rebuilt: pools \(report.pools), store settings \(report.storeSettings) of \(report.stores.count), "
+              + "volumes \(report.volumes) (\(report.recoveredWithoutManifest) without manifest, \(report.clones) clones), "
+              + "map entries \(report.mapEntries), snapshot versions \(report.retainedVersions), "
+              + "snapshots \(report.snapshots.count)\(report.snapshots.isEmpty ? "" : " (" + report.snapshots.joined(separator: ", ") + ")"), "
+              + "schedules \(report.schedules)")
+        print("garbage: \(report.garbageChunks) chunk(s) (\(report.unlabeledChunks) unlabelled), removed at the next mount")
+        if report.lost.isEmpty {
+            print("lost: nothing")
+        } else {
+            for line in report.lost { print("lost: \(line)") }
+        }
     }
 }
 

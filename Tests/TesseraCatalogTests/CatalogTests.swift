@@ -3,7 +3,7 @@
 
 import Foundation
 import GRDB
-import TesseraCatalog
+@testable import TesseraCatalog
 import TesseraCore
 import Testing
 
@@ -82,6 +82,39 @@ struct CatalogTests {
         #expect(v.name == "vm1" && v.size == 512 && v.chunkSize == 4096 && v.mode == 0o600 && v.uid == 0)
         // Opening twice in a row (re-running migrations) is harmless.
         _ = try Catalog.open(at: dir.catalogPath)
+    }
+
+    /// A catalog of the previous schema (v3) gets an identity, each store a gcFloor at its committed
+    /// high-water mark, and the freed list; its data stays as it was.
+    @Test func previousSchemaGetsIdentityAndFloors() throws {
+        let dir = ScratchDirectory()
+        do {
+            let q = try DatabaseQueue(path: dir.catalogPath)
+            try Schema.migrator.migrate(q, upTo: "v3-store-options")
+            try q.write { db in
+                try db.execute(sql: "INSERT INTO pool(name, chunkSize, createdAt) VALUES ('default', 4096, 1)")
+                try db.execute(
+                    sql: "INSERT INTO store(poolId, name, kind, path, nextSerial, createdAt) VALUES (1, 'default', 'dir', '/d', 42, 1)")
+                try db.execute(
+                    sql: "INSERT INTO volume(name, poolId, size, chunkSize, uid, gid, mode, mtime, createdAt) "
+                        + "VALUES ('vm1', 1, 8192, 4096, 0, 0, 384, 1, 1)")
+                try db.execute(sql: "INSERT INTO chunk_map(volumeId, idx, chunk, birth) VALUES (1, 0, ?, 1)", arguments: [1 << 48 | 41])
+            }
+            try q.close()
+        }
+        let c = try Catalog.open(at: dir.catalogPath)
+        let id = try c.identity()
+        #expect(UUID(uuidString: id) != nil)
+        #expect(try c.stores().map(\.gcFloor) == [42])
+        #expect(try c.stores().map(\.nextSerial) == [42])
+        #expect(try c.freedChunks().isEmpty)
+        #expect(try c.maxVolumeIDEver() == 1)
+        #expect(try c.referencedChunks() == [1 << 48 | 41])
+        // Reopening keeps the identity; deleting the volume records its chunks as freed.
+        let again = try Catalog.open(at: dir.catalogPath)
+        #expect(try again.identity() == id)
+        try again.deleteVolume(VolumeID(1))
+        #expect(try again.freedChunks() == [1 << 48 | 41])
     }
 
     @Test func createRefusesAnExistingFile() throws {
