@@ -68,6 +68,13 @@ public final class StoreHealth: Sendable {
         }
     }
 
+    /// True when the store did not answer at all (a timeout, a refused or broken connection): asking it
+    /// again at once would only wait as long again.
+    public static func isUnanswered(_ error: StoreError) -> Bool {
+        guard case .io(let code, _) = error else { return false }
+        return [ETIMEDOUT, ECONNREFUSED, ECONNRESET, EHOSTUNREACH, ENETUNREACH].contains(code)
+    }
+
     public static func describe(_ error: StoreError) -> String {
         switch error {
         case .io(let code, _): return String(cString: strerror(code)) + " (errno \(code))"

@@ -434,11 +434,11 @@ public final class Volume: Sendable {
                 setLive(index, MapEntry(chunk: fresh, birth: born))  // … then the map
                 return
             } catch {
-                // Never mapped: nothing may keep it. A down store is not asked (it would only time out
-                // again); what it may keep is unreferenced, and garbage collection removes it at the
-                // next open.
+                // Never mapped: nothing may keep it. A store that does not answer at all is not asked
+                // (it would only time out again); what it may keep is unreferenced, and garbage
+                // collection removes it at the next open.
                 let outage = StoreHealth.isOutage(error)
-                if !outage { try? io.delete(fresh) }
+                if !StoreHealth.isUnanswered(error) { try? io.delete(fresh) }
                 // No room (marked full after the delete, which clears it), or the store is down (the
                 // pool has marked it unreachable): try another.
                 if case .noSpace = error {

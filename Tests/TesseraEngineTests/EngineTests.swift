@@ -170,7 +170,7 @@ struct EngineTests {
         try t.withEngine { (engine: Engine) throws in
             let v = try engine.createVolumes(name: "r", size: 4 * Self.cs)[0]
             try v.write(data, at: 0)
-            try engine.resizeVolume("r", to: cut)
+            try engine.resizeVolume("r", to: cut, shrink: true)
             #expect(v.size == cut)
             #expect(v.mappedChunks == 2)
             #expect(try engine.storedChunks() == 2, "resize is durable and frees the chunks past the end")

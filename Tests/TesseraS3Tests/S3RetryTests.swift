@@ -57,6 +57,7 @@ struct S3RetryTests {
         var options = S3ClientOptions()
         options.backoffBase = .milliseconds(20)
         options.backoffMax = .milliseconds(200)
+        options.maxAttempts = 4  // the policy under test; the default (2) bounds an outage's cost instead
         let endpoint = try S3Endpoint(url: "http://127.0.0.1:\(port)/bkt", environment: [:])
         return S3Client(
             endpoint: endpoint, credentials: S3Credentials(accessKeyID: "a", secretAccessKey: "s"), options: options)
