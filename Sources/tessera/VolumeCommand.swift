@@ -11,7 +11,8 @@ struct VolumeCommand: ParsableCommand {
             abstract: "Create a thin volume (with --count N: NAME-1 … NAME-N, all or none).")
         @OptionGroup var data: DataOptions
         @Argument var name: String
-        @Option(help: "Virtual size, e.g. 40G (multiple of 512 bytes).") var size: String
+        @Option(help: "Virtual size in whole 512-byte sectors, e.g. 40G (truncate may later make any size).")
+        var size: String
         @Option(help: "Pool to carve it from.") var pool: String = "default"
         @Option(help: "Create NAME-1 … NAME-N in one transaction.") var count: Int?
 
@@ -19,7 +20,7 @@ struct VolumeCommand: ParsableCommand {
             try checkName(name, "volume")
             try checkName(pool, "pool")
             let bytes = try parseSize(size, option: "--size")
-            do { try Engine.checkSize(bytes) } catch { throw invalid(error.message) }
+            do { try Engine.checkSectorSize(bytes) } catch { throw invalid(error.message) }
             if let count, count < 1 || count > 10_000 { throw invalid("--count must be between 1 and 10000") }
         }
 
@@ -71,12 +72,12 @@ struct VolumeCommand: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Change a volume's virtual size (shrinking frees chunks).")
         @OptionGroup var data: DataOptions
         @Argument var name: String
-        @Option(help: "New virtual size.") var size: String
+        @Option(help: "New virtual size, in whole 512-byte sectors (e.g. 80G).") var size: String
 
         func validate() throws {
             try checkName(name, "volume")
             let bytes = try parseSize(size, option: "--size")
-            do { try Engine.checkSize(bytes) } catch { throw invalid(error.message) }
+            do { try Engine.checkSectorSize(bytes) } catch { throw invalid(error.message) }
         }
 
         func run() throws {
