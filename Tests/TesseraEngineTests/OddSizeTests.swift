@@ -187,8 +187,11 @@ struct OddSizeTests {
             #expect(v.seek(from: cs, data: true) == nil, "no data past chunk 0")
             #expect(v.seek(from: 5, data: false) == cs)
             try engine.resize(v, to: 3 * cs + 5)
-            #expect(v.seek(from: 1, data: true) == nil, "growing again brings no data back")
+            #expect(v.seek(from: cs, data: true) == nil, "growing again brings no data back")
+            #expect(v.seek(from: 1, data: true) == 1, "chunk 0 keeps its data")
             #expect(v.seek(from: cs, data: false) == cs)
+            #expect(v.seek(from: 3 * cs, data: false) == 3 * cs, "a hole in the last, partial chunk")
+            #expect(v.seek(from: 3 * cs + 5, data: false) == nil, "SEEK_HOLE at the end: ENXIO")
             #expect(v.allocatedBytes == cs, "growing allocates nothing")
             expectBytes(try v.read(at: 2 * cs + 490, count: 20), .zeros(20), "the old byte of chunk 2 is gone")
         }
