@@ -250,12 +250,20 @@ public final class Engine: Sendable {
         if let problem = Names.problem(with: name, what: what) { throw TesseraError(.invalid, problem) }
     }
 
+    /// The size rule of the data path (writes, truncate, ftruncate, O_TRUNC): any byte count up to
+    /// `maxVolumeSize`. An image is a file, and a file may end anywhere.
     public static func checkSize(_ size: UInt64, allowZero: Bool = false) throws(TesseraError) {
         if size == 0 && !allowZero { throw TesseraError(.invalid, "size must be greater than 0") }
-        if size % 512 != 0 { throw TesseraError(.invalid, "size \(size) is not a multiple of 512 bytes") }
         if size > maxVolumeSize {
             throw TesseraError(.invalid, "size \(ByteSize.format(size)) is larger than the limit of \(ByteSize.format(maxVolumeSize))")
         }
+    }
+
+    /// The control plane's rule (`volume create`, `volume resize`): `checkSize`, and whole 512-byte
+    /// sectors, since a size typed there is meant for a disk.
+    public static func checkSectorSize(_ size: UInt64, allowZero: Bool = false) throws(TesseraError) {
+        try checkSize(size, allowZero: allowZero)
+        if size % 512 != 0 { throw TesseraError(.invalid, "size \(size) is not a multiple of 512 bytes") }
     }
 
     // MARK: Pools and stores
@@ -383,7 +391,7 @@ public final class Engine: Sendable {
         uid: Int64 = 0, gid: Int64 = 0, mode: Int64 = 0o600, allowZeroSize: Bool = false
     ) throws(TesseraError) -> [Volume] {
         try Self.checkName(name, "volume")
-        try Self.checkSize(size, allowZero: allowZeroSize)
+        try Self.checkSectorSize(size, allowZero: allowZeroSize)
         if let count, count < 1 || count > 10_000 {
             throw TesseraError(.invalid, "--count must be between 1 and 10000")
         }
@@ -485,7 +493,7 @@ public final class Engine: Sendable {
     /// as qemu-img and virsh do) and is refused while the image is open (as `volume delete` and
     /// `snapshot revert` are) unless `force`. Growing needs neither. Refusals change nothing.
     public func resizeVolume(_ name: String, to size: UInt64, shrink: Bool = false, force: Bool = false) throws(TesseraError) {
-        try Self.checkSize(size)
+        try Self.checkSectorSize(size)
         let v = try requireVolume(name)
         let old = v.size
         if size < old {
@@ -501,7 +509,7 @@ public final class Engine: Sendable {
         notify(v.id)
     }
 
-    /// Resize used by both the CLI and FUSE setattr; durable when it returns.
+    /// Resize used by both the CLI and FUSE setattr (any byte size: `checkSize`); durable when it returns.
     public func resize(_ v: Volume, to size: UInt64) throws(TesseraError) {
         try Self.checkSize(size, allowZero: true)
         do {

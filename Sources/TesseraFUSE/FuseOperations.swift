@@ -224,14 +224,11 @@ extension FuseMount {
         } else {
             throw FuseFailure(EPERM)
         }
+        // Any byte size (a file may end anywhere); past the limit it is EFBIG, as for a write.
+        let size = UInt64(max(0, new.st_size))
+        if toSet & FUSE_SET_ATTR_SIZE != 0 && size > Engine.maxVolumeSize { throw FuseFailure(EFBIG) }
         do throws(TesseraError) {
-            if toSet & FUSE_SET_ATTR_SIZE != 0 {
-                let size = UInt64(max(0, new.st_size))
-                if size % 512 != 0 {
-                    throw TesseraError(.invalid, "\(v.name).img: size \(size) is not a multiple of 512 bytes")
-                }
-                try engine.resize(v, to: size)
-            }
+            if toSet & FUSE_SET_ATTR_SIZE != 0 { try engine.resize(v, to: size) }
             var mtime: Double?
             if toSet & FUSE_SET_ATTR_MTIME_NOW != 0 {
                 mtime = Date().timeIntervalSince1970

@@ -12,7 +12,8 @@ struct VolumeCommand: ParsableCommand {
             abstract: "Create a thin volume (with --count N: NAME-1 … NAME-N, all or none).")
         @OptionGroup var data: DataOptions
         @Argument var name: String
-        @Option(help: "Virtual size, e.g. 40G (multiple of 512 bytes).") var size: String
+        @Option(help: "Virtual size in whole 512-byte sectors, e.g. 40G (truncate may later make any size).")
+        var size: String
         @Option(help: "Pool to carve it from.") var pool: String = "default"
         @Option(help: "Create NAME-1 … NAME-N in one transaction.") var count: Int?
 
@@ -20,7 +21,7 @@ struct VolumeCommand: ParsableCommand {
             try checkName(name, "volume")
             try checkName(pool, "pool")
             let bytes = try parseSize(size, option: "--size")
-            do { try Engine.checkSize(bytes) } catch { throw invalid(error.message) }
+            do { try Engine.checkSectorSize(bytes) } catch { throw invalid(error.message) }
             if let count, count < 1 || count > 10_000 { throw invalid("--count must be between 1 and 10000") }
         }
 
@@ -78,7 +79,7 @@ struct VolumeCommand: ParsableCommand {
                 """)
         @OptionGroup var data: DataOptions
         @Argument var name: String
-        @Option(help: "New virtual size.") var size: String
+        @Option(help: "New virtual size, in whole 512-byte sectors (e.g. 80G).") var size: String
         @Flag(help: "Allow a smaller size (the data past the new end is lost).") var shrink = false
         @Flag(help: "With --shrink: shrink even while the image is open (a running guest loses that data).")
         var force = false
@@ -86,7 +87,7 @@ struct VolumeCommand: ParsableCommand {
         func validate() throws {
             try checkName(name, "volume")
             let bytes = try parseSize(size, option: "--size")
-            do { try Engine.checkSize(bytes) } catch { throw invalid(error.message) }
+            do { try Engine.checkSectorSize(bytes) } catch { throw invalid(error.message) }
             if force && !shrink { throw invalid("--force goes with --shrink") }
         }
 

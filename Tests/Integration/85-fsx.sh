@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # fsx: the model checker (Tests/Model/fsx.py) drives one image per seed with random buffered, O_DIRECT
 # and mmap reads and writes, fsync/fdatasync, punch hole, zero range, copy_file_range, truncate up and
-# down (and refused odd sizes), SEEK_DATA/SEEK_HOLE, close/reopen and unmount/remount, all checked
+# down to any byte size (an odd cut grown again must read zeros), mmap writes past EOF (ftruncate up,
+# then write through the mapping), SEEK_DATA/SEEK_HOLE, close/reopen and unmount/remount, all checked
 # against an in-memory model. Default: 5 seeds x 10,000 operations, a remount every 2,500 operations
 # of each seed; odd seeds run on a second pool with 64 KiB chunks (FSX_SMALL_CHUNK), even ones on the
 # default pool.

@@ -9,12 +9,15 @@ in-memory model (a bytearray whose length is the file size):
                         memory (an anonymous mmap; 512-aligned ops sometimes use a buffer 512 bytes in)
   zwrite                writes of zeros (whole chunks: Tessera unmaps them) and data with a zeroed chunk
   mapread / mapwrite    through a shared mmap of the buffered descriptor (mapwrite ends with msync)
+  mapwrite_ext          mmap write past the old EOF: ftruncate up to any byte size, then write the new
+                        range (up to the new, often odd, EOF) through a shared mmap, msync
   fsync / fdatasync
   punch                 fallocate(PUNCH_HOLE|KEEP_SIZE)
   zero_keep / zero_ext  fallocate(ZERO_RANGE) with and without KEEP_SIZE (the latter may grow the file)
   prealloc              fallocate(0): thin, only grows the size
-  truncate              ftruncate/truncate(2) to a multiple of 512, up or down
-  truncate_bad          a size that is not a multiple of 512: must fail with EINVAL and change nothing
+  truncate              ftruncate/truncate(2) to any byte size (odd ones most of the time), up or down
+  truncate_regrow       shrink to an odd size inside a chunk with data, grow again (truncate, a write
+                        past EOF, fallocate or zero range): the old bytes past the cut must read zeros
   seek                  SEEK_DATA/SEEK_HOLE: a reported hole reads as zeros up to the next data, and
                         SEEK_DATA never skips a nonzero byte of the model
   copy                  copy_file_range between two ranges of the image (source holes stay holes)
@@ -147,14 +150,14 @@ class Fsx:
             "read": 14, "write": 16, "dread": 8, "dwrite": 10, "zwrite": 3,
             "mapread": 2, "mapwrite": 2, "fsync": 2, "fdatasync": 2,
             "punch": 5, "zero_keep": 3, "zero_ext": 3, "prealloc": 1,
-            "truncate": 4, "truncate_bad": 1, "seek": 6, "reopen": 1, "copy": 3,
-            "open_trunc": 0.25,
+            "truncate": 4, "truncate_regrow": 1.5, "seek": 6, "reopen": 1, "copy": 3,
+            "open_trunc": 0.25, "mapwrite_ext": 1.5,
         }
         if args.no_direct:
             for k in ("dread", "dwrite"):
                 weights.pop(k)
         if args.no_mmap:
-            for k in ("mapread", "mapwrite"):
+            for k in ("mapread", "mapwrite", "mapwrite_ext"):
                 weights.pop(k)
         for k in args.skip:
             if k not in weights:
@@ -248,7 +251,8 @@ class Fsx:
         return off, n
 
     def rand_size(self):
-        """A new size, multiple of 512, often next to a chunk boundary or to the current size."""
+        """A new size, any byte count (odd most of the time; a multiple of 512 or 4096 sometimes), often
+        next to a chunk boundary or to the current size."""
         r = self.rng.random()
         if r < 0.30:
             s = self.boundary(self.max_size) + self.rng.randint(-8, 8) * 512
@@ -260,7 +264,15 @@ class Fsx:
             s = self.rng.randint(0, 16) * 512
         else:
             s = self.max_size
-        s -= s % 512
+        g = self.rng.random()
+        if g < 0.15:
+            s -= s % 512
+        elif g < 0.25:
+            s -= s % 4096
+        elif g < 0.40:
+            s += self.rng.choice((-1, 1))  # one byte either side of a sector or chunk boundary
+        else:
+            s += self.rng.randint(-4095, 4095)
         return max(0, min(s, self.max_size))
 
     def data(self, n):
@@ -607,6 +619,44 @@ class Fsx:
             m.flush()
         self.model_write(off, data)
 
+    def op_mapwrite_ext(self):
+        """mmap write past the old EOF: ftruncate up to any byte size, then write (part of) the new range
+        through a shared mapping, up to the new EOF at most (past it, a page's bytes are not the file's)."""
+        old = self.size
+        new = min(self.max_size, old + self.rng.randint(1, 2 * self.cs))
+        if new <= old:
+            self.log("mapwrite_ext", note="(skipped: at the maximum size)")
+            return
+        if self.rng.random() < 0.8 and new % 512 == 0 and new > old + 1:
+            new -= 1
+        off = max(0, old - self.rng.randint(0, 8 * KIB)) if self.rng.random() < 0.5 else self.rng.randint(old, new - 1)
+        end = new if self.rng.random() < 0.5 else self.rng.randint(off + 1, new)
+        n = end - off
+        base = off - off % mmap.PAGESIZE
+        data = self.data(n)
+        self.log("mapwrite_ext", off, n, "ftruncate %s -> %s, mmap write, msync" % (fmt(old), fmt(new)))
+        try:
+            os.ftruncate(self.fd, new)
+        except OSError as e:
+            raise Mismatch("ftruncate up to %s failed: %s" % (fmt(new), e), new)
+        self.model_resize(new)
+        try:
+            with mmap.mmap(self.fd, new - base, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=base) as m:
+                m[off - base:off - base + n] = data
+                m.flush()
+        except OSError as e:
+            raise Mismatch("mmap write of %s bytes at %s past the old EOF %s failed: %s"
+                           % (fmt(n), fmt(off), fmt(old), e), off)
+        self.model_write(off, data)
+        self.check_size("after an mmap write past the old EOF")
+        lo = max(0, off - 4 * KIB)
+        if self.dfd >= 0:  # what the daemon holds, not the page cache
+            dlo = lo - lo % 4096
+            cnt = (self.size - dlo + 4095) // 4096 * 4096
+            cnt = min(cnt, DIRECT_BUF - 8192)
+            actual = self.dread_into(cnt, dlo)
+            self.check_bytes("O_DIRECT read after an mmap write past EOF", dlo, actual, self.model[dlo:dlo + cnt])
+
     def op_fsync(self):
         fd, which = self.any_fd()
         self.log("fsync", note=which)
@@ -662,29 +712,53 @@ class Fsx:
         self.model_resize(s)
         self.check_size("after truncate")
 
-    def op_truncate_bad(self):
-        s = min(self.rand_size() + self.rng.randint(1, 511), self.max_size - 1)
-        if s % 512 == 0:
-            s += 1
-        by_path = self.rng.random() < 0.3
-        self.log("truncate_bad", s, None, "expect EINVAL (%s)" % ("by path" if by_path else "ftruncate"))
+    def op_truncate_regrow(self):
+        """Cut inside a chunk that holds data at an odd offset, grow again: the cut-off bytes read zeros."""
+        if self.size == 0:
+            self.log("truncate_regrow", note="(skipped: empty file)")
+            return
+        cut = self.rng.randint(0, self.size - 1)
+        if cut % 512 == 0:
+            cut += 1 if cut + 1 < self.size else 0
+        how = self.rng.choice(("truncate", "write", "prealloc", "zero_ext"))
+        grow_to = min(self.max_size, max(cut + 1, self.size + self.rng.randint(-self.cs, 2 * self.cs)))
+        fd, which = self.any_fd() if how != "truncate" else (self.fd, "buffered fd")
+        self.log("truncate_regrow", cut, grow_to - cut, "cut at %s, grow to %s by %s (%s)"
+                 % (fmt(cut), fmt(grow_to), how, which))
         try:
-            if by_path:
-                os.truncate(self.path, s)
-            else:
-                os.ftruncate(self.fd, s)
+            os.ftruncate(self.fd, cut)
         except OSError as e:
-            if e.errno != errno.EINVAL:
-                raise Mismatch("truncate to %s (not a multiple of 512) failed with %s, expected EINVAL"
-                               % (fmt(s), e), s)
-        else:
-            raise Mismatch("truncate to %s (not a multiple of 512) succeeded, expected EINVAL" % fmt(s), s)
-        self.check_size("after a refused truncate")
-        # Nothing changed around the old end of file nor around the refused size.
-        for a in (self.size - 8 * KIB, s - 8 * KIB):
-            a = max(0, a)
-            actual = self.pread_all(self.fd, 16 * KIB, a)
-            self.check_bytes("read after a refused truncate", a, actual, self.model[a:a + 16 * KIB])
+            raise Mismatch("ftruncate to %s failed: %s" % (fmt(cut), e), cut)
+        self.model_resize(cut)
+        self.check_size("after the cut")
+        try:
+            if how == "truncate":
+                os.ftruncate(self.fd, grow_to)
+                self.model_resize(grow_to)
+            elif how == "write":  # one byte at the new end; the gap must read zeros
+                b = self.data(1)
+                if os.pwrite(self.fd, b, grow_to - 1) != 1:
+                    raise Mismatch("write of 1 byte at %s was short" % fmt(grow_to - 1), grow_to - 1)
+                self.model_write(grow_to - 1, b)
+            elif how == "prealloc":
+                fallocate(fd, 0, cut, grow_to - cut)
+                self.model_resize(grow_to)
+            else:
+                fallocate(fd, FALLOC_FL_ZERO_RANGE, cut, grow_to - cut)
+                self.model_resize(grow_to)
+        except OSError as e:
+            raise Mismatch("growing from %s to %s by %s failed: %s" % (fmt(cut), fmt(grow_to), how, e), cut)
+        self.check_size("after growing again")
+        # The whole chunk around the cut, through both descriptors (the daemon answers O_DIRECT).
+        lo = cut - cut % self.cs
+        hi = min(self.size, lo + self.cs + 8 * KIB)
+        actual = self.pread_all(self.fd, hi - lo, lo)
+        self.check_bytes("buffered read around a regrown cut", lo, actual, self.model[lo:hi])
+        if self.dfd >= 0:
+            dlo = lo - lo % 4096
+            n = (hi - dlo + 4095) // 4096 * 4096
+            actual = self.dread_into(n, dlo)
+            self.check_bytes("O_DIRECT read around a regrown cut", dlo, actual, self.model[dlo:dlo + n])
 
     def op_seek(self):
         r = self.rng.random()
@@ -760,7 +834,7 @@ class Fsx:
             touched = []
             for e in list(reversed(self.history))[1:]:
                 num, kind, off, length, _, _ = e
-                if kind in ("truncate", "truncate_bad", "remount", "reopen"):
+                if kind in ("truncate", "truncate_regrow", "mapwrite_ext", "open_trunc", "remount", "reopen"):
                     touched.append(e)  # size changes and remounts matter anywhere
                 elif off is not None and length is not None and off <= m.offset < off + length:
                     touched.append(e)

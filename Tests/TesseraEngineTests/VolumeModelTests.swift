@@ -1,7 +1,7 @@
 // The model test of the volume engine: several threads drive one Volume with random writes (aligned and
 // not, 1 byte to 3 chunks, some all-zero), reads, discards and flushes, each thread in its own region of
 // the volume, and every result is compared with a ShadowModel. Between rounds the threads stop, the whole
-// image is compared, and the volume is resized. Every failure message carries the seed.
+// image is compared, and the volume is resized (to any byte size). Every failure message carries the seed.
 //
 // Regions are disjoint in bytes but not chunk-aligned, so neighbouring threads share chunks at their
 // edges (concurrent I/O inside one chunk, allocation races). The model stays deterministic because each
@@ -231,7 +231,9 @@ final class ModelRun: Sendable {
             verifyAll("after round \(round)")
             // Resize: shrink into the regions or grow past them; the next round writes past the end again.
             if rng.chance(0.6) {
-                let newSize = (p.volumeSpan / 4 + rng.next() % p.volumeSpan) / 512 * 512
+                // Any byte size (a file may end anywhere), a whole sector now and then.
+                var newSize = p.volumeSpan / 4 + rng.next() % p.volumeSpan
+                if rng.chance(0.25) { newSize = newSize / 512 * 512 }
                 do {
                     try volume.resize(to: newSize)
                     shadow.withLock { $0.resize(to: newSize) }
@@ -373,7 +375,7 @@ struct VolumeModelTests {
                     try v.discard(at: offset, length: length)
                     model.discard(at: offset, length: length)
                 } else if dice < 85 {
-                    let newSize = rng.next() % UInt64(10 * cs) / 512 * 512
+                    let newSize = rng.next() % UInt64(10 * cs)  // any byte size
                     try v.resize(to: newSize)
                     model.resize(to: newSize)
                 } else {
