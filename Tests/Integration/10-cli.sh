@@ -23,7 +23,7 @@ while i < len(s):
     if s[i].isspace(): i += 1; continue
     o, i = dec.raw_decode(s, i); docs.append(o)
 def strip(x):
-    if isinstance(x, dict): return {k: strip(v) for k, v in x.items() if k not in ("free", "capacity", "freeChunks")}
+    if isinstance(x, dict): return {k: strip(v) for k, v in x.items() if k not in ("free", "capacity", "freeChunks", "filesystemFree", "filesystemUsed", "placementShare", "figuresAt", "healthSince")}
     if isinstance(x, list): return [strip(v) for v in x]
     return x
 print(json.dumps(strip(docs), sort_keys=True, indent=1))'
