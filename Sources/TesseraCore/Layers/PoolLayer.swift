@@ -278,9 +278,12 @@ public final class PoolLayer: ChunkStore {
     public func delete(_ chunk: ChunkID) throws(StoreError) {
         try onStore(chunk) { (s) throws(StoreError) in try s.delete(chunk) }
         state.withLock { s in
-            if s.members[chunk.store] != nil {
-                s.members[chunk.store]!.full = false
-                s.members[chunk.store]!.freeChunks += 1
+            guard let m = s.members[chunk.store] else { return }
+            s.members[chunk.store]!.full = false
+            s.members[chunk.store]!.freeChunks += 1
+            // The room is back on the filesystem too, for every member on it (pick took it from all).
+            if let fs = m.filesystem {
+                for other in s.order where s.members[other]!.filesystem == fs { s.members[other]!.filesystemFree += 1 }
             }
         }
     }
