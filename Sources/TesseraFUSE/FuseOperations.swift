@@ -325,12 +325,11 @@ extension FuseMount {
     func read(_ req: fuse_req_t?, _ size: Int, _ off: off_t, _ fi: UnsafeMutablePointer<fuse_file_info>) throws(FuseFailure) {
         let image = Self.image(fi)
         let v = image.volume
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(size, 1), alignment: 4096)
-        defer { buffer.deallocate() }
         do {
-            let n = try v.read(at: UInt64(off), into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<size]),
-                               epoch: image.epoch, viewSize: image.size)
-            fuse_reply_buf(req, buffer.baseAddress?.assumingMemoryBound(to: CChar.self), n)
+            try ReadBuffer.with(size) { buffer throws(StoreError) in
+                let n = try v.read(at: UInt64(off), into: buffer, epoch: image.epoch, viewSize: image.size)
+                fuse_reply_buf(req, buffer.baseAddress?.assumingMemoryBound(to: CChar.self), n)
+            }
         } catch {
             throw fail(v, "read of \(size) bytes", off, error)
         }

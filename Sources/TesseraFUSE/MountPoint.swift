@@ -7,6 +7,7 @@
 //
 // The data directory records where its daemon mounted (DATA/mountpoint, written once the mount is
 // ready, removed at a clean exit), so `status` and `unmount` find a dead mount without being told.
+import CFuse3
 import Foundation
 import TesseraCore
 import TesseraEngine
