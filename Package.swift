@@ -63,7 +63,7 @@ let package = Package(
         ),
         .target(
             name: "TesseraFUSE",
-            dependencies: ["CFuse3", "TesseraCore", "TesseraEngine"]
+            dependencies: ["CFuse3", "CLinux", "TesseraCore", "TesseraEngine"]
         ),
         .executableTarget(
             name: "tessera",

@@ -14,11 +14,14 @@
 #include <string.h>
 #include <stdlib.h>
 
-// fuse_session_loop_mt is a macro over the versioned symbol.
-static inline int tessera_session_loop_mt(struct fuse_session *se, unsigned int max_idle, int clone_fd) {
+// fuse_session_loop_mt is a macro over the versioned symbol. max_threads bounds the workers (libfuse's
+// own default is 10); max_idle how many stay when idle.
+static inline int tessera_session_loop_mt(struct fuse_session *se, unsigned int max_threads, unsigned int max_idle,
+                                          int clone_fd) {
     struct fuse_loop_config *cfg = fuse_loop_cfg_create();
     if (cfg == NULL) return -ENOMEM;
     fuse_loop_cfg_set_clone_fd(cfg, clone_fd);
+    fuse_loop_cfg_set_max_threads(cfg, max_threads);
     fuse_loop_cfg_set_idle_threads(cfg, max_idle);
     int rc = fuse_session_loop_mt(se, cfg);
     fuse_loop_cfg_destroy(cfg);

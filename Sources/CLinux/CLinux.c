@@ -9,7 +9,18 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <linux/falloc.h>
+#include <stdio.h>
 #include "CLinux.h"
+
+const int tessera_O_DIRECT = O_DIRECT;
+const int tessera_SEEK_DATA = SEEK_DATA;
+const int tessera_SEEK_HOLE = SEEK_HOLE;
+const unsigned int tessera_RENAME_NOREPLACE = RENAME_NOREPLACE;
+const unsigned int tessera_RENAME_EXCHANGE = RENAME_EXCHANGE;
+const int tessera_FALLOC_FL_KEEP_SIZE = FALLOC_FL_KEEP_SIZE;
+const int tessera_FALLOC_FL_PUNCH_HOLE = FALLOC_FL_PUNCH_HOLE;
+const int tessera_FALLOC_FL_ZERO_RANGE = FALLOC_FL_ZERO_RANGE;
 
 int tessera_punch_hole(int fd, off_t offset, off_t length) {
     return fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length);

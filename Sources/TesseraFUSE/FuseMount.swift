@@ -28,6 +28,9 @@ public final class FuseMount: @unchecked Sendable {
     let allowOther: Bool
     var session: OpaquePointer?
     let attrTimeout = 1.0
+    /// libfuse worker threads: enough for a queue depth of 16 from one client plus a few control
+    /// requests (libfuse's default is 10); all kept when idle, so a burst never waits for a thread.
+    static let maxThreads: UInt32 = 16
     /// Every open file handle (registered in `attach`, removed in `release`), to name what keeps the
     /// mount busy. Touched on open and close only, never per I/O.
     let openHandles = Mutex<[ObjectIdentifier: OpenImage]>([:])
@@ -73,7 +76,7 @@ public final class FuseMount: @unchecked Sendable {
     public func serve() throws(TesseraError) {
         guard let se = session else { return }
         startSignalThread()
-        let rc = tessera_session_loop_mt(se, 16, 1)
+        let rc = tessera_session_loop_mt(se, Self.maxThreads, Self.maxThreads, 1)
         fuse_session_unmount(se)
         fuse_session_destroy(se)
         session = nil

@@ -6,6 +6,7 @@
 // deleted by the CLI appear at once; attributes are cached for 1 s and invalidated explicitly when
 // the CLI changes a volume. O_DIRECT opens get FOPEN_DIRECT_IO (no page cache, no GETATTR storms).
 import CFuse3
+import CLinux
 import Foundation
 import TesseraCore
 import TesseraEngine
@@ -533,13 +534,12 @@ extension FuseMount {
     }
 }
 
-// Linux constants that Glibc's module does not export (x86_64/aarch64 values).
-private let O_DIRECT_: Int32 = 0o40000
-private let RENAME_NOREPLACE_: UInt32 = 1
-private let RENAME_EXCHANGE_: UInt32 = 2
-private let SEEK_DATA_: Int32 = 3
-private let SEEK_HOLE_: Int32 = 4
-// fallocate(2) mode bits (linux/falloc.h), which Glibc's module does not export.
-private let FALLOC_FL_KEEP_SIZE_: Int32 = 0x01
-private let FALLOC_FL_PUNCH_HOLE_: Int32 = 0x02
-private let FALLOC_FL_ZERO_RANGE_: Int32 = 0x10
+// Linux constants that Glibc's module does not export, from the system headers (CLinux).
+private let O_DIRECT_ = tessera_O_DIRECT
+private let RENAME_NOREPLACE_ = tessera_RENAME_NOREPLACE
+private let RENAME_EXCHANGE_ = tessera_RENAME_EXCHANGE
+private let SEEK_DATA_ = tessera_SEEK_DATA
+private let SEEK_HOLE_ = tessera_SEEK_HOLE
+private let FALLOC_FL_KEEP_SIZE_ = tessera_FALLOC_FL_KEEP_SIZE
+private let FALLOC_FL_PUNCH_HOLE_ = tessera_FALLOC_FL_PUNCH_HOLE
+private let FALLOC_FL_ZERO_RANGE_ = tessera_FALLOC_FL_ZERO_RANGE

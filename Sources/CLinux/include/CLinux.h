@@ -19,4 +19,14 @@ uint32_t tessera_crc32c(uint32_t crc, const void *buf, size_t len);
 /// systemd's readiness protocol: sends STATE (e.g. "READY=1") as one datagram to $NOTIFY_SOCKET (a path,
 /// or an abstract name starting with '@'). 0 when sent, 1 when not run by systemd, -1 and errno on failure.
 int tessera_sd_notify(const char *state);
+/// Linux constants the Swift Glibc module does not export (they need _GNU_SOURCE or linux/falloc.h),
+/// taken from the system headers here rather than written out in Swift.
+extern const int tessera_O_DIRECT;
+extern const int tessera_SEEK_DATA;
+extern const int tessera_SEEK_HOLE;
+extern const unsigned int tessera_RENAME_NOREPLACE;
+extern const unsigned int tessera_RENAME_EXCHANGE;
+extern const int tessera_FALLOC_FL_KEEP_SIZE;
+extern const int tessera_FALLOC_FL_PUNCH_HOLE;
+extern const int tessera_FALLOC_FL_ZERO_RANGE;
 #endif
