@@ -229,8 +229,8 @@ def cmd_run(argv):
     return 0 if ok else 1
 
 
-JOB_ORDER = ["4k-randread", "4k-randwrite", "1m-read", "1m-write"]
-JOB_TITLE = {"4k-randread": "4k randread", "4k-randwrite": "4k randwrite",
+JOB_ORDER = ["4k-randread", "4k-randwrite", "4k-snapwrite", "1m-read", "1m-write"]
+JOB_TITLE = {"4k-randread": "4k randread", "4k-randwrite": "4k randwrite", "4k-snapwrite": "4k after snap",
              "1m-read": "1M seq read", "1m-write": "1M seq write"}
 
 
@@ -368,6 +368,12 @@ def cmd_report(argv):
         lines.append("-" * (w0 + colw * len(jobs)))
         for k, v in ratios.items():
             lines.append(row(k, ["-" if v[j] is None else f"{v[j]:.2f}x" for j in jobs]))
+    if "4k-snapwrite" in jobs and "4k-randwrite" in jobs:
+        # The cost of copy-on-write: the same 4k random writes right after a snapshot, against without.
+        for t in targets:
+            after, before = summary[t]["4k-snapwrite"]["median"], summary[t]["4k-randwrite"]["median"]
+            if after and before:
+                lines.append(f"{t}: 4k random write right after a snapshot / without one: {after / before:.2f}x")
     daemons = [t for t in targets if any("daemon_cpu_seconds_per_io" in summary[t][j] for j in jobs)]
     if daemons:
         lines.append("")
