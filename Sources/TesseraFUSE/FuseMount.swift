@@ -36,6 +36,8 @@ public final class FuseMount: @unchecked Sendable {
     let openHandles = Mutex<[ObjectIdentifier: OpenImage]>([:])
     /// The FUSE connection's number under /sys/fs/fuse/connections (the mount's device minor).
     private var connection: String?
+    /// Set once the request loop has returned (read by the unmount watcher on another thread).
+    private let loopEnded = Atomic<Bool>(false)
 
     public init(engine: Engine, mountpoint: String, allowOther: Bool) {
         self.engine = engine
@@ -80,6 +82,7 @@ public final class FuseMount: @unchecked Sendable {
         fuse_session_unmount(se)
         fuse_session_destroy(se)
         session = nil
+        loopEnded.store(true, ordering: .releasing)
         engine.stopPeriodicFlush()
         engine.stopHealthChecks()
         defer { engine.stopCaches() }
@@ -166,7 +169,7 @@ public final class FuseMount: @unchecked Sendable {
         let t = Thread { [self] in
             for _ in 0..<30 {
                 usleep(100_000)
-                if session == nil { return }
+                if loopEnded.load(ordering: .acquiring) { return }
             }
             guard openHandles.withLock({ $0.isEmpty }) else { return }
             Log.info("the mount lives on in another mount namespace with nothing open; ending the FUSE connection")
@@ -181,6 +184,7 @@ public final class FuseMount: @unchecked Sendable {
         var state = MountPoint.inspect(mountpoint)
         if state == .deadTessera {
             try MountPoint.clearDead(mountpoint)
+            Log.info("cleared a dead Tessera mount at \(mountpoint) (its daemon was gone)")
             state = MountPoint.inspect(mountpoint)
         }
         switch state {

@@ -59,7 +59,6 @@ public enum MountPoint {
         if umount2(path, Int32(MNT_DETACH)) != 0 {
             throw TesseraError(.io, "cannot clear the dead mount at \(path): \(String(cString: strerror(errno)))")
         }
-        Log.info("cleared a dead Tessera mount at \(path) (its daemon was gone)")
     }
 
     /// The filesystem type mounted exactly at `path` (the last such mount), from /proc/self/mountinfo.

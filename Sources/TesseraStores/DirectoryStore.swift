@@ -217,7 +217,7 @@ public final class DirectoryStore: ChunkStore, StoreMaintenance {
 
     /// No checksums here: a block cannot be marked unreadable (only the checksum layer above can).
     public func markUnreadable(_ chunk: ChunkID, offset: Int, length: Int) throws(StoreError) {
-        throw .io(errno: 95 /* EOPNOTSUPP */, chunk: chunk)
+        throw .io(errno: EOPNOTSUPP, chunk: chunk)
     }
 
     public func delete(_ chunk: ChunkID) throws(StoreError) {

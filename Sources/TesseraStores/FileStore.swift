@@ -412,7 +412,7 @@ public final class FileStore: ChunkStore, StoreMaintenance {
     /// reuse only after a flush has made its cleared entry durable.
     /// No checksums here: a block cannot be marked unreadable (only the checksum layer above can).
     public func markUnreadable(_ chunk: ChunkID, offset: Int, length: Int) throws(StoreError) {
-        throw .io(errno: 95 /* EOPNOTSUPP */, chunk: chunk)
+        throw .io(errno: EOPNOTSUPP, chunk: chunk)
     }
 
     public func delete(_ chunk: ChunkID) throws(StoreError) {

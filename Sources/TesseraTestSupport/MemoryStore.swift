@@ -23,6 +23,10 @@
 import Synchronization
 import TesseraCore
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 public final class MemoryStore: ChunkStore {
     public let chunkSize: Int
     /// Bytes the store may hold; nil means unlimited (usage then reports a nominal 1 TiB).
@@ -133,7 +137,7 @@ public final class MemoryStore: ChunkStore {
 
     /// No checksums here: a block cannot be marked unreadable (only the checksum layer above can).
     public func markUnreadable(_ chunk: ChunkID, offset: Int, length: Int) throws(StoreError) {
-        throw .io(errno: 95 /* EOPNOTSUPP */, chunk: chunk)
+        throw .io(errno: EOPNOTSUPP, chunk: chunk)
     }
 
     public func delete(_ chunk: ChunkID) throws(StoreError) {

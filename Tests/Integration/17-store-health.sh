@@ -64,6 +64,15 @@ timed() {
 }
 
 store_field() { tcli store show "$1" --json | json "(d[0] if isinstance(d, list) else d)$2"; }
+# wait_health STORE WANT TRIES: poll every 0.5 s until STORE's health is WANT (at most TRIES times); sets health
+wait_health() {
+    local i
+    for (( i = 0; i < $3; i++ )); do
+        health=$(store_field "$1" '["health"]')
+        [ "$health" = "$2" ] && return 0
+        sleep 0.5
+    done
+}
 
 # ---------------------------------------------------------------------------------------------------
 info "(a) a dir store whose filesystem is shut down"
@@ -107,12 +116,7 @@ assert_le "$ELAPSED_MS" 30000 "ms for a read of the dead store to fail"
 info "  the read failed with EIO in $ELAPSED_MS ms"
 
 # The failed read marks it at once (the probe would within ~10 s).
-health=
-for (( i = 0; i < 30; i++ )); do
-    health=$(store_field weak '["health"]')
-    [ "$health" = unreachable ] && break
-    sleep 0.5
-done
+wait_health weak unreachable 30
 assert_eq "$health" unreachable "weak's health after the outage"
 timed tcli store show weak > "$T_WORK/.show"
 assert_le "$ELAPSED_MS" 1000 "ms for store show of the dead store"
@@ -163,11 +167,7 @@ umount -l "$EXT"
 loop_attach "$BACKING"
 mount -t ext4 "$LOOP_DEV" "$EXT" || fail "cannot mount $BACKING again on $EXT"
 t0=$(date +%s)
-for (( i = 0; i < 50; i++ )); do
-    health=$(store_field weak '["health"]')
-    [ "$health" = ok ] && break
-    sleep 0.5
-done
+wait_health weak ok 50
 assert_eq "$health" ok "weak's health after the filesystem came back"
 info "  back in service after $(( $(date +%s) - t0 )) s"
 assert_le $(( $(date +%s) - t0 )) 25 "seconds until the store returned to service"

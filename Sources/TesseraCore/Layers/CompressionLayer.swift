@@ -37,6 +37,10 @@ import CLinux
 import CZstd
 import Synchronization
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 public final class CompressionLayer: ChunkStore {
     /// Bytes before the payload of every stored object.
     public static let headerSize = 20
@@ -315,7 +319,7 @@ public final class CompressionLayer: ChunkStore {
 
     /// No checksums here: a block cannot be marked unreadable (only the checksum layer above can).
     public func markUnreadable(_ chunk: ChunkID, offset: Int, length: Int) throws(StoreError) {
-        throw .io(errno: 95 /* EOPNOTSUPP */, chunk: chunk)
+        throw .io(errno: EOPNOTSUPP, chunk: chunk)
     }
 
     public func delete(_ chunk: ChunkID) throws(StoreError) {
