@@ -198,7 +198,9 @@ public final class Engine: Sendable {
             while true {
                 Thread.sleep(forTimeInterval: interval)
                 guard let self, !self.flusherStop.withLock({ $0 }) else { return }
-                for v in self.allVolumes() where v.isDirty {
+                // A volume whose partial chunks are all young waits (folding them now would copy what
+                // a burst of small writes after a snapshot is about to overwrite).
+                for v in self.allVolumes() where v.isDirty && !v.defersFolding {
                     do { try v.flush() } catch { Log.error("\(v.name): periodic flush failed: \(error)") }
                 }
                 // Placement weights follow the stores' real free space (others share their media).

@@ -109,7 +109,9 @@ extension Engine {
             for v in chosen { v.quiesce() }
             defer { for v in chosen { v.resume() } }
             for v in chosen {
-                do { try v.flush() } catch { throw TesseraError(.io, "cannot flush '\(v.name)' for the snapshot: \(error)") }
+                do { try v.flush(quiesced: true) } catch {
+                    throw TesseraError(.io, "cannot flush '\(v.name)' for the snapshot: \(error)")
+                }
             }
             var members: [VolumeID: (epoch: UInt64, size: UInt64)] = [:]
             for v in chosen { members[v.id] = v.captureInstant() }
@@ -181,8 +183,9 @@ extension Engine {
         try snapshotLock.withLock { _ throws(TesseraError) in
             v.quiesce()
             defer { v.resume() }
+            do { try v.foldAll(quiesced: true) } catch { throw TesseraError(.io, "revert of '\(volumeName)' failed: \(error)") }
             v.revert(to: UInt64(m.epoch), size: UInt64(m.size))
-            do { try v.flush() } catch { throw TesseraError(.io, "revert of '\(volumeName)' failed: \(error)") }
+            do { try v.flush(quiesced: true) } catch { throw TesseraError(.io, "revert of '\(volumeName)' failed: \(error)") }
         }
         recordManifest([v])
         notify(v.id)
@@ -211,7 +214,7 @@ extension Engine {
             } else {
                 parent.quiesce()
                 defer { parent.resume() }
-                do { try parent.flush() } catch { throw TesseraError(.io, "cannot flush '\(parent.name)': \(error)") }
+                do { try parent.flush(quiesced: true) } catch { throw TesseraError(.io, "cannot flush '\(parent.name)': \(error)") }
                 (epoch, size) = parent.captureInstant()
                 try catalog.setEpoch(parent.id, epoch + 1)
                 parent.holdAndAdvance(epoch)

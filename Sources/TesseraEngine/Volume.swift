@@ -49,7 +49,7 @@ public final class Volume: Sendable {
     /// For a clone: the volume its empty slots fall through to, and the epoch it sees there.
     public let parent: Volume?
     public let parentEpoch: UInt64
-    private let stripes = StripedLocks()
+    let stripes = StripedLocks()
     private let flushLock = Lock(())
     /// `record.size`, readable without `state` (kept equal by `State.record`'s observer).
     private let sizeMirror: SizeMirror
@@ -59,6 +59,11 @@ public final class Volume: Sendable {
     /// Chunks written, zeroed or created since the last flush: what this volume's fsync syncs. Striped
     /// by chunk so concurrent writers do not meet on one lock.
     private let touched = (0..<16).map { _ in Lock(Set<ChunkID>()) }
+    /// Live chunks that are partial copies of the chunk they replaced (sub-chunk copy-on-write).
+    let partials = PartialChunks()
+    /// How long a partial chunk may stay unfolded before the periodic flush folds it (a burst of small
+    /// writes after a snapshot copies nothing meanwhile); fsync, snapshots and unmount fold at once.
+    static let foldDelay: Duration = .seconds(15)
 
     struct Version: Equatable {
         var chunk: ChunkID
@@ -100,7 +105,7 @@ public final class Volume: Sendable {
         var epoch: UInt64 { UInt64(record.epoch) }
         var maxHold: UInt64? { holds.last }
     }
-    private let state: Lock<State>
+    let state: Lock<State>
 
     init(record: VolumeRecord, map: ChunkMap, retained: [RetainedRecord] = [], xattrs: [String: [UInt8]],
          poolName: String, pool: PoolLayer, io: (any ChunkStore)? = nil, catalog: Catalog, shares: ShareTable = ShareTable(),
@@ -237,6 +242,8 @@ public final class Volume: Sendable {
             let chunk = resolve(index, at: epoch)
             if chunk.isNone {
                 piece.initializeMemory(as: UInt8.self, repeating: 0)
+            } else if epoch == nil, let partial = partials[index], partial.chunk == chunk {
+                try readPartial(partial, offset: inChunk, into: piece)
             } else {
                 try io.read(chunk, offset: inChunk, into: piece)
             }
@@ -289,7 +296,8 @@ public final class Volume: Sendable {
                 guard let e = s.map.entry(index), e.chunk.isReal, !isShared(e, s) else { return nil }
                 return e.chunk
             }
-            if let mine {
+            // A partial chunk is written under the exclusive stripe (its ownership changes).
+            if let mine, partials.isEmpty || partials[index] == nil {
                 defer { stripes.unlock(index) }
                 try io.write(mine, offset: inChunk, from: piece)
                 touch(mine)
@@ -299,6 +307,16 @@ public final class Volume: Sendable {
         }
         stripes.lockExclusive(index)
         defer { stripes.unlock(index) }
+        if !whole {
+            if let partial = partials[index] {
+                try writePartial(index, partial, offset: inChunk, from: piece)
+                return
+            }
+            if let base = copyOnWriteBase(index) {
+                try startPartial(index, over: base, offset: inChunk, from: piece)
+                return
+            }
+        }
         try rewrite(index, covering: inChunk..<inChunk + piece.count) { buffer, base throws(StoreError) in
             if let buffer {
                 UnsafeMutableRawBufferPointer(rebasing: buffer[inChunk..<inChunk + piece.count]).copyMemory(from: piece)
@@ -333,6 +351,7 @@ public final class Volume: Sendable {
         _ plan: (UnsafeMutableRawBufferPointer?, ChunkID) throws(StoreError) -> Rewrite
     ) throws(StoreError) {
         let covering = covering ?? 0..<chunkSize
+        try foldIfPartial(index)
         let (entry, shared, falls) = state.withLock { s in
             let e = s.map.entry(index)
             return (e, e.map { isShared($0, s) } ?? false, parent != nil && index < s.parentLimit)
@@ -417,8 +436,10 @@ public final class Volume: Sendable {
     /// A store that answers "no space" is marked full, one that fails as a dead medium does (EIO, EROFS,
     /// a timeout) is marked unreachable by the pool, and the chunk goes to the next one; the client sees
     /// the error only when every store of the pool refused.
-    private func place(_ index: UInt64, _ offset: Int, _ content: UnsafeRawBufferPointer,
-                       unreadable: [Int] = []) throws(StoreError) {
+    /// A partial chunk (`label` false) is labelled when it is folded.
+    @discardableResult
+    func place(_ index: UInt64, _ offset: Int, _ content: UnsafeRawBufferPointer,
+               unreadable: [Int] = [], label: Bool = true) throws(StoreError) -> ChunkID {
         let born = epoch
         var tried: Set<StoreID> = []
         var refusal = StoreError.noSpace
@@ -428,11 +449,11 @@ public final class Volume: Sendable {
             if tried.contains(fresh.store) { throw refusal }
             do {
                 try io.write(fresh, offset: offset, from: content)  // data first …
-                try io.setLabel(fresh, ChunkLabel(volume: id, index: index, epoch: born))
+                if label { try io.setLabel(fresh, ChunkLabel(volume: id, index: index, epoch: born)) }
                 for bad in unreadable { try io.markUnreadable(fresh, offset: bad, length: Self.blockSize) }
                 touch(fresh)
                 setLive(index, MapEntry(chunk: fresh, birth: born))  // … then the map
-                return
+                return fresh
             } catch {
                 // Never mapped: nothing may keep it. A store that does not answer at all is not asked
                 // (it would only time out again); what it may keep is unreferenced, and garbage
@@ -453,7 +474,7 @@ public final class Volume: Sendable {
     }
 
     /// Records that this volume's next flush must make `chunk` durable (after the write returned).
-    private func touch(_ chunk: ChunkID) {
+    func touch(_ chunk: ChunkID) {
         touched[Int(chunk.rawValue % UInt64(touched.count))].withLock { _ = $0.insert(chunk) }
     }
 
@@ -469,6 +490,7 @@ public final class Volume: Sendable {
 
     /// Points `index` at `new` (nil: empty), releasing what it held. Caller holds the stripe exclusively.
     private func setLive(_ index: UInt64, _ new: MapEntry?) {
+        assert(partials[index] == nil, "a partial chunk leaves its slot only once folded")
         state.withLock { s in
             if let old = s.map.entry(index) {
                 if old.chunk.isTombstone { s.tombstones -= 1 }
@@ -531,6 +553,7 @@ public final class Volume: Sendable {
             }
             stripes.lockExclusive(index)
             defer { stripes.unlock(index) }
+            try foldIfPartial(index)
             let mine = state.withLock { s -> ChunkID? in
                 guard let e = s.map.entry(index), e.chunk.isReal, !isShared(e, s) else { return nil }
                 return e.chunk
@@ -597,8 +620,9 @@ public final class Volume: Sendable {
                 let mapped = state.withLock { $0.map.entries(in: firstGone..<UInt64.max) }
                 for (index, _) in mapped {
                     stripes.lockExclusive(index)
+                    defer { stripes.unlock(index) }
+                    try foldIfPartial(index)
                     setLive(index, nil)
-                    stripes.unlock(index)
                 }
             }
         }
@@ -723,6 +747,13 @@ public final class Volume: Sendable {
     /// reference to it), or empties it when that is a hole.
     private func share(from source: Volume, index: UInt64, at sourceEpoch: UInt64?, to target: UInt64) throws(StoreError) {
         source.stripes.lockExclusive(index)
+        do {
+            // A partial chunk is shared only once whole (the other map must never see its holes).
+            if sourceEpoch == nil { try source.foldIfPartial(index) }
+        } catch {
+            source.stripes.unlock(index)
+            throw error
+        }
         let chunk = source.resolve(index, at: sourceEpoch)
         if chunk.isReal { shares.add(chunk, 1) }  // from now on neither side writes it in place
         source.stripes.unlock(index)
@@ -730,6 +761,10 @@ public final class Volume: Sendable {
         stripes.lockExclusive(target)
         defer { stripes.unlock(target) }
         if chunk.isReal {
+            do throws(StoreError) { try foldIfPartial(target) } catch {
+                shares.add(chunk, -1)
+                throw error
+            }
             let born = epoch
             state.withLock { $0.shareDeltas[chunk, default: 0] += 1 }
             setLive(target, MapEntry(chunk: chunk, birth: born))
@@ -863,12 +898,15 @@ public final class Volume: Sendable {
     /// the call survives a crash. Stores first, then the map (data before metadata), then deletes.
     /// With `dataOnly` (fdatasync), a modification time that is all that changed is left for a later
     /// flush: the data is as durable, and no catalog commit is paid for the time alone.
-    public func flush(dataOnly: Bool = false) throws(StoreError) {
-        try flushLock.withLock { _ throws(StoreError) in try flushLocked(dataOnly: dataOnly) }
+    /// `quiesced`: the caller holds every stripe (a snapshot, a revert, a clone of the live volume).
+    public func flush(dataOnly: Bool = false) throws(StoreError) { try flush(dataOnly: dataOnly, quiesced: false) }
+
+    func flush(dataOnly: Bool = false, quiesced: Bool) throws(StoreError) {
+        try flushLock.withLock { _ throws(StoreError) in try flushLocked(dataOnly: dataOnly, quiesced: quiesced) }
     }
 
-    private func flushLocked(dataOnly: Bool) throws(StoreError) {
-        let taken = state.withLock { s in
+    private func flushLocked(dataOnly: Bool, quiesced: Bool) throws(StoreError) {
+        let taken: Taken = state.withLock { s in
             takeWriteTime(&s)
             let commitTime = s.timeDirty && !dataOnly
             let t = (s.changes, s.metaDirty || commitTime, s.pendingFree, s.record, s.unlinked, s.retainedAdds,
@@ -884,10 +922,24 @@ public final class Volume: Sendable {
             return t
         }
         let (changes, metaDirty, frees, record, unlinked, adds, removes, deltas, parentLimit, deleted) = taken
-        // Taken after the map changes: a new chunk is touched before its slot changes, so every chunk
-        // those changes point at is in here (data before metadata).
-        let touched = takeTouched()
         if unlinked { return }  // its row is gone; its chunks go at last close
+        // A partial chunk commits only once folded: whole and labelled.
+        do throws(StoreError) {
+            if !partials.isEmpty {
+                for (index, entry) in changes {
+                    guard let entry, partials[index]?.chunk == entry.chunk else { continue }
+                    if !quiesced { stripes.lockExclusive(index) }
+                    defer { if !quiesced { stripes.unlock(index) } }
+                    try foldIfPartial(index)
+                }
+            }
+        } catch {
+            putBack(taken)
+            throw error
+        }
+        // Taken after the map changes (and the folds): a new chunk is touched before its slot changes,
+        // so every chunk those changes point at is in here (data before metadata).
+        let touched = takeTouched()
         guard !changes.isEmpty || metaDirty || !frees.isEmpty || !adds.isEmpty || !removes.isEmpty || !deltas.isEmpty else {
             do throws(StoreError) {
                 try io.flush(chunks: touched)
@@ -920,15 +972,7 @@ public final class Volume: Sendable {
                 throw StoreError.io(errno: 5, chunk: .none)
             }
         } catch {
-            state.withLock { s in  // put the work back; newer changes win
-                for (k, v) in changes where s.changes[k] == nil { s.changes.updateValue(v, forKey: k) }
-                s.metaDirty = true
-                s.pendingFree = frees + s.pendingFree
-                for (k, v) in adds where s.retainedAdds[k] == nil && !s.retainedRemoves.contains(k) { s.retainedAdds[k] = v }
-                for k in removes where s.retainedAdds[k] == nil { s.retainedRemoves.insert(k) }
-                for (c, d) in deltas { s.shareDeltas[c, default: 0] += d }
-                s.deletedFrees += deleted
-            }
+            putBack(taken)
             retouch(touched)
             throw error
         }
@@ -940,6 +984,26 @@ public final class Volume: Sendable {
             // the next flush try those chunks' stores again.
             retouch(Set(frees))
             throw error
+        }
+    }
+
+    /// What a flush takes from the state to commit.
+    private typealias Taken = (
+        changes: [UInt64: MapEntry?], metaDirty: Bool, frees: [ChunkID], record: VolumeRecord, unlinked: Bool,
+        adds: [RetainedKey: Version], removes: Set<RetainedKey>, deltas: [ChunkID: Int], parentLimit: UInt64,
+        deleted: [ChunkID]
+    )
+
+    /// Puts back what a failed flush took; newer changes win.
+    private func putBack(_ t: Taken) {
+        state.withLock { s in
+            for (k, v) in t.changes where s.changes[k] == nil { s.changes.updateValue(v, forKey: k) }
+            s.metaDirty = true
+            s.pendingFree = t.frees + s.pendingFree
+            for (k, v) in t.adds where s.retainedAdds[k] == nil && !s.retainedRemoves.contains(k) { s.retainedAdds[k] = v }
+            for k in t.removes where s.retainedAdds[k] == nil { s.retainedRemoves.insert(k) }
+            for (c, d) in t.deltas { s.shareDeltas[c, default: 0] += d }
+            s.deletedFrees += t.deleted
         }
     }
 
@@ -964,6 +1028,7 @@ public final class Volume: Sendable {
     /// Frees every chunk (after the volume's row is gone from the catalog). Returns the share-count
     /// changes the catalog must record (unflushed ones and the references dropped here).
     func releaseAllChunks() -> [ChunkID: Int] {
+        partials.removeAll()  // their bases are the holds' or the parent's, not theirs to free
         let (chunks, pending) = state.withLock { s in
             var all = s.pendingFree
             for (_, e) in s.map.records(in: 0..<UInt64.max) { all.append(e.chunk) }
