@@ -379,7 +379,7 @@ public final class Engine: Sendable {
                           chunkSize: UInt64(v.chunkSize), uid: r.uid, gid: r.gid,
                           mode: "0" + String(r.mode & 0o7777, radix: 8), open: v.isOpen,
                           referenced: v.referencedBytes, exclusive: v.exclusiveBytes, heldBySnapshots: v.retainedBytes,
-                          snapshots: snaps, parent: v.parent?.name)
+                          snapshots: snaps, parent: v.parent?.name, unfolded: v.unfoldedBytes)
     }
 
     public func volumeInfos() -> [VolumeInfo] { allVolumes().map(info) }
