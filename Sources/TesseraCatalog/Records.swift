@@ -88,8 +88,10 @@ public struct VolumeRecord: Codable, Sendable, FetchableRecord, MutablePersistab
     public var parentEpoch: Int64?
     /// For a clone: chunk indexes at or past this never fall through (the clone was shrunk).
     public var parentLimit: Int64?
-    public init(name: String, domainId: Int64 = DomainRecord.defaultID, poolId: Int64, size: Int64, chunkSize: Int64,
-                uid: Int64 = 0, gid: Int64 = 0, mode: Int64 = 0o600, now: Double) {
+    public init(
+        name: String, domainId: Int64 = DomainRecord.defaultID, poolId: Int64, size: Int64, chunkSize: Int64,
+        uid: Int64 = 0, gid: Int64 = 0, mode: Int64 = 0o600, now: Double
+    ) {
         self.domainId = domainId
         self.name = name
         self.poolId = poolId

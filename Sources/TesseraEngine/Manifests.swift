@@ -74,8 +74,9 @@ public struct VolumeManifest: Codable, Sendable, Equatable {
     }
 
     var record: VolumeRecord {
-        var r = VolumeRecord(name: name, domainId: domainID ?? DomainRecord.defaultID, poolId: poolID, size: size,
-                             chunkSize: 1, uid: uid, gid: gid, mode: mode, now: createdAt)
+        var r = VolumeRecord(
+            name: name, domainId: domainID ?? DomainRecord.defaultID, poolId: poolID, size: size, chunkSize: 1,
+            uid: uid, gid: gid, mode: mode, now: createdAt)
         r.id = id
         r.epoch = epoch ?? 1
         r.parentId = parentID

@@ -131,7 +131,8 @@ public enum CatalogRebuild {
         // Domains, before the rows that name them; a domain named but not recorded comes back renamed.
         for d in domains?.domains ?? [] { _ = try catalog.saveDomain(d) }
         var known = Set(try catalog.domains().map(\.id!))
-        let named = volumeManifests.values.map { $0.domainID } + snapshotManifests.values.map { $0.domainID }
+        let named =
+            volumeManifests.values.map(\.domainID) + snapshotManifests.values.map(\.domainID)
             + (schedules?.schedules.map(\.domainID) ?? [])
         for id in Set(named.compactMap { $0 }).subtracting(known).sorted() {
             var d = DomainRecord(name: "recovered-domain-\(id)", createdAt: now)

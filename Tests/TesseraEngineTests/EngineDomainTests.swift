@@ -12,6 +12,8 @@ import Testing
 @testable import TesseraEngine
 
 @Suite struct EngineDomainTests {
+    static let lostDomain = "domain #2: no manifest; its name and settings are lost (rebuilt as recovered-domain-2)"
+
     /// Rewrites the catalog of `t` as the previous release (schema v4, before domains) would have left
     /// it: the same rows, ids and AUTOINCREMENT sequences, in that release's tables.
     static func writeAsPreviousRelease(_ t: TestData) throws {
@@ -92,7 +94,9 @@ import Testing
         #expect(try t.withEngine { try $0.fsck(repair: false) }.clean)
     }
 
-    @Test func rebuildRestoresDomainsAndWhatIsInThem() throws {
+    /// Without domains.json (lost, or never written), a domain comes back under a recovered name, and says so.
+    @Test(arguments: [true, false])
+    func rebuildRestoresDomainsAndWhatIsInThem(withManifest: Bool) throws {
         let t = try TestData()
         let cs = Int(t.chunkSize)
         // Volume a, snapshot s1 and a schedule, moved into domain "team" by hand (nothing else can put
@@ -123,14 +127,15 @@ import Testing
         }
         #expect(team != mine)
 
+        if !withManifest { try FileManager.default.removeItem(atPath: Manifests.domainsFile(t.data.defaultStorePath)) }
         OwnershipTests.removeCatalog(t)
         let report = try CatalogRebuild.rebuild(t.data, extraStores: [])
         #expect(report.domains == 1 && report.volumes == 2 && report.snapshots.count == 2 && report.schedules == 2)
-        #expect(report.lost.isEmpty, "\(report.lost)")
+        #expect(report.lost == (withManifest ? [] : [Self.lostDomain]), "\(report.lost)")
         try t.withEngine { e throws in
             #expect(
                 try e.catalog.domains().map { "\($0.id!) \($0.name) \($0.quotaVolumes ?? 0)" } == [
-                    "1 default 0", "2 team 10",
+                    "1 default 0", withManifest ? "2 team 10" : "2 recovered-domain-2 0",
                 ])
             #expect(try e.catalog.volumes().map { "\($0.id!) \($0.domainId) \($0.name)" } == ["1 2 a", "2 1 a"])
             #expect(try e.catalog.snapshots().map { "\($0.domainId) \($0.name)" }.sorted() == ["1 s1", "2 s1"])
