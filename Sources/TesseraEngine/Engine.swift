@@ -1,7 +1,8 @@
 // Engine — owns the catalog and wires pools, stores and volumes together; the control plane's entry
 // point and the data path's source of Volume objects.
 //
-// State: pools (record + PoolLayer), stores (record + opened store), volumes by id and by name.
+// State: pools (record + PoolLayer), stores (record + opened store), volumes by id and, for the
+// default domain, by name (Domains.swift).
 // Invariants:
 // - Exactly one Engine per data directory at a time (DirectoryLock).
 // - On open, chunks on a store that no committed map references and that this catalog can prove it
@@ -45,6 +46,7 @@ public final class Engine: Sendable {
         var stores: [Int64: StoreRecord] = [:]
         var opened: [Int64: OpenedStore] = [:]
         var volumes: [VolumeID: Volume] = [:]
+        /// The default domain's volumes (the only domain the engine names yet).
         var byName: [String: VolumeID] = [:]
         var snapshots: [Int64: SnapshotRecord] = [:]
         var members: [Int64: [SnapshotMemberRecord]] = [:]
@@ -138,7 +140,7 @@ public final class Engine: Sendable {
             let volume = Volume(record: v, map: map, retained: try catalog.retained(of: VolumeID(v.id!)), xattrs: xattrs,
                                 poolName: pool.record.name, pool: pool.layer, io: pool.io, catalog: catalog, shares: shares, parent: parent)
             s.volumes[volume.id] = volume
-            s.byName[v.name] = volume.id
+            if v.domainId == DomainRecord.defaultID { s.byName[v.name] = volume.id }
         }
         for snap in try catalog.snapshots() { s.snapshots[snap.id!] = snap }
         for m in try catalog.snapshotMembers() {
