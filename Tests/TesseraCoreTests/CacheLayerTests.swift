@@ -186,7 +186,7 @@ struct CacheLayerTests {
     @Test(arguments: [false, true])
     func aSlowFillNeverBringsBackOlderData(wholeChunks: Bool) throws {
         let memory = MemoryStore(chunkSize: Self.cs, wholeChunks: wholeChunks)
-        let slow = SlowReads(memory)
+        let slow = SlowStore(wrapping: memory)
         // Bigger than a chunk: the stale fill's own blocks must not push out block 0 again.
         let cache = CacheLayer(over: slow, .init(capacity: 24 * Self.bs, readAhead: 0))
         defer { cache.stop() }
@@ -194,10 +194,10 @@ struct CacheLayerTests {
         let others = [Self.chunk(1), Self.chunk(2)]
         try Self.write(memory, x, at: 0, pattern(Self.cs, seed: 1))
         for c in others { try Self.write(memory, c, at: 0, pattern(Self.cs, seed: c.rawValue)) }
-        slow.stall.withLock { $0 = 1 }
+        slow.stallReads(1, for: .milliseconds(400))
         let reader = Thread { _ = try? Self.read(cache, x, at: 0, count: Self.bs) }
         reader.start()
-        #expect(Self.eventually { slow.stalled.value }, "the slow fill has read the old bytes")
+        #expect(Self.eventually { slow.readStalled }, "the slow fill has read the old bytes")
         let newer = pattern(Self.bs, seed: 3)
         try Self.write(cache, x, at: 0, newer)
         try cache.flush(chunks: [x])
@@ -386,7 +386,7 @@ struct CacheLayerTests {
         #expect(stats.readAheadHits <= stats.readAheadBlocks)
     }
 
-    // MARK: Pass-through
+    // MARK: Labels
 
     /// A new chunk's label waits in the cache with its data and goes down right after its first
     /// write-back: no write-through per new chunk, and the label is never below without its data.
@@ -420,62 +420,4 @@ struct CacheLayerTests {
         try cache.flush()
         #expect(memory.contents(of: e) == nil)
     }
-
-    @Test func capacityZeroIsAPassThrough() throws {
-        let memory = MemoryStore(chunkSize: Self.cs)
-        let cache = CacheLayer(over: memory, .init(capacity: 0))
-        let c = Self.chunk(0)
-        try Self.write(cache, c, at: 100, [1, 2, 3])
-        #expect(memory.contents(of: c) != nil, "written through")
-        #expect(try Self.read(cache, c, at: 100, count: 3) == [1, 2, 3])
-        #expect(cache.stats == CacheLayer.Stats())
-        cache.stop()
-    }
-}
-
-/// Forwards to a MemoryStore; the next `stall` reads (read, readAll) hold their bytes for 400 ms after
-/// reading them, as a slow medium returns data that may be stale by the time it arrives.
-private final class SlowReads: ChunkStore {
-    let inner: MemoryStore
-    let stall = Locked(0)
-    let stalled = Locked(false)
-    init(_ inner: MemoryStore) { self.inner = inner }
-    var chunkSize: Int { inner.chunkSize }
-
-    private func hold() {
-        let stalls = stall.withLock { n in
-            defer { n = max(0, n - 1) }
-            return n > 0
-        }
-        guard stalls else { return }
-        stalled.withLock { $0 = true }
-        usleep(400_000)
-    }
-
-    func read(_ chunk: ChunkID, offset: Int, into buffer: UnsafeMutableRawBufferPointer) throws(StoreError) {
-        try inner.read(chunk, offset: offset, into: buffer)
-        hold()
-    }
-    func readAll(_ chunk: ChunkID) throws(StoreError) -> [UInt8] {
-        let bytes = try inner.readAll(chunk)
-        hold()
-        return bytes
-    }
-    func write(_ chunk: ChunkID, offset: Int, from buffer: UnsafeRawBufferPointer) throws(StoreError) {
-        try inner.write(chunk, offset: offset, from: buffer)
-    }
-    func replace(_ chunk: ChunkID, with buffer: UnsafeRawBufferPointer) throws(StoreError) { try inner.replace(chunk, with: buffer) }
-    func prefersWholeChunks(_ chunk: ChunkID) -> Bool { inner.prefersWholeChunks(chunk) }
-    func zero(_ chunk: ChunkID, offset: Int, length: Int) throws(StoreError) { try inner.zero(chunk, offset: offset, length: length) }
-    func markUnreadable(_ chunk: ChunkID, offset: Int, length: Int) throws(StoreError) {
-        try inner.markUnreadable(chunk, offset: offset, length: length)
-    }
-    func delete(_ chunk: ChunkID) throws(StoreError) { try inner.delete(chunk) }
-    func flush() throws(StoreError) { try inner.flush() }
-    func flush(chunks: Set<ChunkID>) throws(StoreError) { try inner.flush(chunks: chunks) }
-    func usage() throws(StoreError) -> StoreUsage { try inner.usage() }
-    func allChunks() throws(StoreError) -> [ChunkID] { try inner.allChunks() }
-    func setLabel(_ chunk: ChunkID, _ label: ChunkLabel) throws(StoreError) { try inner.setLabel(chunk, label) }
-    func label(of chunk: ChunkID) throws(StoreError) -> ChunkLabel? { try inner.label(of: chunk) }
-    func check(_ chunk: ChunkID) throws(StoreError) -> ChunkCheck { try inner.check(chunk) }
 }

@@ -101,6 +101,29 @@ struct CompressionLayerTests {
         #expect(try read(layer, d, count: 400) == padded(noise(300, seed: 3), to: 400))
     }
 
+    /// A chunk whose sample does not shrink goes raw without a whole-chunk trial, and is counted; one
+    /// whose sample shrinks is compressed; a chunk shorter than four samples is tried whole, uncounted.
+    @Test func incompressibleChunksSkipCompression() throws {
+        let (layer, inner) = stack()
+        let random = noise(Self.cs, seed: 50)
+        try write(layer, ChunkID(500), random)
+        #expect(layer.incompressibleChunks == 1)
+        let object = try #require(inner.contents(of: ChunkID(500)))
+        #expect(object[5] == 0, "codec raw")
+        #expect(Array(object[Self.header...]) == random)
+        #expect(try read(layer, ChunkID(500)) == random)
+        #expect(try layer.check(ChunkID(500)) == .ok)
+        let mixed = noise(Self.cs / 2, seed: 51) + text(Self.cs / 2, seed: 52)
+        try write(layer, ChunkID(501), mixed)
+        #expect(layer.incompressibleChunks == 1)
+        #expect(try #require(inner.contents(of: ChunkID(501)))[5] == 1, "codec zstd")
+        #expect(try read(layer, ChunkID(501)) == mixed)
+        try write(layer, ChunkID(502), noise(20_000, seed: 53))
+        #expect(layer.incompressibleChunks == 1)
+        #expect(try #require(inner.contents(of: ChunkID(502)))[5] == 0, "codec raw")
+        #expect(try read(layer, ChunkID(502), count: 20_000) == noise(20_000, seed: 53))
+    }
+
     @Test func anAllZeroChunkStoresJustAHeader() throws {
         let (layer, inner) = stack()
         let c = ChunkID(4)
@@ -296,6 +319,9 @@ struct CompressionLayerTests {
         #expect(memory.contents(of: fresh) == nil, "a failed first write creates nothing")
         #expect(try read(layer, c) == good)
         #expect(layer.uncompressedBytesWritten == counted.0 && layer.storedBytesWritten == counted.1)
+        faulty.rules = [.init([.replace], .always, fault)]
+        #expect(throws: expected) { try write(layer, c, noise(Self.cs, seed: 32)) }
+        #expect(layer.incompressibleChunks == 0, "a failed put counts nothing")
     }
 
     @Test func innerReadFailuresReachTheCaller() throws {

@@ -19,6 +19,11 @@
 // - Codec zstd only when the frame is strictly shorter than the logical bytes, else raw. zstd writes
 //   into a buffer of logical − 1 bytes: its worst case fails cleanly (raw is stored) and never needs
 //   more room than the inner chunk has.
+// - Chunks that do not shrink cost little: one of at least 64 KiB logical bytes is first judged by a
+//   sample, four 4 KiB slices spread over it; when zstd cannot take 1/32 off the sample, the chunk is
+//   stored raw without compressing it whole (counted in `incompressibleChunks`). Encrypted or already
+//   compressed data then costs a 16 KiB trial instead of a whole chunk's; a chunk that only repeats over
+//   distances longer than a slice is stored raw too (rare in images; the bytes are kept either way).
 // - A read returns bytes only after the header was sane, the CRC matched and the frame decompressed to
 //   exactly `logical` bytes; anything else is `.corrupt(offset: 0)`. The decompressor never sees bytes
 //   that failed the CRC. Wrong bytes are never returned.
@@ -66,6 +71,7 @@ public final class CompressionLayer: ChunkStore {
     private let logicalWritten = Atomic<UInt64>(0)
     private let storedWritten = Atomic<UInt64>(0)
     private let failures = Atomic<Int>(0)
+    private let skips = Atomic<UInt64>(0)
 
     /// The inner chunk size a CompressionLayer of `chunkSize` (a multiple of 4 KiB) needs: room for the
     /// header and the chunk stored raw, in whole 4 KiB blocks.
@@ -94,6 +100,8 @@ public final class CompressionLayer: ChunkStore {
     public var storedBytesWritten: UInt64 { storedWritten.load(ordering: .relaxed) }
     /// Objects that failed their header, CRC or decompression since start.
     public var mismatches: Int { failures.load(ordering: .relaxed) }
+    /// Chunks written raw since start because a sample of them did not shrink (see the header).
+    public var incompressibleChunks: UInt64 { skips.load(ordering: .relaxed) }
 
     /// The compression achieved on what the store holds now, from the headers of up to `sample` chunks
     /// spread evenly over the inner store (all of them when `sample` ≥ their number). Reads each sampled
@@ -159,8 +167,30 @@ public final class CompressionLayer: ChunkStore {
         return tessera_crc32c(head, object.baseAddress! + headerSize, stored)
     }
 
-    /// The stored object for `data` (≤ chunkSize bytes; its trailing zeros are dropped).
-    private func encode(_ data: UnsafeRawBufferPointer) -> [UInt8] {
+    private static let sampleSlice = 4096
+    private static let sampleSlices = 4
+
+    /// True when zstd cannot take 1/32 off a sample of `data`'s first `logical` bytes (≥ 4 samples long):
+    /// `sampleSlices` slices spread evenly from its start to its end.
+    private func looksIncompressible(_ data: UnsafeRawBufferPointer, logical: Int) -> Bool {
+        let size = Self.sampleSlice * Self.sampleSlices
+        let room = size - size / 32
+        return withUnsafeTemporaryAllocation(byteCount: size + room, alignment: 16) { scratch in
+            let sample = scratch.baseAddress!
+            for i in 0..<Self.sampleSlices {
+                let from = i * (logical - Self.sampleSlice) / (Self.sampleSlices - 1)
+                (sample + i * Self.sampleSlice).copyMemory(from: data.baseAddress! + from, byteCount: Self.sampleSlice)
+            }
+            let n = compressors.with { ctx in
+                ZSTD_compressCCtx(ctx, sample + size, room, sample, size, Int32(level))
+            }
+            return ZSTD_isError(n) != 0 || n >= room
+        }
+    }
+
+    /// The stored object for `data` (≤ chunkSize bytes; its trailing zeros are dropped), and whether it
+    /// went raw on its sample alone.
+    private func encode(_ data: UnsafeRawBufferPointer) -> (object: [UInt8], skipped: Bool) {
         var logical = data.count
         // Whole zero 4 KiB blocks at the end go fast (memcmp), the last bytes one by one.
         while logical >= 4096 && isAllZero(UnsafeRawBufferPointer(rebasing: data[logical - 4096..<logical])) {
@@ -168,12 +198,13 @@ public final class CompressionLayer: ChunkStore {
         }
         while logical > 0 && data[logical - 1] == 0 { logical -= 1 }
         let level = Int32(level)
-        return [UInt8](unsafeUninitializedCapacity: Self.headerSize + logical) { out, count in
+        let skipped = logical >= 4 * Self.sampleSlices * Self.sampleSlice && looksIncompressible(data, logical: logical)
+        let object = [UInt8](unsafeUninitializedCapacity: Self.headerSize + logical) { out, count in
             let object = UnsafeMutableRawBufferPointer(out)
             let payload = object.baseAddress! + Self.headerSize
             var codec = Codec.raw
             var stored = logical
-            if logical > 1 {
+            if logical > 1 && !skipped {
                 // Only a frame shorter than the data is worth keeping: give zstd logical − 1 bytes.
                 let n = compressors.with { ctx in
                     ZSTD_compressCCtx(ctx, payload, logical - 1, data.baseAddress, logical, level)
@@ -195,6 +226,7 @@ public final class CompressionLayer: ChunkStore {
             object.storeBytes(of: crc.littleEndian, toByteOffset: 16, as: UInt32.self)
             count = Self.headerSize + stored
         }
+        return (object, skipped)
     }
 
     /// The logical bytes held in `object`, verified (header, CRC, exact decompressed length).
@@ -231,8 +263,9 @@ public final class CompressionLayer: ChunkStore {
 
     /// Replaces the chunk's object with one holding `data`. Caller holds the stripe exclusively.
     private func store(_ chunk: ChunkID, _ data: UnsafeRawBufferPointer) throws(StoreError) {
-        let object = encode(data)
+        let (object, skipped) = encode(data)
         try object.withStoreBytes { (p) throws(StoreError) in try inner.replace(chunk, with: p) }
+        if skipped { skips.add(1, ordering: .relaxed) }
         let logical = object.withUnsafeBytes {
             UInt32(littleEndian: $0.loadUnaligned(fromByteOffset: 8, as: UInt32.self))
         }
