@@ -202,7 +202,9 @@ public final class Engine: Sendable {
                 // A volume whose partial chunks are all young waits (folding them now would copy what
                 // a burst of small writes after a snapshot is about to overwrite).
                 for v in self.allVolumes() where v.isDirty && !v.defersFolding {
-                    do { try self.stack(of: v).flush(dataOnly: false) } catch { Log.error("\(v.name): periodic flush failed: \(error)") }
+                    do { try self.stack(of: v).flush(dataOnly: false) } catch {
+                        Log.error("\(v.name): periodic flush failed: \(error)")
+                    }
                 }
                 // Placement weights follow the stores' real free space (others share their media).
                 if ContinuousClock.now - last > .seconds(30) {

@@ -1,6 +1,7 @@
-// FuseOperations — the FUSE adapter's request handlers: paths ↔ volumes, FUSE ops → engine calls,
-// errors → errno. Each C entry point is a one-line trampoline into a Swift handler that always ends
-// in exactly one reply. Handlers run on libfuse's worker threads, synchronously: no Task, no await.
+// FuseOperations — the FUSE adapter's request handlers: inode numbers ↔ nodes (Nodes.swift), names ↔
+// volumes, data ops → the open image's volume stack, namespace ops → the engine, errors → errno. Each C
+// entry point is a one-line trampoline into a Swift handler that always ends in exactly one reply.
+// Handlers run on libfuse's worker threads, synchronously: no Task, no await.
 //
 // Timeouts: names are never cached by the kernel (entry timeout 0), so volumes created, renamed or
 // deleted by the CLI appear at once; attributes are cached for 1 s and invalidated explicitly when
