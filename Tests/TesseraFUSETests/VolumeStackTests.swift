@@ -204,6 +204,19 @@ final class CountedEngine {
         }
     }
 
+    @Test func anUnlinkedOpenImageKeepsItsStackUntilItsLastClose() throws {
+        let t = try CountedEngine()
+        try t.engine.createVolumes(name: "vm", size: 4 * cs)
+        let image = try t.open("vm")
+        image.volume.opened()  // as FUSE's attach
+        try t.engine.unlink(image.volume)
+        #expect(t.engine.stack(of: image.volume) === image.io)
+        try t.engine.resize(image.volume, to: 2 * cs)  // ftruncate on the still-open file
+        #expect(t.tally["resize"] == 1)
+        t.engine.closed(image.volume)
+        #expect(t.engine.stack(of: image.volume) === image.volume)
+    }
+
     @Test func withoutLayersTheMapIsTheStack() throws {
         let dir = try TemporaryDirectory(prefix: "tessera-stack-test")
         let data = DataDirectory(path: dir.path + "/data")
