@@ -3,7 +3,7 @@
 #
 #   source "$(dirname "$0")/lib.sh"
 #
-# tessera_install_deps          install the system packages Tessera and its tests need (only missing ones)
+# tessera_install_deps [PKG...] install the system packages Tessera and its tests need, or just PKG... (only missing ones)
 # tessera_ensure_fuse           load the fuse module if /dev/fuse is missing
 # tessera_build [debug|release] build the tessera binary; prints its absolute path on stdout
 # wait_for_mount MP [TIMEOUT]   wait until MP is a Tessera FUSE mount (default 30 s)
@@ -23,7 +23,7 @@ TESSERA_PACKAGES=(
     qemu-utils qemu-system-x86 qemu-system-common
     fio e2fsprogs xfsprogs strace psmisc attr python3
     libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
-    s3backer
+    s3backer shellcheck
 )
 
 say() { printf '%s\n' "$*" >&2; }
@@ -37,14 +37,15 @@ package_installed() {
 
 missing_packages() {
     local pkg
-    for pkg in "${TESSERA_PACKAGES[@]}"; do
+    for pkg in "$@"; do
         package_installed "$pkg" || printf '%s\n' "$pkg"
     done
 }
 
 tessera_install_deps() {
     local missing
-    mapfile -t missing < <(missing_packages)
+    (($#)) || set -- "${TESSERA_PACKAGES[@]}"
+    mapfile -t missing < <(missing_packages "$@")
     if ((${#missing[@]} == 0)); then
         say "system packages: all present"
         return 0

@@ -2,7 +2,9 @@ import Foundation
 import GRDB
 import TesseraCore
 
-/// The catalog: pools, stores, volumes, chunk maps and xattrs in one SQLite file (WAL).
+/// The catalog: pools, stores, domains, volumes, chunk maps, xattrs, snapshots and schedules in one
+/// SQLite file (WAL). Volume and snapshot names and schedule targets are unique per domain; a lookup
+/// by name without a domain looks in the default domain.
 ///
 /// Threading: any thread; GRDB serialises writes. Durability: every write transaction commits with
 /// `synchronous=FULL`, so when a method returns the change survives a machine crash — the volume
@@ -177,6 +179,21 @@ public final class Catalog: Sendable {
     /// Rewrites a store's options (`store set`); nothing else of the row (its serial moves on its own).
     public func updateStore(_ store: StoreRecord) throws(TesseraError) {
         try write("update store \(store.name)") { db in try store.update(db, columns: ["options"]) }
+    }
+
+    // MARK: Domains
+
+    public func domains() throws(TesseraError) -> [DomainRecord] {
+        try read { try DomainRecord.order(Column("id")).fetchAll($0) }
+    }
+
+    /// Inserts a new domain, or updates the one with the record's id.
+    public func saveDomain(_ domain: DomainRecord) throws(TesseraError) -> DomainRecord {
+        try write("save domain \(domain.name)") { db in
+            var d = domain
+            try d.save(db)
+            return d
+        }
     }
 
     // MARK: Volumes
@@ -376,6 +393,15 @@ public final class Catalog: Sendable {
 
     public func schedules() throws(TesseraError) -> [ScheduleRecord] {
         try read { try ScheduleRecord.order(Column("id")).fetchAll($0) }
+    }
+
+    /// The schedule of `target` in `domain`, if any.
+    public func schedule(target: String, in domain: Int64 = DomainRecord.defaultID) throws(TesseraError)
+        -> ScheduleRecord?
+    {
+        try read { db in
+            try ScheduleRecord.filter(Column("domainId") == domain && Column("target") == target).fetchOne(db)
+        }
     }
 
     public func saveSchedule(_ schedule: ScheduleRecord) throws(TesseraError) -> ScheduleRecord {

@@ -2,6 +2,27 @@ import Foundation
 import GRDB
 import TesseraCore
 
+/// One row of `domain`: a namespace for volumes, snapshots and schedules, whose names are unique within
+/// one. The default domain (created by the schema) holds everything made without naming a domain; its
+/// volumes keep the paths of a mount without domains (`MOUNT/<volume>.img`).
+public struct DomainRecord: Codable, Sendable, Equatable, FetchableRecord, MutablePersistableRecord {
+    public static let databaseTableName = "domain"
+    public static let defaultID: Int64 = 1
+    public static let defaultName = "default"
+    public var id: Int64?
+    public var name: String
+    public var createdAt: Double
+    /// Limits on what the domain may hold (nil: none).
+    public var quotaVolumes: Int64?
+    public var quotaSize: Int64?
+    public var quotaSnapshots: Int64?
+    public init(name: String, createdAt: Double) {
+        self.name = name
+        self.createdAt = createdAt
+    }
+    public mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
+}
+
 /// One row of `pool`.
 public struct PoolRecord: Codable, Sendable, FetchableRecord, MutablePersistableRecord {
     public static let databaseTableName = "pool"
@@ -49,6 +70,8 @@ public struct StoreRecord: Codable, Sendable, FetchableRecord, MutablePersistabl
 public struct VolumeRecord: Codable, Sendable, FetchableRecord, MutablePersistableRecord {
     public static let databaseTableName = "volume"
     public var id: Int64?
+    /// The domain the name belongs to (names are unique per domain).
+    public var domainId: Int64
     public var name: String
     public var poolId: Int64
     public var size: Int64
@@ -65,8 +88,11 @@ public struct VolumeRecord: Codable, Sendable, FetchableRecord, MutablePersistab
     public var parentEpoch: Int64?
     /// For a clone: chunk indexes at or past this never fall through (the clone was shrunk).
     public var parentLimit: Int64?
-    public init(name: String, poolId: Int64, size: Int64, chunkSize: Int64, uid: Int64 = 0, gid: Int64 = 0,
-                mode: Int64 = 0o600, now: Double) {
+    public init(
+        name: String, domainId: Int64 = DomainRecord.defaultID, poolId: Int64, size: Int64, chunkSize: Int64,
+        uid: Int64 = 0, gid: Int64 = 0, mode: Int64 = 0o600, now: Double
+    ) {
+        self.domainId = domainId
         self.name = name
         self.poolId = poolId
         self.size = size
@@ -118,11 +144,14 @@ public struct ShareRecord: Codable, Sendable, FetchableRecord, PersistableRecord
 public struct SnapshotRecord: Codable, Sendable, FetchableRecord, MutablePersistableRecord {
     public static let databaseTableName = "snapshot"
     public var id: Int64?
+    /// The domain the name belongs to (names are unique per domain).
+    public var domainId: Int64
     public var name: String
     public var createdAt: Double
     /// The schedule that took it, if any (retention only ever deletes its own).
     public var scheduleId: Int64?
-    public init(name: String, createdAt: Double, scheduleId: Int64? = nil) {
+    public init(name: String, domainId: Int64 = DomainRecord.defaultID, createdAt: Double, scheduleId: Int64? = nil) {
+        self.domainId = domainId
         self.name = name
         self.createdAt = createdAt
         self.scheduleId = scheduleId
@@ -146,16 +175,18 @@ public struct SnapshotMemberRecord: Codable, Sendable, FetchableRecord, Persista
     }
 }
 
-/// One row of `schedule`: snapshot `target` (a volume name, or "*" for all) every `every` seconds,
-/// keeping the newest `keep`.
+/// One row of `schedule`: snapshot `target` (a volume name of the schedule's domain, or "*" for all)
+/// every `every` seconds, keeping the newest `keep`. One schedule per target and domain.
 public struct ScheduleRecord: Codable, Sendable, FetchableRecord, MutablePersistableRecord {
     public static let databaseTableName = "schedule"
     public var id: Int64?
+    public var domainId: Int64
     public var target: String
     public var every: Int64
     public var keep: Int64
     public var lastRun: Double?
-    public init(target: String, every: Int64, keep: Int64) {
+    public init(target: String, domainId: Int64 = DomainRecord.defaultID, every: Int64, keep: Int64) {
+        self.domainId = domainId
         self.target = target
         self.every = every
         self.keep = keep

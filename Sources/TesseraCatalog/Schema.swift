@@ -125,6 +125,87 @@ enum Schema {
                 t.primaryKey("chunk", .integer)
             }
         }
+        m.registerMigration("v5-domains") { db in
+            // Names become unique per domain rather than per catalog. Every existing row goes to the
+            // default domain, so today's names and paths stay as they were.
+            try db.create(table: "domain") { t in
+                t.autoIncrementedPrimaryKey("id")
+                t.column("name", .text).notNull().unique()
+                t.column("createdAt", .double).notNull()
+                t.column("quotaVolumes", .integer)
+                t.column("quotaSize", .integer)
+                t.column("quotaSnapshots", .integer)
+            }
+            try db.execute(
+                sql: "INSERT INTO domain(id, name, createdAt) VALUES (?, ?, ?)",
+                arguments: [DomainRecord.defaultID, DomainRecord.defaultName, Date().timeIntervalSince1970])
+            try redefine(db, table: "volume") { t in
+                t.autoIncrementedPrimaryKey("id")
+                domainColumn(t)
+                t.column("name", .text).notNull()
+                t.column("poolId", .integer).notNull().references("pool", onDelete: .restrict)
+                t.column("size", .integer).notNull().check { $0 >= 0 }
+                t.column("chunkSize", .integer).notNull().check { $0 > 0 }
+                t.column("uid", .integer).notNull()
+                t.column("gid", .integer).notNull()
+                t.column("mode", .integer).notNull()
+                t.column("mtime", .double).notNull()
+                t.column("createdAt", .double).notNull()
+                t.column("epoch", .integer).notNull().defaults(to: 1)
+                t.column("parentId", .integer).references("volume", onDelete: .restrict)
+                t.column("parentEpoch", .integer)
+                t.column("parentLimit", .integer)
+                t.uniqueKey(["domainId", "name"])
+            }
+            try redefine(db, table: "schedule") { t in
+                t.autoIncrementedPrimaryKey("id")
+                domainColumn(t)
+                t.column("target", .text).notNull()
+                t.column("every", .integer).notNull().check { $0 > 0 }
+                t.column("keep", .integer).notNull().check { $0 > 0 }
+                t.column("lastRun", .double)
+                t.uniqueKey(["domainId", "target"])
+            }
+            try redefine(db, table: "snapshot") { t in
+                t.autoIncrementedPrimaryKey("id")
+                domainColumn(t)
+                t.column("name", .text).notNull()
+                t.column("createdAt", .double).notNull()
+                t.column("scheduleId", .integer).references("schedule", onDelete: .setNull)
+                t.uniqueKey(["domainId", "name"])
+            }
+        }
         return m
+    }
+
+    /// The domain a row's name belongs to; rows written before domains belong to the default one.
+    private static func domainColumn(_ t: TableDefinition) {
+        t.column("domainId", .integer).notNull().defaults(to: DomainRecord.defaultID)
+            .references("domain", onDelete: .restrict)
+    }
+
+    /// Gives `table` a new definition, since SQLite cannot alter a constraint: creates the new table,
+    /// copies the columns both definitions have (a new column takes its default), drops the old table,
+    /// renames the new one and recreates the old table's explicit indexes. That order keeps every other
+    /// table's foreign keys naming `table`; GRDB runs a migration with foreign keys off and checks them
+    /// all before it commits. AUTOINCREMENT's high-water mark is carried over, so no id is ever reused.
+    private static func redefine(_ db: Database, table: String, as body: (TableDefinition) throws -> Void) throws {
+        let building = "redefined_" + table
+        let indexes = try String.fetchAll(
+            db, sql: "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = ? AND sql IS NOT NULL",
+            arguments: [table])
+        let sequence = try Int64.fetchOne(db, sql: "SELECT seq FROM sqlite_sequence WHERE name = ?", arguments: [table])
+        try db.create(table: building, body: body)
+        let kept = Set(try db.columns(in: building).map(\.name))
+        let columns = try db.columns(in: table).map(\.name).filter(kept.contains)
+            .map(\.quotedDatabaseIdentifier).joined(separator: ", ")
+        try db.execute(sql: "INSERT INTO \(building)(\(columns)) SELECT \(columns) FROM \(table)")
+        try db.drop(table: table)
+        try db.rename(table: building, to: table)
+        for sql in indexes { try db.execute(sql: sql) }
+        if let sequence {
+            try db.execute(sql: "DELETE FROM sqlite_sequence WHERE name IN (?, ?)", arguments: [table, building])
+            try db.execute(sql: "INSERT INTO sqlite_sequence(name, seq) VALUES (?, ?)", arguments: [table, sequence])
+        }
     }
 }

@@ -1,8 +1,9 @@
 // Engine — owns the catalog and wires pools, stores and volumes together; the control plane's entry
 // point and the data path's source of Volume objects.
 //
-// State: pools (record + storage stack), stores (record + opened store), volumes by id and by name, and
-// the top of each volume's stack (every stack is built in Stacks.swift).
+// State: pools (record + storage stack), stores (record + opened store), volumes by id and, for the
+// default domain, by name (Domains.swift), and the top of each volume's stack (every stack is built in
+// Stacks.swift).
 // Invariants:
 // - Exactly one Engine per data directory at a time (DirectoryLock).
 // - On open, chunks on a store that no committed map references and that this catalog can prove it
@@ -44,6 +45,7 @@ public final class Engine: Sendable {
         var stores: [Int64: StoreRecord] = [:]
         var opened: [Int64: OpenedStore] = [:]
         var volumes: [VolumeID: Volume] = [:]
+        /// The default domain's volumes (the only domain the engine names yet).
         var byName: [String: VolumeID] = [:]
         /// The top of each volume's stack (kept for an unlinked volume until its last close).
         var stacks: [VolumeID: any VolumeStore] = [:]
@@ -382,7 +384,7 @@ public final class Engine: Sendable {
                           chunkSize: UInt64(v.chunkSize), uid: r.uid, gid: r.gid,
                           mode: "0" + String(r.mode & 0o7777, radix: 8), open: v.isOpen,
                           referenced: v.referencedBytes, exclusive: v.exclusiveBytes, heldBySnapshots: v.retainedBytes,
-                          snapshots: snaps, parent: v.parent?.name)
+                          snapshots: snaps, parent: v.parent?.name, unfolded: v.unfoldedBytes)
     }
 
     public func volumeInfos() -> [VolumeInfo] { allVolumes().map(info) }

@@ -21,6 +21,9 @@ public struct VolumeInfo: Codable, Sendable, Equatable {
     public var snapshots: Int
     /// For a clone: the volume it was cloned from.
     public var parent: String?
+    /// Bytes that small writes after a snapshot have not copied in yet (sub-chunk copy-on-write; the
+    /// next fsync, snapshot or periodic flush copies them). Optional: a daemon of an earlier release does not send it.
+    public var unfolded: UInt64?
 }
 
 /// What `snapshot list/show` prints.

@@ -1,11 +1,12 @@
 // Manifests — the self-description each store keeps beside its chunks, so that the catalog is never a
 // single point of total loss: `store.json` (which store of which pool, chunk size, its settings, and
-// the identity of the catalog that owns it), `volumes/ID.json` (name, size, owner, epoch and clone
-// parent of each volume of the pool), `snapshots/ID.json` (each snapshot holding a volume of the
-// pool: name, member epochs and sizes) and `schedules.json` (every snapshot schedule). With the label
-// on every chunk (volume, index, birth epoch), `tessera fsck --rebuild-catalog` rebuilds pools,
-// stores, volumes, clones, maps, snapshots (the retained versions follow from the birth epochs) and
-// schedules. Fields added after the first release are optional: older manifests still read.
+// the identity of the catalog that owns it), `volumes/ID.json` (domain, name, size, owner, epoch and
+// clone parent of each volume of the pool), `snapshots/ID.json` (each snapshot holding a volume of the
+// pool: domain, name, member epochs and sizes), `schedules.json` (every snapshot schedule) and
+// `domains.json` (every domain). With the label on every chunk (volume, index, birth epoch),
+// `tessera fsck --rebuild-catalog` rebuilds pools, stores, domains, volumes, clones, maps, snapshots
+// (the retained versions follow from the birth epochs) and schedules. Fields added after the first
+// release are optional: older manifests still read (no domain: the default domain).
 //
 // Invariants: a manifest file is replaced atomically (write, fdatasync, rename, fsync the directory);
 // the catalog stays the truth while it exists — manifests are only read by the rebuild.
@@ -41,6 +42,8 @@ public struct StoreManifest: Codable, Sendable, Equatable {
 
 public struct VolumeManifest: Codable, Sendable, Equatable {
     public var id: Int64
+    /// nil in manifests of a release before domains: the default domain.
+    public var domainID: Int64?
     public var name: String
     public var poolID: Int64
     public var size: Int64
@@ -56,6 +59,7 @@ public struct VolumeManifest: Codable, Sendable, Equatable {
 
     init(_ r: VolumeRecord) {
         id = r.id!
+        domainID = r.domainId
         name = r.name
         poolID = r.poolId
         size = r.size
@@ -70,8 +74,9 @@ public struct VolumeManifest: Codable, Sendable, Equatable {
     }
 
     var record: VolumeRecord {
-        var r = VolumeRecord(name: name, poolId: poolID, size: size, chunkSize: 1, uid: uid, gid: gid, mode: mode,
-                             now: createdAt)
+        var r = VolumeRecord(
+            name: name, domainId: domainID ?? DomainRecord.defaultID, poolId: poolID, size: size, chunkSize: 1,
+            uid: uid, gid: gid, mode: mode, now: createdAt)
         r.id = id
         r.epoch = epoch ?? 1
         r.parentId = parentID
@@ -89,6 +94,8 @@ public struct SnapshotManifest: Codable, Sendable, Equatable {
         public var size: Int64
     }
     public var id: Int64
+    /// nil in manifests of a release before domains: the default domain.
+    public var domainID: Int64?
     public var name: String
     public var createdAt: Double
     public var scheduleID: Int64?
@@ -96,6 +103,7 @@ public struct SnapshotManifest: Codable, Sendable, Equatable {
 
     init(_ r: SnapshotRecord, _ members: [SnapshotMemberRecord]) {
         id = r.id!
+        domainID = r.domainId
         name = r.name
         createdAt = r.createdAt
         scheduleID = r.scheduleId
@@ -109,6 +117,8 @@ public struct SnapshotManifest: Codable, Sendable, Equatable {
 public struct SchedulesManifest: Codable, Sendable, Equatable {
     public struct Schedule: Codable, Sendable, Equatable {
         public var id: Int64
+        /// nil in manifests of a release before domains: the default domain.
+        public var domainID: Int64?
         public var target: String
         public var every: Int64
         public var keep: Int64
@@ -120,8 +130,20 @@ public struct SchedulesManifest: Codable, Sendable, Equatable {
 
     init(_ records: [ScheduleRecord], writtenAt: Double) {
         self.writtenAt = writtenAt
-        schedules = records.map { Schedule(id: $0.id!, target: $0.target, every: $0.every, keep: $0.keep, lastRun: $0.lastRun) }
+        schedules = records.map {
+            Schedule(
+                id: $0.id!, domainID: $0.domainId, target: $0.target, every: $0.every, keep: $0.keep,
+                lastRun: $0.lastRun)
+        }
     }
+}
+
+/// Every domain, on every directory store (domains belong to no pool). The rows are the catalog's own:
+/// a column added to `domain` must be optional in DomainRecord, as a field added to a manifest is.
+public struct DomainsManifest: Codable, Sendable, Equatable {
+    /// When it was written: the newest copy wins at a rebuild.
+    public var writtenAt: Double
+    public var domains: [DomainRecord]
 }
 
 enum Manifests {
@@ -129,6 +151,7 @@ enum Manifests {
     static func volumesDir(_ root: String) -> String { root + "/volumes" }
     static func snapshotsDir(_ root: String) -> String { root + "/snapshots" }
     static func schedulesFile(_ root: String) -> String { root + "/schedules.json" }
+    static func domainsFile(_ root: String) -> String { root + "/domains.json" }
 
     /// Writes `data` to `path` atomically and durably.
     private static func replace(_ path: String, _ data: Data) throws(TesseraError) {
@@ -194,16 +217,17 @@ enum Manifests {
         }
     }
 
-    static func writeSchedules(_ m: SchedulesManifest, roots: [String]) throws(TesseraError) {
+    /// Writes a manifest kept whole on every directory store (`schedulesFile`, `domainsFile`).
+    static func writeShared<T: Encodable>(_ m: T, file: (String) -> String, roots: [String]) throws(TesseraError) {
         let data = try encode(m)
         for root in roots {
-            try replace(schedulesFile(root), data)
+            try replace(file(root), data)
             syncDirectory(root)
         }
     }
 
-    static func readSchedules(root: String) -> SchedulesManifest? {
-        FileManager.default.contents(atPath: schedulesFile(root)).flatMap { try? JSONDecoder().decode(SchedulesManifest.self, from: $0) }
+    static func readShared<T: Decodable>(_ type: T.Type, file: (String) -> String, root: String) -> T? {
+        FileManager.default.contents(atPath: file(root)).flatMap { try? JSONDecoder().decode(type, from: $0) }
     }
 
     static func writeVolumes(_ volumes: [VolumeRecord], roots: [String]) throws(TesseraError) {

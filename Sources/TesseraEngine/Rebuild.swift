@@ -5,7 +5,8 @@
 // and clone parent (volumes/*.json; a volume with chunks but no manifest comes back as recovered-ID),
 // each slot's versions from the labels — the newest birth is live, the older ones are retained and
 // live until the next one's birth (that is how copy-on-write made them) — snapshots with their member
-// epochs (snapshots/*.json) and schedules (schedules.json). Stores written by a release that kept no
+// epochs (snapshots/*.json), schedules (schedules.json) and domains (domains.json; a volume, snapshot
+// or schedule names its domain, none meaning the default one). Stores written by a release that kept no
 // snapshot manifests still hold the old versions: each becomes a snapshot recovered-VOLUME-eEPOCH
 // that shows it, so nothing is dropped, but the names and exact instants are reported lost.
 // What cannot come back, and is said so: discards of data a snapshot still held (the live volume
@@ -33,6 +34,8 @@ public struct RebuildReport: Codable, Sendable {
     /// Names of the snapshots rebuilt (recovered-… for versions no manifest named).
     public var snapshots: [String] = []
     public var schedules = 0
+    /// Domains other than the default one.
+    public var domains = 0
     public var storeSettings = 0
     public var unlabeledChunks = 0
     /// Chunks found to be garbage (removed at the next mount, within the garbage-collection limit).
@@ -79,6 +82,7 @@ public enum CatalogRebuild {
         var volumeManifests: [Int64: VolumeManifest] = [:]
         var snapshotManifests: [Int64: SnapshotManifest] = [:]
         var schedules: SchedulesManifest?
+        var domains: DomainsManifest?
         var versions: [Int64: [UInt64: [Version]]] = [:]
         var volumePool: [Int64: Int64] = [:]
         var nextSerial: [StoreID: UInt64] = [:]
@@ -102,9 +106,10 @@ public enum CatalogRebuild {
                 volumeManifests[v.id] = v
             }
             for snap in Manifests.readSnapshots(root: root) { snapshotManifests[snap.id] = snap }
-            if let sch = Manifests.readSchedules(root: root), sch.writtenAt > (schedules?.writtenAt ?? -1) {
-                schedules = sch
-            }
+            let sch = Manifests.readShared(SchedulesManifest.self, file: Manifests.schedulesFile, root: root)
+            if let sch, sch.writtenAt > (schedules?.writtenAt ?? -1) { schedules = sch }
+            let dom = Manifests.readShared(DomainsManifest.self, file: Manifests.domainsFile, root: root)
+            if let dom, dom.writtenAt > (domains?.writtenAt ?? -1) { domains = dom }
             let store = try Engine.openStore(s, chunkSize: Int(m.chunkSize)).top
             let chunks: [ChunkID]
             do { chunks = try store.allChunks() } catch { throw TesseraError(.io, "store \(m.storeName): \(error)") }
@@ -122,6 +127,22 @@ public enum CatalogRebuild {
         }
         // Stores that named their catalog recorded every snapshot and schedule (stamping writes them).
         let modern = manifests.contains { $0.1.catalogID != nil }
+
+        // Domains, before the rows that name them; a domain named but not recorded comes back renamed.
+        for d in domains?.domains ?? [] { _ = try catalog.saveDomain(d) }
+        var known = Set(try catalog.domains().map(\.id!))
+        let named =
+            volumeManifests.values.map(\.domainID) + snapshotManifests.values.map(\.domainID)
+            + (schedules?.schedules.map(\.domainID) ?? [])
+        for id in Set(named.compactMap { $0 }).subtracting(known).sorted() {
+            var d = DomainRecord(name: "recovered-domain-\(id)", createdAt: now)
+            d.id = id
+            _ = try catalog.saveDomain(d)
+            known.insert(id)
+            report.lost.append(
+                "domain #\(id): no manifest; its name and settings are lost (rebuilt as recovered-domain-\(id))")
+        }
+        report.domains = known.count - 1
 
         // Volumes: manifests first, then volumes known only from labels.
         var records: [Int64: VolumeRecord] = [:]
@@ -229,7 +250,8 @@ public enum CatalogRebuild {
         // Schedules, then snapshots (a snapshot names the schedule that took it).
         if let schedules {
             for s in schedules.schedules {
-                var r = ScheduleRecord(target: s.target, every: s.every, keep: s.keep)
+                var r = ScheduleRecord(
+                    target: s.target, domainId: s.domainID ?? DomainRecord.defaultID, every: s.every, keep: s.keep)
                 r.id = s.id
                 r.lastRun = s.lastRun
                 _ = try catalog.saveSchedule(r)
@@ -243,7 +265,7 @@ public enum CatalogRebuild {
         let scheduleIDs = Set(schedules?.schedules.map(\.id) ?? [])
         for (snap, members) in snapshotMembers {
             var r = SnapshotRecord(
-                name: snap.name, createdAt: snap.createdAt,
+                name: snap.name, domainId: snap.domainID ?? DomainRecord.defaultID, createdAt: snap.createdAt,
                 scheduleId: snap.scheduleID.flatMap { scheduleIDs.contains($0) ? $0 : nil })
             r.id = snap.id
             var m: [VolumeID: (epoch: UInt64, size: UInt64)] = [:]
@@ -256,7 +278,7 @@ public enum CatalogRebuild {
             for e in epochs.sorted() {
                 let name = "recovered-\(r.name)-e\(e)"
                 _ = try catalog.insertSnapshot(
-                    SnapshotRecord(name: name, createdAt: now),
+                    SnapshotRecord(name: name, domainId: r.domainId, createdAt: now),
                     members: [VolumeID(id): (e, UInt64(r.size))])
                 report.snapshots.append(name)
             }

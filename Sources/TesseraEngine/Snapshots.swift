@@ -39,10 +39,16 @@ extension Engine {
         }
     }
 
+    /// Snapshot `name` of the default domain (the only one the engine names yet) and its members.
+    private func snapshot(named name: String) -> (SnapshotRecord, [SnapshotMemberRecord])? {
+        state.withLock { s in
+            s.snapshots.values.first { $0.domainId == DomainRecord.defaultID && $0.name == name }
+                .map { ($0, s.members[$0.id!] ?? []) }
+        }
+    }
+
     private func requireSnapshot(_ name: String) throws(TesseraError) -> (SnapshotRecord, [SnapshotMemberRecord]) {
-        guard let found = state.withLock({ s in
-            s.snapshots.values.first { $0.name == name }.map { ($0, s.members[$0.id!] ?? []) }
-        }) else { throw TesseraError(.notFound, "no snapshot named '\(name)'") }
+        guard let found = snapshot(named: name) else { throw TesseraError(.notFound, "no snapshot named '\(name)'") }
         return found
     }
 
@@ -103,7 +109,7 @@ extension Engine {
         if chosen.isEmpty { throw TesseraError(.invalid, "there is no volume to snapshot") }
         chosen.sort { $0.id.rawValue < $1.id.rawValue }
         return try snapshotLock.withLock { _ throws(TesseraError) in
-            if state.withLock({ s in s.snapshots.values.contains { $0.name == name } }) {
+            if snapshot(named: name) != nil {
                 throw TesseraError(.exists, "a snapshot named '\(name)' already exists")
             }
             for v in chosen { v.quiesce() }
@@ -260,27 +266,32 @@ extension Engine {
     func recordSchedules() {
         do {
             let m = SchedulesManifest(try catalog.schedules(), writtenAt: Date().timeIntervalSince1970)
-            try Manifests.writeSchedules(m, roots: allManifestRoots())
+            try Manifests.writeShared(m, file: Manifests.schedulesFile, roots: allManifestRoots())
         } catch {
             Log.error("schedule manifest not written (fsck --rebuild-catalog may miss schedules): \(error)")
         }
     }
 
     /// Writes every manifest on every directory store (the first open of stores an older release
-    /// wrote: it recorded no snapshots or schedules, and a later rebuild must find them).
+    /// wrote: it recorded no snapshots, schedules or domains, and a later rebuild must find them).
     func recordAllManifests() {
         recordManifest(allVolumes())
         for id in state.withLock({ Array($0.snapshots.keys) }) { recordSnapshotManifest(id) }
         recordSchedules()
+        do { try recordDomains(roots: allManifestRoots()) } catch {
+            Log.error("domain manifest not written (fsck --rebuild-catalog may miss domains): \(error)")
+        }
     }
 
-    /// A new store of `pool` gets the manifests of the pool's snapshots and every schedule.
-    func recordSnapshotsAndSchedules(pool: String, roots: [String]) throws(TesseraError) {
+    /// A new store of `pool` gets the manifests of the pool's snapshots, every schedule and every domain.
+    func recordSharedManifests(pool: String, roots: [String]) throws(TesseraError) {
         let snaps = state.withLock { s in s.snapshots.values.map { ($0, s.members[$0.id!] ?? []) } }
         for (snap, members) in snaps where members.contains(where: { volume(id: VolumeID($0.volumeId))?.poolName == pool }) {
             try Manifests.writeSnapshot(SnapshotManifest(snap, members), roots: roots)
         }
-        try Manifests.writeSchedules(SchedulesManifest(try catalog.schedules(), writtenAt: Date().timeIntervalSince1970), roots: roots)
+        let schedules = SchedulesManifest(try catalog.schedules(), writtenAt: Date().timeIntervalSince1970)
+        try Manifests.writeShared(schedules, file: Manifests.schedulesFile, roots: roots)
+        try recordDomains(roots: roots)
     }
 
     // MARK: Schedules
@@ -289,7 +300,7 @@ extension Engine {
         if target != "*" { _ = try requireVolume(target) }
         guard every >= 60 else { throw TesseraError(.invalid, "--every must be at least 1m") }
         guard keep >= 1 && keep <= 10_000 else { throw TesseraError(.invalid, "--keep must be between 1 and 10000") }
-        var record = (try catalog.schedules()).first { $0.target == target } ?? ScheduleRecord(target: target, every: every, keep: keep)
+        var record = try catalog.schedule(target: target) ?? ScheduleRecord(target: target, every: every, keep: keep)
         record.every = every
         record.keep = keep
         _ = try catalog.saveSchedule(record)
@@ -297,7 +308,7 @@ extension Engine {
     }
 
     public func removeSchedule(target: String) throws(TesseraError) {
-        guard let record = (try catalog.schedules()).first(where: { $0.target == target }) else {
+        guard let record = try catalog.schedule(target: target) else {
             throw TesseraError(.notFound, "no schedule for '\(target)'")
         }
         try catalog.deleteSchedule(record.id!)
@@ -317,7 +328,7 @@ extension Engine {
         let stamp = DateFormatter()
         stamp.dateFormat = "yyyyMMdd-HHmmss"
         stamp.timeZone = TimeZone(identifier: "UTC")
-        for var sch in schedules {
+        for var sch in schedules where sch.domainId == DomainRecord.defaultID {  // the domain the engine names
             if let last = sch.lastRun, now.timeIntervalSince1970 - last < Double(sch.every) { continue }
             let all = sch.target == "*"
             if !all && volume(named: sch.target) == nil { continue }

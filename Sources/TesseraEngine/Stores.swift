@@ -141,7 +141,7 @@ extension Engine {
             try Manifests.writeStore(StoreManifest(record, pool.record, catalogID: catalogID), root: location)
             let poolVolumes = allVolumes().filter { $0.poolName == pool.record.name }.map(\.record)
             try Manifests.writeVolumes(poolVolumes, roots: [location])
-            try recordSnapshotsAndSchedules(pool: pool.record.name, roots: [location])
+            try recordSharedManifests(pool: pool.record.name, roots: [location])
         }
         pool.layer.add(StoreID(record.id!), store: opened.top, nextSerial: 1, health: opened.health)
         state.withLock { s in

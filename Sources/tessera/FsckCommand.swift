@@ -85,7 +85,7 @@ struct FsckCommand: ParsableCommand {
               + "volumes \(report.volumes) (\(report.recoveredWithoutManifest) without manifest, \(report.clones) clones), "
               + "map entries \(report.mapEntries), snapshot versions \(report.retainedVersions), "
               + "snapshots \(report.snapshots.count)\(report.snapshots.isEmpty ? "" : " (" + report.snapshots.joined(separator: ", ") + ")"), "
-              + "schedules \(report.schedules)")
+              + "schedules \(report.schedules), domains besides the default \(report.domains)")
         print("garbage: \(report.garbageChunks) chunk(s) (\(report.unlabeledChunks) unlabelled), removed at the next mount")
         if report.lost.isEmpty {
             print("lost: nothing")

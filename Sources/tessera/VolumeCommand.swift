@@ -66,6 +66,7 @@ struct VolumeCommand: ParsableCommand {
                 owner:      \(v.uid):\(v.gid) mode \(v.mode)
                 open:       \(v.open ? "yes" : "no")
                 """)
+            if let unfolded = v.unfolded, unfolded > 0 { print("to copy in: \(human(unfolded)) (copy-on-write of small writes; done by the next fsync)") }
         }
     }
 

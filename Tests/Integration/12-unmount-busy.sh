@@ -16,6 +16,7 @@ sum=$(md5sum <"$MNT/v.img")
 # hold_open: hold MNT/v.img open from a private mount namespace, as libvirt's qemu does; sets holder
 hold_open() {
     local ready="$T_WORK/held.$RANDOM"
+    # shellcheck disable=SC2016  # $1 and $2 are the inner shell's arguments
     unshare -m --propagation private bash -c 'exec 3<"$1"; touch "$2"; exec sleep 600' _ "$MNT/v.img" "$ready" \
         </dev/null >/dev/null 2>&1 &
     holder=$!
@@ -46,6 +47,7 @@ stop_tessera
 info "a copy of the mount in another namespace with nothing open does not keep the daemon alive"
 start_tessera --no-init
 ready="$T_WORK/ns.ready"
+# shellcheck disable=SC2016  # $1 is the inner shell's argument
 unshare -m --propagation private bash -c 'touch "$1"; exec sleep 600' _ "$ready" </dev/null >/dev/null 2>&1 &
 nsholder=$!
 defer kill -KILL "$nsholder"

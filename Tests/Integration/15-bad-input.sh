@@ -14,7 +14,6 @@ rel_init bad-input
 rel_set tried 0
 rel_set failures 0
 FAILS=()
-MiB=$((1 << 20))
 
 bad() {   # WHAT
     rel_add failures 1
@@ -217,7 +216,7 @@ _t_is_mounted "$MNT" || fail "a bad unmount/mount call took the mount down"
 # ---------------------------------------------------------------------------------------------------------
 # the FUSE surface
 
-fs_before=""
+# shellcheck disable=SC2012  # the listing is compared as a whole before and after, never parsed
 fs_snapshot() { snapshot; ls -la --time-style=+ "$MNT" | sed 1d; stat -c '%n %s %a' "$MNT/v.img"; }
 
 # fuse_case WHAT ERRNOS CMD...: CMD must fail (python3 snippets print the errno name; shell commands just

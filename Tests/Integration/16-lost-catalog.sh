@@ -70,7 +70,7 @@ assert_eq "$(chunk_files)" "$CHUNKS" "chunk files after status, mount and init w
 # ---------------------------------------------------------------------------------------------------------
 info "fsck --rebuild-catalog"
 out=$(tcli fsck --rebuild-catalog 2>&1) || fail "fsck --rebuild-catalog failed: $out"
-echo "$out" | sed 's/^/    /'
+indent "    " "$out"
 grep -q '^rebuilt: .*volumes 3 (0 without manifest, 1 clones)' <<<"$out" || fail "rebuild summary lacks the 3 volumes and the clone"
 grep -q 'snapshots 1 (before-upgrade)' <<<"$out" || fail "rebuild summary lacks the snapshot"
 grep -q 'schedules 1' <<<"$out" || fail "rebuild summary lacks the schedule"

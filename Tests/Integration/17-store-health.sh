@@ -101,7 +101,7 @@ head -c $((4 * M)) /dev/urandom > "$T_WORK/first"
 dd if="$T_WORK/first" of="$IMG" bs=1M oflag=direct conv=fsync,notrunc status=none || fail "first write failed"
 read -r -a WEAK <<<"$(chunk_indices "$EXT/store" "$VID")"
 read -r -a GOOD <<<"$(chunk_indices "$T_WORK/good" "$VID")"
-[ "${#WEAK[@]}" -gt 0 ] && [ "${#GOOD[@]}" -gt 0 ] || fail "the first write did not land on both stores (weak ${#WEAK[@]}, good ${#GOOD[@]})"
+(( ${#WEAK[@]} > 0 && ${#GOOD[@]} > 0 )) || fail "the first write did not land on both stores (weak ${#WEAK[@]}, good ${#GOOD[@]})"
 assert_eq $(( ${#WEAK[@]} + ${#GOOD[@]} )) 64 "chunks of the first 4 MiB"
 W=${WEAK[0]}
 want_w=$(dd if="$T_WORK/first" bs=$CS skip="$W" count=1 status=none | md5sum | cut -d' ' -f1)

@@ -43,7 +43,7 @@ defer kill "$HOLDER" 2>/dev/null
 for (( i=0; i<50; i++ )); do [ "$(volume_field r open)" = true ] && break; sleep 0.1; done
 assert_eq "$(volume_field r open)" true "r is open while the sleep holds it"
 expect_fail --code 5 tcli volume resize r --size 4M --shrink
-grep -q "open" <<<"$EF_ERR" && grep -q -- "--force" <<<"$EF_ERR" || fail "the refusal does not say open / --force: $EF_ERR"
+{ grep -q "open" <<<"$EF_ERR" && grep -q -- "--force" <<<"$EF_ERR"; } || fail "the refusal does not say open / --force: $EF_ERR"
 assert_eq "$(size_of r)" $((8 * M)) "size after a shrink refused for an open image"
 assert_eq "$(md5_range "$MNT/r.img" 0 $((2 * M)))" "$want" "data after a shrink refused for an open image"
 
@@ -71,5 +71,5 @@ assert_eq "$(size_of r)" $((16 * M)) "size after a refused shrink (unmounted)"
 must tcli volume resize r --size 8M --shrink
 assert_eq "$(size_of r)" $((8 * M)) "size after --shrink (unmounted)"
 out=$(tcli volume resize --help) || fail "volume resize --help failed"
-grep -q -- "--shrink" <<<"$out" && grep -q -- "--force" <<<"$out" || fail "volume resize --help does not explain --shrink/--force: $out"
+{ grep -q -- "--shrink" <<<"$out" && grep -q -- "--force" <<<"$out"; } || fail "volume resize --help does not explain --shrink/--force: $out"
 pass

@@ -246,7 +246,7 @@ fi
 # ---------------------------------------------------------------------------------------------------------
 info "unmount + remount: data, sizes, owners, modes identical"
 state() {
-    (cd "$MNT" && for f in $(ls | sort); do
+    (cd "$MNT" && for f in *; do
         printf '%s %s %s %s %s\n' "$f" "$(stat -c '%s %u:%g %a' "$f")" "$(md5sum < "$f" | cut -d' ' -f1)" "$(stat -c %b "$f")" ""
     done)
 }

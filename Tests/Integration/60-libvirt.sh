@@ -10,7 +10,7 @@ need virsh libvirtd virtlogd qemu-system-x86_64 python3 setpriv
 M=$((1024 * 1024))
 POOL=tessera-it-$$
 DOM=tessera-it-$$
-V="virsh -q -c qemu:///system"
+vsh() { virsh -q -c qemu:///system "$@"; }
 
 # --- libvirt daemons (no systemd here) ------------------------------------------------------------------
 if ! id libvirt-qemu >/dev/null 2>&1; then
@@ -48,8 +48,8 @@ if [ -z "$(live_pids libvirtd)" ]; then
     defer kill "$pid"
     info "started libvirtd (pid $pid)"
 fi
-for i in $(seq 1 50); do $V version >/dev/null 2>&1 && break; sleep 0.2; done
-$V version >/dev/null || fail "libvirtd does not answer: $(tail -3 /var/log/libvirt/libvirtd.log 2>/dev/null)"
+for i in $(seq 1 50); do vsh version >/dev/null 2>&1 && break; sleep 0.2; done
+vsh version >/dev/null || fail "libvirtd does not answer: $(tail -3 /var/log/libvirt/libvirtd.log 2>/dev/null)"
 
 # --- mount + pool ---------------------------------------------------------------------------------------
 # other users (libvirt-qemu, nobody) must be able to reach the mountpoint, and the test's CWD may be a
@@ -62,32 +62,32 @@ mi=$(awk -v mp="$(realpath "$MNT")" '$5 == mp' /proc/self/mountinfo)
 [[ "$mi" == *allow_other* ]] || fail "--allow-other mount lacks allow_other: $mi"
 [[ "$mi" == *default_permissions* ]] || fail "mount lacks default_permissions: $mi"
 
-$V pool-define-as "$POOL" dir --target "$MNT" >/dev/null || fail "virsh pool-define-as failed"
-defer $V pool-undefine "$POOL"
-$V pool-start "$POOL" >/dev/null || fail "virsh pool-start failed"
-defer $V pool-destroy "$POOL"
-pinfo=$($V pool-info "$POOL") || fail "pool-info failed"
+vsh pool-define-as "$POOL" dir --target "$MNT" >/dev/null || fail "virsh pool-define-as failed"
+defer vsh pool-undefine "$POOL"
+vsh pool-start "$POOL" >/dev/null || fail "virsh pool-start failed"
+defer vsh pool-destroy "$POOL"
+pinfo=$(vsh pool-info "$POOL") || fail "pool-info failed"
 [[ "$pinfo" =~ State:\ +running ]] || fail "pool not running: $pinfo"
-cap=$($V pool-info "$POOL" --bytes | awk '/^Capacity/ {print $2}')
+cap=$(vsh pool-info "$POOL" --bytes | awk '/^Capacity/ {print $2}')
 [ "${cap:-0}" -gt 0 ] || fail "pool capacity is ${cap:-?} (statfs of the mount)"
 
 info "vol-create-as (sparse and fully allocated)"
-$V vol-create-as "$POOL" v1.img 64M --format raw >/dev/null || fail "virsh vol-create-as v1.img 64M failed"
-$V vol-create-as "$POOL" v2.img 32M --format raw --allocation 0 >/dev/null || fail "virsh vol-create-as --allocation 0 failed"
-vols=$($V vol-list "$POOL" | awk '{print $1}') || fail "virsh vol-list failed"
+vsh vol-create-as "$POOL" v1.img 64M --format raw >/dev/null || fail "virsh vol-create-as v1.img 64M failed"
+vsh vol-create-as "$POOL" v2.img 32M --format raw --allocation 0 >/dev/null || fail "virsh vol-create-as --allocation 0 failed"
+vols=$(vsh vol-list "$POOL" | awk '{print $1}') || fail "virsh vol-list failed"
 has_line "$vols" v1.img || fail "virsh vol-list does not show v1.img: $vols"
 has_line "$vols" v2.img || fail "virsh vol-list does not show v2.img: $vols"
 has_volume v1 || fail "tessera volume list does not show v1 after vol-create-as"
 has_volume v2 || fail "tessera volume list does not show v2 after vol-create-as"
 assert_eq "$(volume_field v1 size)" $((64 * M)) "v1 size"
 assert_eq "$(volume_field v2 size)" $((32 * M)) "v2 size"
-assert_eq "$($V vol-info --bytes --pool "$POOL" v1.img | awk '/^Capacity/ {print $2}')" $((64 * M)) "virsh vol-info capacity"
+assert_eq "$(vsh vol-info --bytes --pool "$POOL" v1.img | awk '/^Capacity/ {print $2}')" $((64 * M)) "virsh vol-info capacity"
 is_zero "$MNT/v1.img" 0 $((64 * M)) || fail "a fresh libvirt volume does not read zeros"
 
 info "a volume made with tessera appears after pool-refresh"
 must tcli volume create fromcli --size 16M
-$V pool-refresh "$POOL" >/dev/null || fail "pool-refresh failed"
-vols=$($V vol-list "$POOL" | awk '{print $1}') || fail "virsh vol-list failed"
+vsh pool-refresh "$POOL" >/dev/null || fail "pool-refresh failed"
+vols=$(vsh vol-list "$POOL" | awk '{print $1}') || fail "virsh vol-list failed"
 has_line "$vols" fromcli.img || fail "vol-list after pool-refresh lacks fromcli.img: $vols"
 
 info "default_permissions: another user cannot read root's 0600 image"
@@ -132,13 +132,13 @@ cat > dom.xml <<EOF
   </qemu:commandline>
 </domain>
 EOF
-defer $V destroy "$DOM"
-$V create dom.xml >/dev/null || fail "virsh create failed: $(tail -5 "/var/log/libvirt/qemu/$DOM.log" 2>/dev/null)"
+defer vsh destroy "$DOM"
+vsh create dom.xml >/dev/null || fail "virsh create failed: $(tail -5 "/var/log/libvirt/qemu/$DOM.log" 2>/dev/null)"
 for i in $(seq 1 300); do
-    $V domstate "$DOM" >/dev/null 2>&1 || break    # transient domain gone: qemu exited
+    vsh domstate "$DOM" >/dev/null 2>&1 || break    # transient domain gone: qemu exited
     sleep 0.2
 done
-$V domstate "$DOM" >/dev/null 2>&1 && fail "the guest did not finish within 60 s"
+vsh domstate "$DOM" >/dev/null 2>&1 && fail "the guest did not finish within 60 s"
 python3 "$T_DIR/bootsector.py" expect "$MNT/v1.img" --src 2049 --dst 6136 --count 16 >/dev/null ||
     fail "the libvirt guest's write is not in the image (log: $(tail -5 "/var/log/libvirt/qemu/$DOM.log" 2>/dev/null))"
 grep -q 'qemu-system' "/var/log/libvirt/qemu/$DOM.log" 2>/dev/null || warn "no qemu log for $DOM"
@@ -146,30 +146,30 @@ grep -q 'qemu-system' "/var/log/libvirt/qemu/$DOM.log" 2>/dev/null || warn "no q
 assert_eq "$(file_owner "$MNT/v1.img")" "0:0" "v1.img owner after the guest (libvirt restores DAC labels)"
 
 info "unmount while a libvirt guest runs (qemu holds the image from libvirt's mount namespace): refused"
-$V vol-create-as "$POOL" idle.img 16M --format raw >/dev/null || fail "virsh vol-create-as idle.img failed"
+vsh vol-create-as "$POOL" idle.img 16M --format raw >/dev/null || fail "virsh vol-create-as idle.img failed"
 # no bootable disk: the guest sits in the firmware, qemu keeps the image open until destroyed
 sed -e "s|<name>$DOM</name>|<name>$DOM-idle</name>|" -e "s|volume='v1.img'|volume='idle.img'|" dom.xml > idle.xml
-defer $V destroy "$DOM-idle"
-$V create idle.xml >/dev/null || fail "virsh create (idle guest) failed"
+defer vsh destroy "$DOM-idle"
+vsh create idle.xml >/dev/null || fail "virsh create (idle guest) failed"
 expect_fail --code 5 tcli unmount "$MNT"
 grep -qF "idle.img (qemu-system-x86" <<<"$EF_ERR" || fail "the refusal does not name the image and qemu: $EF_ERR"
 _t_is_mounted "$MNT" || fail "the mount was detached although unmount was refused"
-[ "$($V domstate "$DOM-idle")" = running ] || fail "the guest is not running after the refused unmount"
+[ "$(vsh domstate "$DOM-idle")" = running ] || fail "the guest is not running after the refused unmount"
 tcli status | grep -qF "open: idle.img (qemu-system-x86" || fail "status does not show the guest's image: $(tcli status)"
-$V destroy "$DOM-idle" >/dev/null || fail "virsh destroy failed"
+vsh destroy "$DOM-idle" >/dev/null || fail "virsh destroy failed"
 
 info "vol-delete"
-$V vol-delete --pool "$POOL" v2.img >/dev/null || fail "virsh vol-delete v2.img failed"
+vsh vol-delete --pool "$POOL" v2.img >/dev/null || fail "virsh vol-delete v2.img failed"
 [ -e "$MNT/v2.img" ] && fail "v2.img still in the mount after vol-delete"
 has_volume v2 && fail "tessera still lists v2 after vol-delete"
-vols=$($V vol-list "$POOL" | awk '{print $1}') || fail "virsh vol-list failed"
+vols=$(vsh vol-list "$POOL" | awk '{print $1}') || fail "virsh vol-list failed"
 has_line "$vols" v2.img && fail "vol-list still shows v2.img"
 
 info "vol-resize"
-$V vol-resize --pool "$POOL" v1.img 128M >/dev/null || fail "virsh vol-resize failed"
+vsh vol-resize --pool "$POOL" v1.img 128M >/dev/null || fail "virsh vol-resize failed"
 assert_eq "$(volume_field v1 size)" $((128 * M)) "v1 size after vol-resize"
 
-$V pool-destroy "$POOL" >/dev/null || fail "pool-destroy failed"
-$V pool-undefine "$POOL" >/dev/null || fail "pool-undefine failed"
+vsh pool-destroy "$POOL" >/dev/null || fail "pool-destroy failed"
+vsh pool-undefine "$POOL" >/dev/null || fail "pool-undefine failed"
 stop_tessera
 pass

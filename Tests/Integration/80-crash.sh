@@ -25,7 +25,7 @@ assert_eq "$(file_size "$MNT/crash.img")" $((256 * 1024 * 1024)) "crash.img size
 verify() {   # WHAT
     local out rc=0
     out=$(timeout 300 python3 "$CW" verify "$MNT/crash.img" "$LOG" --seed "$SEED" 2>&1) || rc=$?
-    echo "$out" | sed "s/^/[$T_NAME]   /"
+    indent "[$T_NAME]   " "$out"
     if [ "$rc" -ne 0 ]; then
         rel_set lost 1
         fail "$1: acknowledged writes lost or damaged (seed $SEED; log kept in $T_WORK)"

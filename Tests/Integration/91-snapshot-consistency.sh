@@ -89,7 +89,7 @@ for round in 1 2; do
         esac
         read -r t0 t1 <<<"${WIN[$s]}"
         out=$(python3 "$SW" check "$log" --snap "$t0" "$t1" "${imgs[@]}" 2>&1) || bad "snapshot $s is not the image at one instant:"$'\n'"$out"
-        echo "$out" | sed "s/^/[$T_NAME]     $s: /"
+        indent "[$T_NAME]     $s: " "$out"
         checked=$((checked + 1))
         n=$(sed -nE 's/.* in_flight=([0-9]+).*/\1/p' <<<"$out" | head -n1)
         in_flight_total=$((in_flight_total + ${n:-0}))
@@ -155,7 +155,7 @@ for s in e1 e2; do
     mkdir -p "m-$s"
     if mount -o ro "$cdev" "m-$s"; then
         out=$(python3 "$SW" fscheck "m-$s" fs.log "$t0" "$t1" 2>&1) || bad "files in snapshot $s are not an instant of the workload:"$'\n'"$out"
-        echo "$out" | sed "s/^/[$T_NAME]     $s: /"
+        indent "[$T_NAME]     $s: " "$out"
         umount "m-$s"
     else
         bad "the repaired copy of $s does not mount"
@@ -175,7 +175,7 @@ mkdir -p m-clone
 if mount "$cdev" m-clone; then
     read -r t0 t1 <<<"${WIN[e1]}"
     out=$(python3 "$SW" fscheck m-clone fs.log "$t0" "$t1" 2>&1) || bad "files in clone eclone:"$'\n'"$out"
-    echo "$out" | sed "s/^/[$T_NAME]     eclone: /"
+    indent "[$T_NAME]     eclone: " "$out"
     echo scribble > m-clone/new-in-clone
     umount m-clone
 else

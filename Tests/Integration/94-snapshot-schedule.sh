@@ -28,7 +28,11 @@ stop_tessera
 sched_names() {
     json '"\n".join(s["name"] for s in sorted(d, key=lambda s: s["createdAt"]) if s["scheduled"] and s["name"].startswith("'"$1"'-"))' <<<"$(snap_json)"
 }
-count_of() { local n; n=$(sched_names "$1"); [ -z "$n" ] && echo 0 || wc -l <<<"$n"; }
+count_of() {
+    local n
+    n=$(sched_names "$1")
+    if [ -z "$n" ]; then echo 0; else wc -l <<<"$n"; fi
+}
 
 case_begin "schedules set while not mounted; errors"
 expect_fail --code 2,64 tcli snapshot schedule v --every 30s --keep 2

@@ -63,7 +63,7 @@ check_catalog() {   # WHAT: listed <=> directory; every listed snapshot complete
     local j names dirs s
     j=$(snap_json)
     names=$(json '"\n".join(sorted(s["name"] for s in d))' <<<"$j")
-    dirs=$(ls "$MNT/.snapshots" | sort)
+    dirs=$(find "$MNT/.snapshots" -mindepth 1 -maxdepth 1 -printf '%f\n' | sort)
     check_eq "$dirs" "$names" "$1: .snapshots directories vs snapshot list"
     for s in $names; do
         local vols
@@ -89,7 +89,7 @@ check_catalog() {   # WHAT: listed <=> directory; every listed snapshot complete
 verify_live() {
     local out rc=0
     out=$(timeout 300 python3 "$CW" verify "$MNT/c.img" "$LOG" --seed "$SEED" 2>&1) || rc=$?
-    echo "$out" | sed "s/^/[$T_NAME]     /"
+    indent "[$T_NAME]     " "$out"
     [ "$rc" -eq 0 ] || bad "$1: acknowledged writes lost or damaged"
 }
 

@@ -162,7 +162,7 @@ must tcli store add sf --pool p --file "$P1/store.file" --size 64M
 [ -f "$P1/store.file" ] || fail "store add --file did not create $P1/store.file"
 # the file is SIZE rounded down to whole slots (header + slot table + slots of a chunk and its checksums)
 sfsize=$(file_size "$P1/store.file")
-[ "$sfsize" -le $((64 * M)) ] && [ "$sfsize" -gt $((64 * M - 2 * CS)) ] || fail "store add --file --size 64M made a file of $sfsize bytes"
+(( sfsize <= 64 * M && sfsize > 64 * M - 2 * CS )) || fail "store add --file --size 64M made a file of $sfsize bytes"
 start_tessera --no-init
 must tcli volume create v --size 32M --pool p
 
@@ -183,8 +183,8 @@ print(seq.count("sd"), seq.count("sf"), alt, len(probs))
 ' "$pl" $N1)"
 info "placement: $n_sd chunks on sd, $n_sf on sf, $alternations alternations in $((N1 - 1)) steps"
 assert_eq "$problems" 0 "chunks found on no store or on more than one"
-[ "$n_sd" -gt 0 ] && [ "$n_sf" -gt 0 ] || fail "a sequential write did not land on both stores (sd $n_sd, sf $n_sf)"
-[ "$n_sd" -ge $((N1 * 3 / 8)) ] && [ "$n_sf" -ge $((N1 * 3 / 8)) ] ||
+(( n_sd > 0 && n_sf > 0 )) || fail "a sequential write did not land on both stores (sd $n_sd, sf $n_sf)"
+(( n_sd >= N1 * 3 / 8 && n_sf >= N1 * 3 / 8 )) ||
     fail "equal free space but unequal placement: sd $n_sd, sf $n_sf of $N1"
 [ "$alternations" -ge $((N1 * 9 / 10)) ] || fail "placement does not alternate: $alternations changes of store in $((N1 - 1)) consecutive chunks"
 assert_eq "$(dir_chunks "$P1/dirfs")" "$n_sd" "chunk files on the dir store"
@@ -473,7 +473,7 @@ must tcli pool create b --chunk-size 64K
 must tcli store add blk --pool b --file "$BDEV"
 assert_eq "$(store_json blk 's["kind"]')" file "kind of the block-device store"
 cap=$(store_json blk 's["capacity"]')
-[ "$cap" -ge $((120 * M)) ] && [ "$cap" -le $((128 * M)) ] || fail "capacity of a 128 MiB device store: $cap"
+(( cap >= 120 * M && cap <= 128 * M )) || fail "capacity of a 128 MiB device store: $cap"
 must tcli volume create e4 --size 96M --pool b
 start_tessera --no-init
 loop_on "$MNT/e4.img"
@@ -565,7 +565,7 @@ check_rot "$MNT/bf.img" 501 5
 for s in rotd rotf; do
     show=$(tcli store show $s) || fail "store show $s failed"
     n=$(sed -n 's/^checksum errors since mount: \([0-9]*\)$/\1/p' <<<"$show")
-    [ -n "$n" ] && [ "$n" -gt 0 ] || fail "store show $s does not count the checksum errors:"$'\n'"$show"
+    [[ -n $n && $n -gt 0 ]] || fail "store show $s does not count the checksum errors:"$'\n'"$show"
     n=$(tcli store show $s --json | json 'd["checksumErrors"]') || fail "store show $s --json failed"
     [ "$n" -gt 0 ] || fail "store show $s --json: checksumErrors $n"
 done

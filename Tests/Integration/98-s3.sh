@@ -21,7 +21,7 @@ need python3 fio qemu-img strings sqlite3
 [ -n "${TESSERA_TEST_S3_URL:-}" ] || fail "TESSERA_TEST_S3_URL is not set: this test needs an S3 endpoint \
 (Scripts/test starts Ceph RGW and sets it; by hand: Scripts/ceph-rgw start DIR PORT, Scripts/ceph-rgw bucket DIR \
 tessera-test, export TESSERA_TEST_S3_URL=http://127.0.0.1:PORT/tessera-test AWS_ACCESS_KEY_ID=… AWS_SECRET_ACCESS_KEY=…)"
-[ -n "${AWS_ACCESS_KEY_ID:-}" ] && [ -n "${AWS_SECRET_ACCESS_KEY:-}" ] ||
+[[ -n ${AWS_ACCESS_KEY_ID:-} && -n ${AWS_SECRET_ACCESS_KEY:-} ]] ||
     fail "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY must be set with TESSERA_TEST_S3_URL"
 python3 -c 'import boto3' 2>/dev/null || fail "python3 boto3 is not installed"
 s3u() { python3 "$T_DIR/s3util.py" "$@"; }
@@ -215,8 +215,8 @@ info "  reading the damaged chunk: $r"
 [[ $r != eio=0* ]] || problem "bitrot: reading the damaged chunk gave no EIO: $r"
 r2=$(rot_read 0 $((8 * M)) 77)
 info "  reading all of rot: $r2"
-[ "$(sed 's/.*wrong=\([0-9]*\).*/\1/' <<<"$r2")" = 0 ] || problem "bitrot: volume rot returned wrong bytes: $r2"
-[ "$(sed 's/.*ok=\([0-9]*\).*/\1/' <<<"$r2")" -ge $((7 * 256)) ] || problem "bitrot: undamaged chunks of rot do not read back: $r2"
+[[ $r2 =~ wrong=([0-9]+) && ${BASH_REMATCH[1]} -eq 0 ]] || problem "bitrot: volume rot returned wrong bytes: $r2"
+[[ $r2 =~ ok=([0-9]+) && ${BASH_REMATCH[1]} -ge $((7 * 256)) ]] || problem "bitrot: undamaged chunks of rot do not read back: $r2"
 errs=$(json '(d[0] if isinstance(d, list) else d)["checksumErrors"]' <<<"$(tcli store show s3a --json)")
 [ "$errs" -ge 1 ] || problem "bitrot: store show s3a counts $errs checksum errors after an EIO read of a damaged chunk"
 # the log names the store (by name or id) and the chunk (hex as on the store, or decimal)
@@ -288,7 +288,7 @@ must qemu-img compare -f raw -F raw src.img "$MNT/q.img"
 info "secrets after the run"
 check_catalog_secret "at the end"
 hits=$(secret_in_files "$DATA/tessera.log")
-[ -z "$hits" ] && ! strings -a "$DATA/tessera.log" | grep -F -- "$SECRET" >/dev/null || problem "the secret is in DATA/tessera.log"
+{ [ -z "$hits" ] && ! strings -a "$DATA/tessera.log" | grep -F -- "$SECRET" >/dev/null; } || problem "the secret is in DATA/tessera.log"
 # nothing in DATA but the credentials file holds it
 hits=$(secret_in_files "$DATA" | grep -vxF "$DATA/credentials/s3a" || true)
 [ -z "$hits" ] || problem "the secret is in files of DATA other than credentials/s3a: $hits"

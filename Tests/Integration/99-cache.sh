@@ -87,13 +87,13 @@ crash_rounds() {
         assert_eq "$(file_size "$MNT/$img")" "$size" "$img size after crash $round"
         rc=0
         out=$(timeout 300 python3 "$ACK" verify "$MNT/$img" "$log" --seed "$SEED" 2>&1) || rc=$?
-        echo "$out" | sed "s/^/[$T_NAME]   /"
+        indent "[$T_NAME]   " "$out"
         [ "$rc" -eq 0 ] || problem "$what: after crash $round acknowledged writes are lost or damaged (seed $SEED)"
     done
     restart_tessera
     rc=0
     out=$(timeout 300 python3 "$ACK" verify "$MNT/$img" "$log" --seed "$SEED" 2>&1) || rc=$?
-    echo "$out" | sed "s/^/[$T_NAME]   /"
+    indent "[$T_NAME]   " "$out"
     [ "$rc" -eq 0 ] || problem "$what: after a clean remount acknowledged writes are lost or damaged (seed $SEED)"
     return 0
 }
@@ -113,7 +113,7 @@ crash_rounds crash.img 3 dir 1000
 # ---------------------------------------------------------------------------------------------------------
 info "(b) status: a cache line per pool; re-reading 16M raises hits"
 st=$(tcli status)
-echo "$st" | sed "s/^/[$T_NAME]   /"
+indent "[$T_NAME]   " "$st"
 for p in default p2; do
     grep -qE "^cache $p: .*hit rate [0-9.]+%" <<<"$st" || problem "status shows no cache line with a hit rate for pool $p"
 done
@@ -166,7 +166,7 @@ write_random "$MNT/w.img" 0 $((32 * M)) 21
 mapfile -t WF < <(comm -13 before-w <(find "$DATA/stores/default/chunks" -type f | sort))
 [ "${#WF[@]}" -ge 16 ] || fail "expected 32 chunk files for w, found ${#WF[@]}"
 dread "$MNT/s.img" 0 $((8 * M)) 2      # hot data stays hot
-read -r h4 m4 <<<"$(stats default)"
+read -r _ m4 <<<"$(stats default)"
 strace_inject "$TESSERA_PID" pwrite64 delay_enter=200000 "${WF[@]}"
 # the writer: rewrite w (1 MiB buffered pwrites, fsync every 8 MiB) for 12 s; more than the dirty limit
 # (8M), so write-back runs against the slow store the whole time
@@ -208,7 +208,7 @@ info "  writer: exit $wrc, $(cat writer-d.out) MiB written; $delayed pwrite64 de
 [ "$wrc" = 0 ] || problem "slow store: the writer failed (exit $wrc): $(tail -n 3 writer-d.err)"
 [ "$delayed" -ge 5 ] || problem "slow store: only $delayed pwrite64 went through the delay (the test did not exercise write-back)"
 py 'import sys; sys.exit(0 if float(sys.argv[1]) < 50 else 1)' "${p50:-999}" || problem "slow store: p50 of cached reads is ${p50:-?} ms (want < 50 ms; store delay 200 ms)"
-read -r h5 m5 <<<"$(stats default)"
+read -r _ m5 <<<"$(stats default)"
 [ $((m5 - m4)) -le $(( ${nreads:-0} / 10 + 5 )) ] || problem "slow store: the hot reads missed $((m5 - m4)) times (they were not cached)"
 # w holds the writer's last data, s is intact
 must py '
@@ -229,7 +229,7 @@ if [ -z "${TESSERA_TEST_S3_URL:-}" ]; then
     printf '  %s\n' "${PROBLEMS[@]}" >&2
     fail "TESSERA_TEST_S3_URL is not set: the s3 part of this test needs an S3 endpoint (Scripts/test starts Ceph RGW and sets it, with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
 fi
-[ -n "${AWS_ACCESS_KEY_ID:-}" ] && [ -n "${AWS_SECRET_ACCESS_KEY:-}" ] || fail "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY must be set"
+[[ -n ${AWS_ACCESS_KEY_ID:-} && -n ${AWS_SECRET_ACCESS_KEY:-} ]] || fail "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY must be set"
 s3u check 2>s3check.err || fail "the S3 endpoint/bucket $TESSERA_TEST_S3_URL does not answer: $(tail -n 3 s3check.err)"
 PREFIX=its3-99-$(date +%s)-$RANDOM$RANDOM
 defer s3u delete "$PREFIX"

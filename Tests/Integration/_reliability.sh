@@ -12,6 +12,8 @@
 #   wait_pid_gone PID [TENTHS]     wait until PID is gone (default 10 s); status 1 if still alive
 #   sqlite_ok DB                   the catalog opens and passes PRAGMA integrity_check (python3's sqlite3)
 
+: "${TESSERA_BIN:?_reliability.sh is sourced after lib.sh}"
+
 declare -A REL_FIELDS=()
 REL_KEYS=()
 REL_CHECK=""

@@ -16,9 +16,10 @@ TESSERA_BIN=$(realpath "$TESSERA_BIN")
 export TESSERA_BIN
 
 T_NAME=$(basename "$0" .sh)
+# shellcheck disable=SC2034  # used by the tests that source this file
 T_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)   # Tests/Integration, for crashwriter.py etc.
 T_WORK=$(mktemp -d "$PWD/$T_NAME.XXXXXX")              # scratch for this test; also its CWD
-cd "$T_WORK"
+cd "$T_WORK" || exit 1
 T_TIMEOUT=${T_TIMEOUT:-600}
 T_FAILED=0
 T_DEFERRED=()
@@ -31,6 +32,9 @@ T_START=$(date +%s)
 
 info() { echo "[$T_NAME +$(( $(date +%s) - T_START ))s] $*"; }
 warn() { echo "[$T_NAME] WARNING: $*" >&2; }
+
+# indent PREFIX TEXT: TEXT with PREFIX before each of its lines.
+indent() { printf '%s%s\n' "$1" "${2//$'\n'/$'\n'$1}"; }
 
 # fail MSG: print the message and exit non-zero (the EXIT trap cleans up).
 fail() {
@@ -100,9 +104,11 @@ _t_watchdog() {
     for (( i=0; i<T_TIMEOUT; i++ )); do sleep 1; done
     touch "$T_WORK/.timed-out"
     mountpoint -q /sys/fs/fuse/connections || mount -t fusectl none /sys/fs/fuse/connections
-    for c in $(cat "$T_WORK/.fuse-conns" 2>/dev/null); do
-        echo 1 > "/sys/fs/fuse/connections/$c/abort"
-    done
+    if [ -f "$T_WORK/.fuse-conns" ]; then
+        while read -r c; do
+            echo 1 > "/sys/fs/fuse/connections/$c/abort"
+        done < "$T_WORK/.fuse-conns"
+    fi
     kill -TERM $$
     for (( i=0; i<60; i++ )); do sleep 1; done
     kill -KILL $$
@@ -236,7 +242,8 @@ finally:
 # tcli ARGS...: the CLI against the current data directory ($DATA).
 tcli() { TESSERA_DATA="$DATA" "$TESSERA_BIN" "$@"; }
 
-# new_data_dir: create and init a fresh data directory; sets DATA.
+# new_data_dir [INIT-OPTION...]: create and init a fresh data directory; sets DATA.
+# shellcheck disable=SC2120  # the options are optional: most tests take init's defaults
 new_data_dir() {
     DATA=$(mktemp -d "$T_WORK/data.XXXXXX")
     must tcli init "$@"
@@ -330,7 +337,8 @@ stop_tessera() {
     return 0
 }
 
-# restart_tessera: stop cleanly and mount the same DATA at the same MNT again.
+# restart_tessera [--allow-other]: stop cleanly and mount the same DATA at the same MNT again.
+# shellcheck disable=SC2120  # the option is optional: most tests remount without it
 restart_tessera() {
     local ao=()
     [ "${1:-}" = --allow-other ] && ao=(--allow-other)
