@@ -89,6 +89,10 @@ let package = Package(
             dependencies: ["TesseraCore", "TesseraCatalog", .product(name: "GRDB", package: "GRDB.swift")]
         ),
         .testTarget(
+            name: "TesseraFUSETests",
+            dependencies: ["TesseraCore", "TesseraEngine", "TesseraFUSE", "TesseraTestSupport"]
+        ),
+        .testTarget(
             name: "TesseraEngineTests",
             dependencies: [
                 "TesseraCore", "TesseraEngine", "TesseraCatalog", "TesseraStores", "TesseraTestSupport",

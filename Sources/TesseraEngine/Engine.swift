@@ -1,8 +1,9 @@
 // Engine — owns the catalog and wires pools, stores and volumes together; the control plane's entry
 // point and the data path's source of Volume objects.
 //
-// State: pools (record + PoolLayer), stores (record + opened store), volumes by id and, for the
-// default domain, by name (Domains.swift).
+// State: pools (record + storage stack), stores (record + opened store), volumes by id and, for the
+// default domain, by name (Domains.swift), and the top of each volume's stack (every stack is built in
+// Stacks.swift).
 // Invariants:
 // - Exactly one Engine per data directory at a time (DirectoryLock).
 // - On open, chunks on a store that no committed map references and that this catalog can prove it
@@ -30,16 +31,14 @@ public final class Engine: Sendable {
     /// Default chunk size of new pools (see README: chosen by Scripts/bench).
     public static let defaultChunkSize: UInt64 = 1 << 20
 
+    /// A pool's storage stack (built in Stacks.swift).
     struct Pool {
         var record: PoolRecord
         let layer: PoolLayer
-        /// What volumes do I/O through: the RAM cache over `layer`, or `layer` itself.
-        let io: any ChunkStore
-        init(record: PoolRecord, layer: PoolLayer, io: (any ChunkStore)? = nil) {
-            self.record = record
-            self.layer = layer
-            self.io = io ?? layer
-        }
+        /// The RAM cache over `layer` (none when mounted without --cache-size, or in-process).
+        let cache: CacheLayer?
+        /// What volumes do I/O through: the cache, or the pool layer itself.
+        var io: any ChunkStore { cache ?? layer }
     }
     struct State {
         var pools: [Int64: Pool] = [:]
@@ -48,12 +47,16 @@ public final class Engine: Sendable {
         var volumes: [VolumeID: Volume] = [:]
         /// The default domain's volumes (the only domain the engine names yet).
         var byName: [String: VolumeID] = [:]
+        /// The top of each volume's stack (kept for an unlinked volume until its last close).
+        var stacks: [VolumeID: any VolumeStore] = [:]
         var snapshots: [Int64: SnapshotRecord] = [:]
         var members: [Int64: [SnapshotMemberRecord]] = [:]
     }
     let state = Mutex(State())
     /// Extra references to chunks shared between maps (copy_file_range, revert).
     let shares = ShareTable()
+    /// The per-volume layers stacked over every volume's thin map, first lowest (Stacks.swift).
+    let volumeLayers: [VolumeLayerFactory]
     /// Serialises snapshot, clone, revert and schedule work (control plane only).
     let snapshotLock = Mutex(())
     /// Called after a volume's name, size or attributes change outside the FUSE request that caused
@@ -93,8 +96,11 @@ public final class Engine: Sendable {
     /// for fsck, which reports them) removes chunks that no committed map references.
     /// `cacheSize`: bytes of RAM cache (read cache and write-back), shared evenly by the pools that
     /// exist at open; 0 for none (the CLI's in-process path, fsck).
-    public init(_ data: DataDirectory, collectGarbage: Bool = true, cacheSize: UInt64 = 0) throws(TesseraError) {
+    /// `volumeLayers`: the per-volume layers of every volume's stack, first lowest (none by default).
+    public init(_ data: DataDirectory, collectGarbage: Bool = true, cacheSize: UInt64 = 0,
+                volumeLayers: [VolumeLayerFactory] = []) throws(TesseraError) {
         self.data = data
+        self.volumeLayers = volumeLayers
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: data.path, isDirectory: &isDir), isDir.boolValue else {
             throw TesseraError(.catalog, "no Tessera data directory at \(data.path) (run 'tessera init' first)")
@@ -107,10 +113,7 @@ public final class Engine: Sendable {
         let stamped = try Self.checkOwnership(
             try catalog.stores(), pools: Dictionary(uniqueKeysWithValues: pools.map { ($0.id!, $0) }), catalogID: catalogID)
         for p in pools {
-            let layer = PoolLayer(chunkSize: Int(p.chunkSize))
-            let share = pools.isEmpty ? 0 : Int(cacheSize / UInt64(pools.count))
-            let cache = share >= Int(p.chunkSize) ? CacheLayer(over: layer, CacheLayer.Configuration(capacity: share)) : nil
-            s.pools[p.id!] = Pool(record: p, layer: layer, io: cache)
+            s.pools[p.id!] = Self.poolStack(p, cacheShare: pools.isEmpty ? 0 : Int(cacheSize / UInt64(pools.count)))
         }
         for st in try catalog.stores() {
             guard let pool = s.pools[st.poolId] else { continue }
@@ -137,10 +140,8 @@ public final class Engine: Sendable {
                 parent = p
                 p.addHold(UInt64(v.parentEpoch ?? 0))
             }
-            let volume = Volume(record: v, map: map, retained: try catalog.retained(of: VolumeID(v.id!)), xattrs: xattrs,
-                                poolName: pool.record.name, pool: pool.layer, io: pool.io, catalog: catalog, shares: shares, parent: parent)
-            s.volumes[volume.id] = volume
-            if v.domainId == DomainRecord.defaultID { s.byName[v.name] = volume.id }
+            addVolume(v, map: map, retained: try catalog.retained(of: VolumeID(v.id!)), xattrs: xattrs, pool: pool,
+                      parent: parent, to: &s)
         }
         for snap in try catalog.snapshots() { s.snapshots[snap.id!] = snap }
         for m in try catalog.snapshotMembers() {
@@ -169,7 +170,7 @@ public final class Engine: Sendable {
     public func flushAll() throws(StoreError) {
         var failure: StoreError?
         for v in allVolumes() {
-            do { try v.flush() } catch { failure = error }
+            do { try stack(of: v).flush(dataOnly: false) } catch { failure = error }
         }
         for cache in caches() {
             do { try cache.flush() } catch { failure = error }
@@ -178,7 +179,7 @@ public final class Engine: Sendable {
     }
 
     /// The pools' RAM caches (none when mounted without --cache-size, or in-process).
-    func caches() -> [CacheLayer] { state.withLock { s in s.pools.values.compactMap { $0.io as? CacheLayer } } }
+    func caches() -> [CacheLayer] { state.withLock { s in s.pools.values.compactMap(\.cache) } }
 
     /// Stops the caches' background threads (after the final flushAll).
     public func stopCaches() { for c in caches() { c.stop() } }
@@ -187,7 +188,7 @@ public final class Engine: Sendable {
     public func cacheInfos() -> [CacheInfo] {
         state.withLock { s in
             s.pools.values.sorted { $0.record.id! < $1.record.id! }.compactMap { p in
-                (p.io as? CacheLayer).map { CacheInfo(pool: p.record.name, stats: $0.stats) }
+                p.cache.map { CacheInfo(pool: p.record.name, stats: $0.stats) }
             }
         }
     }
@@ -203,7 +204,9 @@ public final class Engine: Sendable {
                 // A volume whose partial chunks are all young waits (folding them now would copy what
                 // a burst of small writes after a snapshot is about to overwrite).
                 for v in self.allVolumes() where v.isDirty && !v.defersFolding {
-                    do { try v.flush() } catch { Log.error("\(v.name): periodic flush failed: \(error)") }
+                    do { try self.stack(of: v).flush(dataOnly: false) } catch {
+                        Log.error("\(v.name): periodic flush failed: \(error)")
+                    }
                 }
                 // Placement weights follow the stores' real free space (others share their media).
                 if ContinuousClock.now - last > .seconds(30) {
@@ -282,7 +285,7 @@ public final class Engine: Sendable {
         }
         let p = try catalog.insertPool(
             PoolRecord(name: name, chunkSize: Int64(chunkSize), createdAt: Date().timeIntervalSince1970))
-        state.withLock { $0.pools[p.id!] = Pool(record: p, layer: PoolLayer(chunkSize: Int(chunkSize))) }
+        state.withLock { $0.pools[p.id!] = Self.poolStack(p, cacheShare: 0) }
     }
 
     /// Directories of the stores of `poolName` (where its volume manifests live).
@@ -414,13 +417,7 @@ public final class Engine: Sendable {
                 VolumeRecord(name: $0, poolId: pool.record.id!, size: Int64(size), chunkSize: pool.record.chunkSize,
                              uid: uid, gid: gid, mode: mode, now: now)
             })
-            return records.map { r in
-                let v = Volume(record: r, map: ChunkMap(), xattrs: [:], poolName: pool.record.name, pool: pool.layer, io: pool.io,
-                               catalog: catalog, shares: shares)
-                s.volumes[v.id] = v
-                s.byName[r.name] = v.id
-                return v
-            }
+            return records.map { r in addVolume(r, pool: pool, to: &s) }
         }
         recordManifest(created)
         return created
@@ -450,17 +447,23 @@ public final class Engine: Sendable {
             s.byName[v.name] = nil
             s.volumes[v.id] = nil
         }
-        if !v.isOpen { recordReleased(v.releaseAllChunks()) }
+        if !v.isOpen { releaseUnlinked(v) }
         if let parent = v.parent {
             parent.removeHold(v.parentEpoch)
-            try? parent.flush()
+            try? stack(of: parent).flush(dataOnly: false)
         }
         notify(v.id)
     }
 
     /// Call at the last close of a volume; frees an unlinked volume's chunks.
     public func closed(_ v: Volume) {
-        if v.closed() { recordReleased(v.releaseAllChunks()) }
+        if v.closed() { releaseUnlinked(v) }
+    }
+
+    /// Frees an unlinked volume's chunks and drops its stack.
+    private func releaseUnlinked(_ v: Volume) {
+        recordReleased(v.releaseAllChunks())
+        state.withLock { _ = $0.stacks.removeValue(forKey: v.id) }
     }
 
     private func recordReleased(_ deltas: [ChunkID: Int]) {
@@ -516,12 +519,13 @@ public final class Engine: Sendable {
     /// Resize used by both the CLI and FUSE setattr (any byte size: `checkSize`); durable when it returns.
     public func resize(_ v: Volume, to size: UInt64) throws(TesseraError) {
         try Self.checkSize(size, allowZero: true)
+        let top = stack(of: v)
         do {
             // Shrinking drops data: first prove the stores take a flush, so a failing store refuses the
             // resize before anything changes instead of half-applying it.
-            if size < v.size { try v.flush() }
-            try v.resize(to: size)
-            try v.flush()
+            if size < top.size { try top.flush(dataOnly: false) }
+            try top.resize(to: size)
+            try top.flush(dataOnly: false)
         } catch {
             throw TesseraError(.io, "resize of '\(v.name)' failed: \(error)")
         }

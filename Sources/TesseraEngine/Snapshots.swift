@@ -171,7 +171,9 @@ extension Engine {
         for m in members {
             guard let v = volume(id: VolumeID(m.volumeId)) else { continue }
             v.removeHold(UInt64(m.epoch))
-            do { try v.flush() } catch { throw TesseraError(.io, "cannot free the space of '\(v.name)': \(error)") }
+            do { try stack(of: v).flush(dataOnly: false) } catch {
+                throw TesseraError(.io, "cannot free the space of '\(v.name)': \(error)")
+            }
         }
     }
 
@@ -235,12 +237,7 @@ extension Engine {
             r.parentEpoch = Int64(epoch)
             r = try catalog.insertVolumes([r])[0]
             parent.addHold(epoch)
-            let v = Volume(record: r, map: ChunkMap(), xattrs: [:], poolName: parent.poolName, pool: parent.pool, io: parent.io,
-                           catalog: catalog, shares: shares, parent: parent)
-            state.withLock { s in
-                s.volumes[v.id] = v
-                s.byName[newName] = v.id
-            }
+            let v = state.withLock { s in addVolume(r, pool: pool, parent: parent, to: &s) }
             recordManifest([v])
             return v
         }

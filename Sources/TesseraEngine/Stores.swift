@@ -1,9 +1,4 @@
-// Stores — how a store record becomes a layer stack, and how stores join a pool.
-//
-// Every store's stack, bottom up: the store itself (directory of chunk files, preallocated file or
-// block device, S3-compatible bucket) → compression (when configured; on by default for s3) →
-// checksums (always: every chunk on every store is verified on every read). The pool routes to the
-// top of each stack; the RAM cache sits over the pool (Engine).
+// Stores — store options and kinds, and how stores join a pool (their stacks are built in Stacks.swift).
 //
 // Kinds that live outside TesseraStores (s3, whose HTTP stack is heavy) are registered by the
 // executable through StoreKinds, so the engine and its tests do not link them.
@@ -94,67 +89,11 @@ public enum StoreKinds {
     static func opener(_ kind: String) -> Opener? { openers.withLock { $0[kind] } }
 }
 
-/// An opened store's stack, with handles on the layers that keep figures.
-struct OpenedStore {
-    let top: ChecksumLayer
-    let compression: CompressionLayer?
-    let bottom: any ChunkStore
-    /// Whether the store answers; shared with its pool's placement.
-    let health = StoreHealth()
-    /// Damaged data seen since open: block checksum mismatches, and compressed objects that failed
-    /// their own check below the checksum layer.
-    var mismatches: Int { top.mismatches + (compression?.mismatches ?? 0) }
-}
-
 extension Engine {
     static func decodeOptions(_ record: StoreRecord) throws(TesseraError) -> StoreOptions {
         do { return try JSONDecoder().decode(StoreOptions.self, from: Data(record.options.utf8)) } catch {
             throw TesseraError(.catalog, "store \(record.name) has unreadable options: \(error)")
         }
-    }
-
-    /// Builds the stack of `record`. `create`: the store is being added (a file store is formatted).
-    static func openStore(_ record: StoreRecord, chunkSize: Int, create: Bool = false) throws(TesseraError) -> OpenedStore {
-        let options = try decodeOptions(record)
-        let compression = try CompressionSetting.effective(options, kind: record.kind)
-        let checksummed = ChecksumLayer.innerChunkSize(for: chunkSize)
-        let bottomChunk: Int
-        switch compression {
-        case .none: bottomChunk = checksummed
-        case .zstd: bottomChunk = CompressionLayer.innerChunkSize(for: checksummed)
-        }
-        let bottom: any ChunkStore
-        do {
-            switch record.kind {
-            case StoreSpec.Kind.dir.rawValue:
-                bottom = try DirectoryStore(root: record.path, chunkSize: bottomChunk)
-            case StoreSpec.Kind.file.rawValue:
-                bottom = create
-                    ? try FileStore.create(path: record.path, size: options.size, chunkSize: bottomChunk)
-                    : try FileStore.open(path: record.path, chunkSize: bottomChunk)
-            default:
-                guard let opener = StoreKinds.opener(record.kind) else {
-                    throw TesseraError(.catalog, "store \(record.name) has kind '\(record.kind)', which this build cannot open")
-                }
-                bottom = try opener(record.path, options, bottomChunk, create)
-            }
-        } catch let error as TesseraError {
-            throw error
-        } catch {
-            throw TesseraError(.io, "store \(record.name): \(error)")
-        }
-        // A quota recorded for a kind that applies it itself at open (s3) is set again harmlessly.
-        if let size = options.size, record.kind == StoreSpec.Kind.dir.rawValue {
-            _ = (bottom as? StoreMaintenance)?.setQuota(size)
-        }
-        var middle: any ChunkStore = bottom
-        var compressor: CompressionLayer?
-        if case .zstd(let level) = compression {
-            let c = CompressionLayer(over: bottom, level: Int(level))
-            compressor = c
-            middle = c
-        }
-        return OpenedStore(top: ChecksumLayer(over: middle), compression: compressor, bottom: bottom)
     }
 
     /// `tessera store add`: opens (formats) the store, records it, and adds it to its pool, also on a

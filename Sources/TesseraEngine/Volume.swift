@@ -1,7 +1,8 @@
 // Volume — the thin volume engine for one image: logical bytes → logical chunks → physical chunks,
 // with birth-epoch snapshots and fall-through clones.
 //
-// Address space: above the map, volume bytes; below it, physical chunks of the pool (PoolLayer).
+// Address space: above the map, volume bytes; below it, physical chunks of the pool (PoolLayer). The
+// bottom of the volume's stack (VolumeBottom.swift): per-volume layers sit above it.
 //
 // State (in `state`): the record (name, size, owner, mode, mtime, epoch), the live ChunkMap (chunk +
 // birth epoch per slot), the holds (epochs that snapshots and clones see), retained versions (chunks
@@ -225,8 +226,8 @@ public final class Volume: Sendable {
 
     /// Reads up to `buffer.count` bytes at `offset` of the live volume, or of its image at `epoch`
     /// whose size was `viewSize`; returns how many (short at the end).
-    public func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer, epoch: UInt64? = nil,
-                     viewSize: UInt64? = nil) throws(StoreError) -> Int {
+    public func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer, epoch: UInt64?,
+                     viewSize: UInt64?) throws(StoreError) -> Int {
         let size = viewSize ?? self.size
         guard offset < size else { return 0 }
         let total = Int(min(UInt64(buffer.count), size - offset))
@@ -685,7 +686,7 @@ public final class Volume: Sendable {
     /// SEEK_DATA (`data: true`) or SEEK_HOLE from `offset` of the live volume, or of its image at
     /// `epoch` whose size was `viewSize`. nil means ENXIO. Chunk-granular: a hole is never reported
     /// where data is.
-    public func seek(from offset: UInt64, data: Bool, epoch: UInt64? = nil, viewSize: UInt64? = nil) -> UInt64? {
+    public func seek(from offset: UInt64, data: Bool, epoch: UInt64?, viewSize: UInt64?) -> UInt64? {
         let size = viewSize ?? self.size
         guard offset < size else { return nil }
         let cs = UInt64(chunkSize)
@@ -711,7 +712,7 @@ public final class Volume: Sendable {
     /// that line up are shared, not copied (the copy costs a map entry); the rest is copied, and holes
     /// of the source become holes here. Returns bytes copied (short at the source's end).
     public func copy(from source: Volume, at sourceOffset: UInt64, to offset: UInt64, length: UInt64,
-                     sourceEpoch: UInt64? = nil, sourceSize: UInt64? = nil) throws(StoreError) -> UInt64
+                     sourceEpoch: UInt64?, sourceSize: UInt64?) throws(StoreError) -> UInt64
     {
         let srcSize = sourceSize ?? source.size
         guard sourceOffset < srcSize else { return 0 }

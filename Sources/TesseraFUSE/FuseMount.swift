@@ -145,7 +145,7 @@ public final class FuseMount: @unchecked Sendable {
     public func openImageList() -> [String] {
         var byImage: [String: [String]] = [:]
         for image in openHandles.withLock({ Array($0.values) }) {
-            let name = "\(image.volume.name).img" + (image.epoch == nil ? "" : " (a snapshot of it)")
+            let name = "\(image.volume.name).img" + (image.readOnly ? " (a snapshot of it)" : "")
             byImage[name, default: []].append(Self.describeProcess(image.pid))
         }
         return byImage.keys.sorted().map { name in
@@ -249,6 +249,6 @@ public final class FuseMount: @unchecked Sendable {
     /// Drops the kernel's cached attributes of a volume changed outside a FUSE request.
     func invalidate(_ id: VolumeID) {
         guard let se = session else { return }
-        _ = fuse_lowlevel_notify_inval_inode(se, Inode.volume(id), 0, 0)
+        _ = fuse_lowlevel_notify_inval_inode(se, Node.volume(id).ino, 0, 0)
     }
 }

@@ -1,6 +1,7 @@
-// FuseOperations — the FUSE adapter's request handlers: paths ↔ volumes, FUSE ops → engine calls,
-// errors → errno. Each C entry point is a one-line trampoline into a Swift handler that always ends
-// in exactly one reply. Handlers run on libfuse's worker threads, synchronously: no Task, no await.
+// FuseOperations — the FUSE adapter's request handlers: inode numbers ↔ nodes (Nodes.swift), names ↔
+// volumes, data ops → the open image's volume stack, namespace ops → the engine, errors → errno. Each C
+// entry point is a one-line trampoline into a Swift handler that always ends in exactly one reply.
+// Handlers run on libfuse's worker threads, synchronously: no Task, no await.
 //
 // Timeouts: names are never cached by the kernel (entry timeout 0), so volumes created, renamed or
 // deleted by the CLI appear at once; attributes are cached for 1 s and invalidated explicitly when
@@ -95,26 +96,26 @@ extension FuseMount {
         Unmanaged<OpenImage>.fromOpaque(UnsafeRawPointer(bitPattern: UInt(fi.pointee.fh))!).takeUnretainedValue()
     }
 
-    /// The live volume behind a handle open for writing; snapshot images are read-only (EROFS).
-    private static func writable(_ fi: UnsafeMutablePointer<fuse_file_info>) throws(FuseFailure) -> Volume {
+    /// A handle open for writing; snapshot images are read-only (EROFS).
+    private static func writable(_ fi: UnsafeMutablePointer<fuse_file_info>) throws(FuseFailure) -> OpenImage {
         let image = image(fi)
         if image.readOnly { throw FuseFailure(EROFS) }
-        return image.volume
+        return image
     }
 
     private func fail(_ v: Volume, _ what: String, _ offset: off_t, _ error: StoreError) -> FuseFailure {
         FuseFailure(error.errno, "\(v.name).img: \(what) at offset \(offset) failed: \(error)")
     }
 
-    private func volume(_ ino: fuse_ino_t) throws(FuseFailure) -> Volume {
-        guard let id = Inode.volumeID(ino), let v = engine.volume(id: id) else { throw FuseFailure(ENOENT) }
+    private func volume(_ id: VolumeID) throws(FuseFailure) -> Volume {
+        guard let v = engine.volume(id: id) else { throw FuseFailure(ENOENT) }
         return v
     }
 
-    private func volume(named file: String, in parent: fuse_ino_t) throws(FuseFailure) -> Volume {
-        if parent == Inode.snapshots || Inode.snapshotDirID(parent) != nil { throw FuseFailure(EROFS) }
-        guard parent == Inode.root else { throw FuseFailure(ENOTDIR) }
-        guard let name = Inode.volumeName(fromFile: file), let v = engine.volume(named: name) else {
+    private func volume(named file: String, in parent: Node) throws(FuseFailure) -> Volume {
+        if parent.isSnapshotDirectory { throw FuseFailure(EROFS) }
+        guard parent == .root else { throw FuseFailure(ENOTDIR) }
+        guard let name = Node.volumeName(fromFile: file), let v = engine.volume(named: name) else {
             throw FuseFailure(ENOENT)
         }
         return v
@@ -122,9 +123,9 @@ extension FuseMount {
 
     // MARK: Attributes
 
-    private func directoryAttr(_ ino: fuse_ino_t) -> stat {
+    private func directoryAttr(_ node: Node) -> stat {
         var st = stat()
-        st.st_ino = UInt(ino)
+        st.st_ino = UInt(node.ino)
         st.st_mode = S_IFDIR | 0o755
         st.st_nlink = 2
         st.st_blksize = 4096
@@ -134,7 +135,7 @@ extension FuseMount {
     private func attr(_ v: Volume) -> stat {
         let r = v.record
         var st = stat()
-        st.st_ino = UInt(Inode.volume(v.id))
+        st.st_ino = UInt(Node.volume(v.id).ino)
         st.st_mode = S_IFREG | mode_t(r.mode & 0o7777)
         st.st_nlink = v.isUnlinked ? 0 : 1
         st.st_uid = uid_t(r.uid)
@@ -153,7 +154,7 @@ extension FuseMount {
     /// A volume as snapshot `image` captured it: read-only, its size then, its blocks then.
     private func attr(_ image: SnapshotImage) -> stat {
         var st = attr(image.volume)
-        st.st_ino = UInt(Inode.snapshotImage(image.snapshotID, image.volume.id))
+        st.st_ino = UInt(Node.snapshotImage(snapshot: image.snapshotID, volume: image.volume.id).ino)
         st.st_mode = S_IFREG | (st.st_mode & 0o7777 & ~0o222)
         st.st_nlink = 1
         st.st_size = off_t(image.size)
@@ -161,10 +162,8 @@ extension FuseMount {
         return st
     }
 
-    private func snapshotImage(_ ino: fuse_ino_t) throws(FuseFailure) -> SnapshotImage {
-        guard let (snap, vol) = Inode.snapshotImageIDs(ino), let image = engine.snapshotImage(snapshot: snap, volume: vol) else {
-            throw FuseFailure(ENOENT)
-        }
+    private func snapshotImage(_ snapshot: Int64, _ volume: VolumeID) throws(FuseFailure) -> SnapshotImage {
+        guard let image = engine.snapshotImage(snapshot: snapshot, volume: volume) else { throw FuseFailure(ENOENT) }
         return image
     }
 
@@ -181,47 +180,57 @@ extension FuseMount {
     func lookup(_ req: fuse_req_t?, _ parent: fuse_ino_t, _ name: String) throws(FuseFailure) {
         if name.utf8.count > 255 { throw FuseFailure(ENAMETOOLONG) }
         var e: fuse_entry_param
-        if parent == Inode.root && name == Inode.snapshotsName {
-            e = entry(directoryAttr(Inode.snapshots))
-        } else if parent == Inode.snapshots {
+        switch Node(parent) {
+        case .root where name == Node.snapshotsName:
+            e = entry(directoryAttr(.snapshots))
+        case .snapshots:
             guard let id = engine.snapshotImages(name)?.first?.snapshotID else { throw FuseFailure(ENOENT) }
-            e = entry(directoryAttr(Inode.snapshotDir(id)))
-        } else if let snap = Inode.snapshotDirID(parent) {
-            guard let snapName = engine.snapshotName(id: snap), let vol = Inode.volumeName(fromFile: name),
+            e = entry(directoryAttr(.snapshotDir(id)))
+        case .snapshotDir(let snap):
+            guard let snapName = engine.snapshotName(id: snap), let vol = Node.volumeName(fromFile: name),
                   let image = engine.snapshotImages(snapName)?.first(where: { $0.volume.name == vol })
             else { throw FuseFailure(ENOENT) }
             e = entry(attr(image))
-        } else {
-            e = entry(attr(try volume(named: name, in: parent)))
+        case let node:
+            e = entry(attr(try volume(named: name, in: node)))
         }
         fuse_reply_entry(req, &e)
     }
 
     func getattr(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ fi: UnsafeMutablePointer<fuse_file_info>?) throws(FuseFailure) {
         var st: stat
-        if ino == Inode.root || ino == Inode.snapshots {
-            st = directoryAttr(ino)
-        } else if let snap = Inode.snapshotDirID(ino) {
+        switch Node(ino) {
+        case let node where node == .root || node == .snapshots:
+            st = directoryAttr(node)
+        case .snapshotDir(let snap):
             guard engine.snapshotName(id: snap) != nil else { throw FuseFailure(ENOENT) }
-            st = directoryAttr(ino)
-        } else if Inode.snapshotImageIDs(ino) != nil {
-            st = attr(try snapshotImage(ino))
-        } else if let fi, fi.pointee.fh != 0 {
-            st = attr(Self.image(fi).volume)  // also answers fstat on an unlinked, still-open image
-        } else {
-            st = attr(try volume(ino))
+            st = directoryAttr(.snapshotDir(snap))
+        case .snapshotImage(let snap, let vol):
+            st = attr(try snapshotImage(snap, vol))
+        case .volume(let id):
+            if let fi, fi.pointee.fh != 0 {
+                st = attr(Self.image(fi).volume)  // also answers fstat on an unlinked, still-open image
+            } else {
+                st = attr(try volume(id))
+            }
+        default:
+            throw FuseFailure(ENOENT)
         }
         fuse_reply_attr(req, &st, attrTimeout)
     }
 
     func setattr(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ new: stat, _ toSet: Int32,
                  _ fi: UnsafeMutablePointer<fuse_file_info>?) throws(FuseFailure) {
-        let v: Volume
-        if Inode.snapshotImageIDs(ino) != nil || Inode.snapshotDirID(ino) != nil || ino == Inode.snapshots {
-            throw FuseFailure(EROFS)
+        let node = Node(ino)
+        switch node {
+        case .snapshots, .snapshotDir, .snapshotImage: throw FuseFailure(EROFS)
+        default: break
         }
-        if let fi, fi.pointee.fh != 0 { v = try Self.writable(fi) } else if Inode.isVolume(ino) {
-            v = try volume(ino)
+        let v: Volume
+        if let fi, fi.pointee.fh != 0 {
+            v = try Self.writable(fi).volume
+        } else if case .volume(let id) = node {
+            v = try volume(id)
         } else {
             throw FuseFailure(EPERM)
         }
@@ -251,23 +260,25 @@ extension FuseMount {
     }
 
     func readdir(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ size: Int, _ off: off_t) throws(FuseFailure) {
-        var names: [(String, stat)] = [(".", directoryAttr(ino)), ("..", directoryAttr(Inode.root))]
-        if ino == Inode.root {
-            names.append((Inode.snapshotsName, directoryAttr(Inode.snapshots)))
-            for v in engine.allVolumes() { names.append((v.name + Inode.imageSuffix, attr(v))) }
-        } else if ino == Inode.snapshots {
+        let node = Node(ino)
+        var names: [(String, stat)] = [(".", directoryAttr(node)), ("..", directoryAttr(.root))]
+        switch node {
+        case .root:
+            names.append((Node.snapshotsName, directoryAttr(.snapshots)))
+            for v in engine.allVolumes() { names.append((v.name + Node.imageSuffix, attr(v))) }
+        case .snapshots:
             for name in engine.snapshotNames() {
-                if let id = engine.snapshotImages(name)?.first?.snapshotID { names.append((name, directoryAttr(Inode.snapshotDir(id)))) }
+                if let id = engine.snapshotImages(name)?.first?.snapshotID { names.append((name, directoryAttr(.snapshotDir(id)))) }
             }
-        } else if let snap = Inode.snapshotDirID(ino) {
+        case .snapshotDir(let snap):
             guard let snapName = engine.snapshotName(id: snap) else { throw FuseFailure(ENOENT) }
             for image in engine.snapshotImages(snapName) ?? [] {
                 var st = stat()
-                st.st_ino = UInt(Inode.snapshotImage(image.snapshotID, image.volume.id))
+                st.st_ino = UInt(Node.snapshotImage(snapshot: image.snapshotID, volume: image.volume.id).ino)
                 st.st_mode = S_IFREG
-                names.append((image.volume.name + Inode.imageSuffix, st))
+                names.append((image.volume.name + Node.imageSuffix, st))
             }
-        } else {
+        default:
             throw FuseFailure(ENOTDIR)
         }
         let buf = UnsafeMutablePointer<CChar>.allocate(capacity: size)
@@ -287,23 +298,30 @@ extension FuseMount {
     // MARK: Files
 
     func open(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ fi: UnsafeMutablePointer<fuse_file_info>) throws(FuseFailure) {
-        if Inode.snapshotImageIDs(ino) != nil {
+        switch Node(ino) {
+        case .snapshotImage(let snap, let vol):
             if fi.pointee.flags & O_ACCMODE != O_RDONLY || fi.pointee.flags & O_TRUNC != 0 { throw FuseFailure(EROFS) }
-            let image = try snapshotImage(ino)
-            attach(OpenImage(image.volume, epoch: image.epoch, size: image.size, pid: Self.caller(req)), fi)
-        } else {
-            guard Inode.isVolume(ino) else { throw FuseFailure(EISDIR) }
-            let v = try volume(ino)
+            let image = try snapshotImage(snap, vol)
+            attach(OpenImage(image.volume, io: engine.view(of: image), pid: Self.caller(req)), fi)
+        case .volume(let id):
+            let v = try volume(id)
             // libfuse asks for atomic O_TRUNC: the kernel passes the flag here instead of a SETATTR.
             if fi.pointee.flags & O_TRUNC != 0 && fi.pointee.flags & O_ACCMODE != O_RDONLY {
                 do { try engine.resize(v, to: 0) } catch { throw FuseFailure(error) }
             }
-            attach(OpenImage(v, pid: Self.caller(req)), fi)
+            attach(live(v, req), fi)
+        default:
+            throw FuseFailure(EISDIR)
         }
         fuse_reply_open(req, fi)
     }
 
     private static func caller(_ req: fuse_req_t?) -> pid_t { fuse_req_ctx(req)?.pointee.pid ?? 0 }
+
+    /// A handle on the live image of `v`: the top of its volume stack.
+    private func live(_ v: Volume, _ req: fuse_req_t?) -> OpenImage {
+        OpenImage(v, io: engine.stack(of: v), pid: Self.caller(req))
+    }
 
     /// Gives the open file a retained reference to its volume (released in `release`).
     private func attach(_ image: OpenImage, _ fi: UnsafeMutablePointer<fuse_file_info>) {
@@ -325,32 +343,31 @@ extension FuseMount {
 
     func read(_ req: fuse_req_t?, _ size: Int, _ off: off_t, _ fi: UnsafeMutablePointer<fuse_file_info>) throws(FuseFailure) {
         let image = Self.image(fi)
-        let v = image.volume
         do {
             try ReadBuffer.with(size) { buffer throws(StoreError) in
-                let n = try v.read(at: UInt64(off), into: buffer, epoch: image.epoch, viewSize: image.size)
+                let n = try image.io.read(at: UInt64(off), into: buffer)
                 fuse_reply_buf(req, buffer.baseAddress?.assumingMemoryBound(to: CChar.self), n)
             }
         } catch {
-            throw fail(v, "read of \(size) bytes", off, error)
+            throw fail(image.volume, "read of \(size) bytes", off, error)
         }
     }
 
     func write(_ req: fuse_req_t?, _ buf: UnsafePointer<CChar>, _ size: Int, _ off: off_t,
                _ fi: UnsafeMutablePointer<fuse_file_info>) throws(FuseFailure) {
-        let v = try Self.writable(fi)
+        let image = try Self.writable(fi)
         guard off >= 0, UInt64(off) + UInt64(size) <= Engine.maxVolumeSize else { throw FuseFailure(EFBIG) }
         do {
-            try v.write(at: UInt64(off), from: UnsafeRawBufferPointer(start: buf, count: size))
+            try image.io.write(at: UInt64(off), from: UnsafeRawBufferPointer(start: buf, count: size))
         } catch {
-            throw fail(v, "write of \(size) bytes", off, error)
+            throw fail(image.volume, "write of \(size) bytes", off, error)
         }
         fuse_reply_write(req, size)
     }
 
     func fsync(_ req: fuse_req_t?, _ dataOnly: Bool, _ fi: UnsafeMutablePointer<fuse_file_info>) throws(FuseFailure) {
-        let v = Self.image(fi).volume
-        do { try v.flush(dataOnly: dataOnly) } catch { throw fail(v, "fsync", 0, error) }
+        let image = Self.image(fi)
+        do { try image.io.flush(dataOnly: dataOnly) } catch { throw fail(image.volume, "fsync", 0, error) }
         fuse_reply_err(req, 0)
     }
 
@@ -372,10 +389,11 @@ extension FuseMount {
 
     func create(_ req: fuse_req_t?, _ parent: fuse_ino_t, _ file: String, _ mode: mode_t,
                 _ fi: UnsafeMutablePointer<fuse_file_info>) throws(FuseFailure) {
-        if parent == Inode.snapshots || Inode.snapshotDirID(parent) != nil { throw FuseFailure(EROFS) }
-        guard parent == Inode.root else { throw FuseFailure(EPERM) }
+        let node = Node(parent)
+        if node.isSnapshotDirectory { throw FuseFailure(EROFS) }
+        guard node == .root else { throw FuseFailure(EPERM) }
         if file.utf8.count > 255 { throw FuseFailure(ENAMETOOLONG) }
-        guard let name = Inode.volumeName(fromFile: file) else {
+        guard let name = Node.volumeName(fromFile: file) else {
             throw FuseFailure(EINVAL, "create \(file): images must be named NAME.img")
         }
         let ctx = fuse_req_ctx(req)!.pointee
@@ -388,21 +406,22 @@ extension FuseMount {
             throw FuseFailure(error)
         }
         var e = entry(attr(v))
-        attach(OpenImage(v, pid: Self.caller(req)), fi)
+        attach(live(v, req), fi)
         fuse_reply_create(req, &e, fi)
     }
 
     func unlink(_ req: fuse_req_t?, _ parent: fuse_ino_t, _ file: String) throws(FuseFailure) {
-        let v = try volume(named: file, in: parent)
+        let v = try volume(named: file, in: Node(parent))
         do { try engine.unlink(v) } catch { throw FuseFailure(error) }
         fuse_reply_err(req, 0)
     }
 
     func rename(_ req: fuse_req_t?, _ parent: fuse_ino_t, _ file: String, _ newParent: fuse_ino_t,
                 _ newFile: String, _ flags: UInt32) throws(FuseFailure) {
-        let v = try volume(named: file, in: parent)
-        guard newParent == Inode.root else { throw FuseFailure(newParent == Inode.snapshots || Inode.snapshotDirID(newParent) != nil ? EROFS : EXDEV) }
-        guard let newName = Inode.volumeName(fromFile: newFile) else { throw FuseFailure(EINVAL) }
+        let v = try volume(named: file, in: Node(parent))
+        let target = Node(newParent)
+        guard target == .root else { throw FuseFailure(target.isSnapshotDirectory ? EROFS : EXDEV) }
+        guard let newName = Node.volumeName(fromFile: newFile) else { throw FuseFailure(EINVAL) }
         if flags & RENAME_EXCHANGE_ != 0 { throw FuseFailure(EINVAL) }
         do throws(TesseraError) {
             try engine.renameVolume(v.name, to: newName, noReplace: flags & RENAME_NOREPLACE_ != 0)
@@ -416,16 +435,18 @@ extension FuseMount {
 
     /// `mkdir MOUNT/.snapshots/NAME` snapshots every volume at one instant.
     func mkdir(_ req: fuse_req_t?, _ parent: fuse_ino_t, _ name: String) throws(FuseFailure) {
-        guard parent == Inode.snapshots else { throw FuseFailure(Inode.snapshotDirID(parent) != nil ? EROFS : EPERM) }
+        let node = Node(parent)
+        guard node == .snapshots else { throw FuseFailure(node.isSnapshotDirectory ? EROFS : EPERM) }
         do { try engine.createSnapshot(name: name, volumes: [], all: true) } catch { throw FuseFailure(error) }
         guard let id = engine.snapshotImages(name)?.first?.snapshotID else { throw FuseFailure(EIO) }
-        var e = entry(directoryAttr(Inode.snapshotDir(id)))
+        var e = entry(directoryAttr(.snapshotDir(id)))
         fuse_reply_entry(req, &e)
     }
 
     /// `rmdir MOUNT/.snapshots/NAME` deletes the snapshot.
     func rmdir(_ req: fuse_req_t?, _ parent: fuse_ino_t, _ name: String) throws(FuseFailure) {
-        guard parent == Inode.snapshots else { throw FuseFailure(parent == Inode.root ? ENOTDIR : EROFS) }
+        let node = Node(parent)
+        guard node == .snapshots else { throw FuseFailure(node == .root ? ENOTDIR : EROFS) }
         do { try engine.deleteSnapshot(name) } catch { throw FuseFailure(error) }
         fuse_reply_err(req, 0)
     }
@@ -434,12 +455,16 @@ extension FuseMount {
 
     func setxattr(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ name: String, _ value: UnsafePointer<CChar>?, _ size: Int,
                   _ flags: Int32) throws(FuseFailure) {
-        if Inode.snapshotImageIDs(ino) != nil { throw FuseFailure(EROFS) }
-        guard Inode.isVolume(ino) else { throw FuseFailure(ENOTSUP) }
+        let id: VolumeID
+        switch Node(ino) {
+        case .snapshotImage: throw FuseFailure(EROFS)
+        case .volume(let volume): id = volume
+        default: throw FuseFailure(ENOTSUP)
+        }
         // As ext4: only the known namespaces, each with a name after its prefix.
         guard let prefix = ["user.", "trusted.", "security."].first(where: name.hasPrefix) else { throw FuseFailure(EOPNOTSUPP) }
         if name.utf8.count == prefix.utf8.count || name.utf8.count > 255 { throw FuseFailure(EINVAL) }
-        let v = try volume(ino)
+        let v = try volume(id)
         let exists = v.xattrs[name] != nil
         if flags & Int32(XATTR_CREATE) != 0 && exists { throw FuseFailure(EEXIST) }
         if flags & Int32(XATTR_REPLACE) != 0 && !exists { throw FuseFailure(ENODATA) }
@@ -449,13 +474,13 @@ extension FuseMount {
     }
 
     func getxattr(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ name: String, _ size: Int) throws(FuseFailure) {
-        guard Inode.isVolume(ino) else { throw FuseFailure(ENODATA) }
-        guard let value = try volume(ino).xattrs[name] else { throw FuseFailure(ENODATA) }
+        guard case .volume(let id) = Node(ino), let value = try volume(id).xattrs[name] else { throw FuseFailure(ENODATA) }
         try replyBytes(req, value, size)
     }
 
     func listxattr(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ size: Int) throws(FuseFailure) {
-        let names = Inode.isVolume(ino) ? try volume(ino).xattrs.keys.sorted() : []
+        var names: [String] = []
+        if case .volume(let id) = Node(ino) { names = try volume(id).xattrs.keys.sorted() }
         try replyBytes(req, names.flatMap { Array($0.utf8) + [0] }, size)
     }
 
@@ -470,8 +495,8 @@ extension FuseMount {
     }
 
     func removexattr(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ name: String) throws(FuseFailure) {
-        guard Inode.isVolume(ino) else { throw FuseFailure(ENODATA) }
-        let v = try volume(ino)
+        guard case .volume(let id) = Node(ino) else { throw FuseFailure(ENODATA) }
+        let v = try volume(id)
         guard v.xattrs[name] != nil else { throw FuseFailure(ENODATA) }
         do { try engine.setXattr(v, name: name, value: nil) } catch { throw FuseFailure(error) }
         fuse_reply_err(req, 0)
@@ -481,7 +506,7 @@ extension FuseMount {
 
     func fallocate(_ req: fuse_req_t?, _ mode: Int32, _ off: off_t, _ len: off_t,
                    _ fi: UnsafeMutablePointer<fuse_file_info>) throws(FuseFailure) {
-        let v = try Self.writable(fi)
+        let image = try Self.writable(fi)
         guard off >= 0, len > 0 else { throw FuseFailure(EINVAL) }
         let end = UInt64(off) + UInt64(len)
         guard end <= Engine.maxVolumeSize else { throw FuseFailure(EFBIG) }
@@ -489,20 +514,20 @@ extension FuseMount {
         do {
             switch mode & ~FALLOC_FL_KEEP_SIZE_ {
             case 0:  // preallocate: thin volumes allocate on write; only the size may change
-                if !keepSize { v.extend(to: end) }
+                if !keepSize { try image.io.extend(to: end) }
             case FALLOC_FL_PUNCH_HOLE_:
                 guard keepSize else { throw FuseFailure(EOPNOTSUPP) }
-                try v.discard(at: UInt64(off), length: UInt64(len))
+                try image.io.discard(at: UInt64(off), length: UInt64(len))
             case FALLOC_FL_ZERO_RANGE_:
-                try v.discard(at: UInt64(off), length: UInt64(len))
-                if !keepSize { v.extend(to: end) }
+                try image.io.discard(at: UInt64(off), length: UInt64(len))
+                if !keepSize { try image.io.extend(to: end) }
             default:
                 throw FuseFailure(EOPNOTSUPP)
             }
         } catch let e as FuseFailure {
             throw e
         } catch let e as StoreError {
-            throw fail(v, "fallocate mode \(mode)", off, e)
+            throw fail(image.volume, "fallocate mode \(mode)", off, e)
         } catch {
             throw FuseFailure(EIO, "\(error)")
         }
@@ -512,8 +537,7 @@ extension FuseMount {
     func lseek(_ req: fuse_req_t?, _ off: off_t, _ whence: Int32, _ fi: UnsafeMutablePointer<fuse_file_info>) throws(FuseFailure) {
         let image = Self.image(fi)
         guard whence == SEEK_DATA_ || whence == SEEK_HOLE_, off >= 0 else { throw FuseFailure(EINVAL) }
-        guard let found = image.volume.seek(from: UInt64(off), data: whence == SEEK_DATA_, epoch: image.epoch,
-                                            viewSize: image.size) else { throw FuseFailure(ENXIO) }
+        guard let found = image.io.seek(from: UInt64(off), data: whence == SEEK_DATA_) else { throw FuseFailure(ENXIO) }
         fuse_reply_lseek(req, off_t(found))
     }
 
@@ -525,11 +549,10 @@ extension FuseMount {
             throw FuseFailure(EINVAL)
         }
         do {
-            let n = try dst.copy(from: src.volume, at: UInt64(offIn), to: UInt64(offOut), length: UInt64(len),
-                                 sourceEpoch: src.epoch, sourceSize: src.size)
+            let n = try dst.io.copy(from: src.io, at: UInt64(offIn), to: UInt64(offOut), length: UInt64(len))
             fuse_reply_write(req, Int(n))
         } catch {
-            throw fail(dst, "copy_file_range of \(len) bytes", offOut, error)
+            throw fail(dst.volume, "copy_file_range of \(len) bytes", offOut, error)
         }
     }
 }

@@ -1,22 +1,22 @@
+import TesseraCore
 import TesseraEngine
 
 #if canImport(Glibc)
     import Glibc
 #endif
 
-/// What an open file handle (`fi->fh`, retained) refers to: a live volume, or a volume as a snapshot
-/// captured it (read-only, its epoch and its size then).
+/// What an open file handle (`fi->fh`, retained) refers to: the stack of a live volume, or a snapshot's
+/// view of it (read-only), and the volume itself for its attributes and open count.
 final class OpenImage: Sendable {
     let volume: Volume
-    let epoch: UInt64?
-    let size: UInt64?
+    /// Every read, write, flush, discard, seek and copy of the handle goes here.
+    let io: any VolumeStore
     /// The process that opened it (0 when not visible from the daemon's pid namespace).
     let pid: pid_t
-    init(_ volume: Volume, epoch: UInt64? = nil, size: UInt64? = nil, pid: pid_t) {
+    init(_ volume: Volume, io: any VolumeStore, pid: pid_t) {
         self.volume = volume
-        self.epoch = epoch
-        self.size = size
+        self.io = io
         self.pid = pid
     }
-    var readOnly: Bool { epoch != nil }
+    var readOnly: Bool { io.isReadOnly }
 }

@@ -1,4 +1,4 @@
-// Shared helpers of the engine tests: byte-array I/O on volumes, a fresh data directory, engine
+// Shared helpers of the engine tests: a volume's whole contents, a fresh data directory, engine
 // life cycle, and a Volume wired by hand over any ChunkStore (for fault injection and crash tests).
 
 import Foundation
@@ -10,20 +10,6 @@ import Testing
 @testable import TesseraEngine
 
 extension Volume {
-    // Array's closures rethrow untyped errors; the volume only ever throws StoreError.
-    func write(_ bytes: [UInt8], at offset: UInt64) throws(StoreError) {
-        do { try bytes.withUnsafeBytes { try write(at: offset, from: $0) } } catch { throw error as! StoreError }
-    }
-
-    /// Reads up to `count` bytes; the result is short at the end of the volume.
-    func read(at offset: UInt64, count: Int) throws(StoreError) -> [UInt8] {
-        var out = [UInt8](repeating: 0xEE, count: count)
-        do {
-            let n = try out.withUnsafeMutableBytes { try read(at: offset, into: $0) }
-            return Array(out[0..<n])
-        } catch { throw error as! StoreError }
-    }
-
     /// The whole volume (small test volumes only).
     func contents() throws(StoreError) -> [UInt8] { try read(at: 0, count: Int(size)) }
 }
