@@ -26,7 +26,9 @@ public final class Catalog: Sendable {
             try db.execute(sql: "PRAGMA synchronous = FULL")
             return try Int.fetchOne(db, sql: "PRAGMA synchronous") ?? -1
         }
-        guard level == 2 else { throw TesseraError(.catalog, "cannot make \(path) commit durably (synchronous = \(level))") }
+        guard level == 2 else {
+            throw TesseraError(.catalog, "cannot make \(path) commit durably (synchronous = \(level))")
+        }
     }
 
     private static func configuration() -> Configuration {
@@ -108,7 +110,8 @@ public final class Catalog: Sendable {
     /// This catalog's identity (a UUID, lower case), recorded in each of its stores.
     public func identity() throws(TesseraError) -> String {
         let id = try read { db in
-            try String.fetchOne(db, sql: "SELECT value FROM tessera_meta WHERE key = ?", arguments: [Schema.identityKey])
+            try String.fetchOne(
+                db, sql: "SELECT value FROM tessera_meta WHERE key = ?", arguments: [Schema.identityKey])
         }
         guard let id else { throw TesseraError(.catalog, "catalog \(path) has no identity") }
         return id
@@ -125,14 +128,16 @@ public final class Catalog: Sendable {
     public func setGCFloors(_ floors: [StoreID: UInt64]) throws(TesseraError) {
         try write("record garbage-collection floors") { db in
             for (store, floor) in floors {
-                try db.execute(sql: "UPDATE store SET gcFloor = ? WHERE id = ?", arguments: [Int64(floor), store.rawValue])
+                try db.execute(
+                    sql: "UPDATE store SET gcFloor = ? WHERE id = ?", arguments: [Int64(floor), store.rawValue])
             }
         }
     }
 
     /// Chunks recorded as freed by a committed change (deletable once unreferenced).
     public func freedChunks() throws(TesseraError) -> Set<UInt64> {
-        try read { db in Set(try Int64.fetchAll(db, sql: "SELECT chunk FROM chunk_free").map { UInt64(bitPattern: $0) }) }
+        try read { db in Set(try Int64.fetchAll(db, sql: "SELECT chunk FROM chunk_free").map { UInt64(bitPattern: $0) })
+        }
     }
 
     /// Adds `chunks` to the freed list (`fsck --rebuild-catalog`: chunks it found to be garbage).
@@ -157,8 +162,12 @@ public final class Catalog: Sendable {
 
     // MARK: Pools and stores
 
-    public func pools() throws(TesseraError) -> [PoolRecord] { try read { try PoolRecord.order(Column("id")).fetchAll($0) } }
-    public func stores() throws(TesseraError) -> [StoreRecord] { try read { try StoreRecord.order(Column("id")).fetchAll($0) } }
+    public func pools() throws(TesseraError) -> [PoolRecord] {
+        try read { try PoolRecord.order(Column("id")).fetchAll($0) }
+    }
+    public func stores() throws(TesseraError) -> [StoreRecord] {
+        try read { try StoreRecord.order(Column("id")).fetchAll($0) }
+    }
 
     public func insertPool(_ pool: PoolRecord) throws(TesseraError) -> PoolRecord {
         try write("create pool \(pool.name)") { db in
@@ -244,8 +253,9 @@ public final class Catalog: Sendable {
     /// Every physical chunk referenced by any map or retained version.
     public func referencedChunks() throws(TesseraError) -> Set<UInt64> {
         try read { db in
-            Set(try Int64.fetchAll(db, sql: "SELECT chunk FROM chunk_map UNION SELECT chunk FROM chunk_retained")
-                .map { UInt64(bitPattern: $0) })
+            Set(
+                try Int64.fetchAll(db, sql: "SELECT chunk FROM chunk_map UNION SELECT chunk FROM chunk_retained")
+                    .map { UInt64(bitPattern: $0) })
         }
     }
 
@@ -288,20 +298,26 @@ public final class Catalog: Sendable {
     public func commitVolume(_ id: VolumeID, _ c: VolumeCommit) throws(TesseraError) {
         try write("commit volume map") { db in
             try db.execute(
-                sql: "UPDATE volume SET size = ?, mtime = ?, epoch = coalesce(?, epoch), parentLimit = coalesce(?, parentLimit) WHERE id = ?",
-                arguments: [Int64(c.size), c.mtime, c.epoch.map { Int64($0) }, c.parentLimit.map { Int64($0) }, id.rawValue])
+                sql:
+                    "UPDATE volume SET size = ?, mtime = ?, epoch = coalesce(?, epoch), parentLimit = coalesce(?, parentLimit) WHERE id = ?",
+                arguments: [
+                    Int64(c.size), c.mtime, c.epoch.map { Int64($0) }, c.parentLimit.map { Int64($0) }, id.rawValue,
+                ])
             let upsert = try db.cachedStatement(
                 sql: "INSERT INTO chunk_map(volumeId, idx, chunk, birth) VALUES (?, ?, ?, ?) "
                     + "ON CONFLICT(volumeId, idx) DO UPDATE SET chunk = excluded.chunk, birth = excluded.birth")
             let remove = try db.cachedStatement(sql: "DELETE FROM chunk_map WHERE volumeId = ? AND idx = ?")
             for (idx, entry) in c.changes {
                 if let entry {
-                    try upsert.execute(arguments: [id.rawValue, Int64(idx), Int64(bitPattern: entry.chunk.rawValue), Int64(entry.birth)])
+                    try upsert.execute(arguments: [
+                        id.rawValue, Int64(idx), Int64(bitPattern: entry.chunk.rawValue), Int64(entry.birth),
+                    ])
                 } else {
                     try remove.execute(arguments: [id.rawValue, Int64(idx)])
                 }
             }
-            let dropRetained = try db.cachedStatement(sql: "DELETE FROM chunk_retained WHERE volumeId = ? AND idx = ? AND birth = ?")
+            let dropRetained = try db.cachedStatement(
+                sql: "DELETE FROM chunk_retained WHERE volumeId = ? AND idx = ? AND birth = ?")
             for (idx, birth) in c.retainedRemoves {
                 try dropRetained.execute(arguments: [id.rawValue, Int64(idx), Int64(birth)])
             }
@@ -312,7 +328,8 @@ public final class Catalog: Sendable {
             for (chunk, delta) in c.shareDeltas where delta != 0 {
                 let key = Int64(bitPattern: chunk.rawValue)
                 try db.execute(
-                    sql: "INSERT INTO chunk_share(chunk, extra) VALUES (?, ?) ON CONFLICT(chunk) DO UPDATE SET extra = extra + excluded.extra",
+                    sql:
+                        "INSERT INTO chunk_share(chunk, extra) VALUES (?, ?) ON CONFLICT(chunk) DO UPDATE SET extra = extra + excluded.extra",
                     arguments: [key, delta])
                 try db.execute(sql: "DELETE FROM chunk_share WHERE chunk = ? AND extra = 0", arguments: [key])
             }
@@ -327,8 +344,9 @@ public final class Catalog: Sendable {
         try write("record share counts") { db in
             try db.execute(sql: "DELETE FROM chunk_share")
             for (chunk, extra) in counts where extra != 0 {
-                try db.execute(sql: "INSERT INTO chunk_share(chunk, extra) VALUES (?, ?)",
-                               arguments: [Int64(bitPattern: chunk.rawValue), extra])
+                try db.execute(
+                    sql: "INSERT INTO chunk_share(chunk, extra) VALUES (?, ?)",
+                    arguments: [Int64(bitPattern: chunk.rawValue), extra])
             }
         }
     }
@@ -339,7 +357,8 @@ public final class Catalog: Sendable {
             for (chunk, delta) in deltas where delta != 0 {
                 let key = Int64(bitPattern: chunk.rawValue)
                 try db.execute(
-                    sql: "INSERT INTO chunk_share(chunk, extra) VALUES (?, ?) ON CONFLICT(chunk) DO UPDATE SET extra = extra + excluded.extra",
+                    sql:
+                        "INSERT INTO chunk_share(chunk, extra) VALUES (?, ?) ON CONFLICT(chunk) DO UPDATE SET extra = extra + excluded.extra",
                     arguments: [key, delta])
                 try db.execute(sql: "DELETE FROM chunk_share WHERE chunk = ? AND extra = 0", arguments: [key])
             }
@@ -358,13 +377,18 @@ public final class Catalog: Sendable {
 
     /// Records a snapshot of `members` (volume → the epoch it captured) and moves each member volume to
     /// the next epoch, in one durable transaction.
-    public func insertSnapshot(_ snapshot: SnapshotRecord, members: [VolumeID: (epoch: UInt64, size: UInt64)]) throws(TesseraError) -> SnapshotRecord {
+    public func insertSnapshot(_ snapshot: SnapshotRecord, members: [VolumeID: (epoch: UInt64, size: UInt64)])
+        throws(TesseraError) -> SnapshotRecord
+    {
         try write("create snapshot \(snapshot.name)") { db in
             var s = snapshot
             try s.insert(db)
             for (volume, (epoch, size)) in members {
-                try SnapshotMemberRecord(snapshotId: s.id!, volumeId: volume.rawValue, epoch: Int64(epoch), size: Int64(size)).insert(db)
-                try db.execute(sql: "UPDATE volume SET epoch = ? WHERE id = ?", arguments: [Int64(epoch + 1), volume.rawValue])
+                try SnapshotMemberRecord(
+                    snapshotId: s.id!, volumeId: volume.rawValue, epoch: Int64(epoch), size: Int64(size)
+                ).insert(db)
+                try db.execute(
+                    sql: "UPDATE volume SET epoch = ? WHERE id = ?", arguments: [Int64(epoch + 1), volume.rawValue])
             }
             return s
         }
@@ -377,9 +401,12 @@ public final class Catalog: Sendable {
     /// Removes one volume from a snapshot (the snapshot goes too when it has no member left).
     public func deleteSnapshotMember(snapshot: Int64, volume: VolumeID) throws(TesseraError) {
         try write("delete snapshot member") { db in
-            try db.execute(sql: "DELETE FROM snapshot_member WHERE snapshotId = ? AND volumeId = ?", arguments: [snapshot, volume.rawValue])
             try db.execute(
-                sql: "DELETE FROM snapshot WHERE id = ? AND NOT EXISTS (SELECT 1 FROM snapshot_member WHERE snapshotId = ?)",
+                sql: "DELETE FROM snapshot_member WHERE snapshotId = ? AND volumeId = ?",
+                arguments: [snapshot, volume.rawValue])
+            try db.execute(
+                sql:
+                    "DELETE FROM snapshot WHERE id = ? AND NOT EXISTS (SELECT 1 FROM snapshot_member WHERE snapshotId = ?)",
                 arguments: [snapshot, snapshot])
         }
     }
@@ -450,7 +477,8 @@ public final class Catalog: Sendable {
                         + "ON CONFLICT(volumeId, name) DO UPDATE SET value = excluded.value",
                     arguments: [id.rawValue, name, Data(value)])
             } else {
-                try db.execute(sql: "DELETE FROM volume_xattr WHERE volumeId = ? AND name = ?", arguments: [id.rawValue, name])
+                try db.execute(
+                    sql: "DELETE FROM volume_xattr WHERE volumeId = ? AND name = ?", arguments: [id.rawValue, name])
             }
         }
     }

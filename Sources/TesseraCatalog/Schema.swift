@@ -55,7 +55,8 @@ enum Schema {
                 t.column("value", .blob).notNull()
                 t.primaryKey(["volumeId", "name"])
             }
-            try db.execute(sql: "INSERT INTO tessera_meta(key, value) VALUES (?, ?)", arguments: [formatKey, formatValue])
+            try db.execute(
+                sql: "INSERT INTO tessera_meta(key, value) VALUES (?, ?)", arguments: [formatKey, formatValue])
         }
         m.registerMigration("v2-snapshots") { db in
             try db.alter(table: "volume") { t in
@@ -110,8 +111,9 @@ enum Schema {
         }
         m.registerMigration("v4-catalog-identity") { db in
             // An existing catalog gets its identity here; the engine stamps its stores at the first open.
-            try db.execute(sql: "INSERT OR IGNORE INTO tessera_meta(key, value) VALUES (?, ?)",
-                           arguments: [identityKey, UUID().uuidString.lowercased()])
+            try db.execute(
+                sql: "INSERT OR IGNORE INTO tessera_meta(key, value) VALUES (?, ?)",
+                arguments: [identityKey, UUID().uuidString.lowercased()])
             // Garbage collection's proof: chunks at or above a store's gcFloor were allocated by the run
             // that began when the floor was set (see Engine). An existing store starts at its committed
             // high-water mark, so chunks from before the upgrade are never taken for that run's orphans.

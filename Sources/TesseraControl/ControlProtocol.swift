@@ -43,9 +43,11 @@ public struct ControlReply: Codable, Sendable {
     public var scrub: ScrubReport?
     /// Set on the intermediate lines of a long request: (done, total). The final reply has none.
     public var progress: [Int]?
-    public init(error: TesseraError? = nil, volumes: [VolumeInfo]? = nil, pools: [PoolInfo]? = nil,
-                stores: [StoreInfo]? = nil, status: StatusInfo? = nil, snapshots: [SnapshotInfo]? = nil,
-                schedules: [ScheduleInfo]? = nil, scrub: ScrubReport? = nil, progress: [Int]? = nil) {
+    public init(
+        error: TesseraError? = nil, volumes: [VolumeInfo]? = nil, pools: [PoolInfo]? = nil,
+        stores: [StoreInfo]? = nil, status: StatusInfo? = nil, snapshots: [SnapshotInfo]? = nil,
+        schedules: [ScheduleInfo]? = nil, scrub: ScrubReport? = nil, progress: [Int]? = nil
+    ) {
         self.error = error
         self.scrub = scrub
         self.progress = progress
@@ -68,9 +70,11 @@ public struct ControlService: Sendable {
     /// The open images with their processes, for `status` (only a running mount sets it).
     public let openImages: (@Sendable () -> [String])?
 
-    public init(engine: Engine, mountpoint: String? = nil,
-                unmount: (@Sendable (Bool) throws(TesseraError) -> Void)? = nil,
-                openImages: (@Sendable () -> [String])? = nil) {
+    public init(
+        engine: Engine, mountpoint: String? = nil,
+        unmount: (@Sendable (Bool) throws(TesseraError) -> Void)? = nil,
+        openImages: (@Sendable () -> [String])? = nil
+    ) {
         self.engine = engine
         self.mountpoint = mountpoint
         self.unmount = unmount
@@ -86,7 +90,8 @@ public struct ControlService: Sendable {
         }
     }
 
-    private func perform(_ request: ControlRequest, _ progress: (Int, Int) -> Void) throws(TesseraError) -> ControlReply {
+    private func perform(_ request: ControlRequest, _ progress: (Int, Int) -> Void) throws(TesseraError) -> ControlReply
+    {
         switch request {
         case .scrub(let store):
             return ControlReply(scrub: try engine.scrub(store: store, progress: progress))

@@ -86,7 +86,9 @@ public final class ControlServer: @unchecked Sendable {
         if fd < 0 { throw TesseraError(.io, "socket: \(String(cString: strerror(errno)))") }
         let old = umask(0o177)
         let rc = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
         }
         umask(old)
         if rc != 0 || listen(fd, 64) != 0 {
@@ -148,14 +150,18 @@ public final class ControlServer: @unchecked Sendable {
 public enum ControlClient {
     /// Sends `request` to the mount serving `socketPath`. Returns nil when no mount answers there
     /// (no socket, or a stale one), so the caller can work on the catalog itself.
-    public static func send(_ request: ControlRequest, socketPath: String,
-                            progress: (Int, Int) -> Void = { _, _ in }) throws(TesseraError) -> ControlReply? {
+    public static func send(
+        _ request: ControlRequest, socketPath: String,
+        progress: (Int, Int) -> Void = { _, _ in }
+    ) throws(TesseraError) -> ControlReply? {
         guard var addr = makeAddress(socketPath) else { return nil }
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         if fd < 0 { throw TesseraError(.io, "socket: \(String(cString: strerror(errno)))") }
         defer { close(fd) }
         let rc = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
         }
         if rc != 0 { return nil }
         var data: Data
@@ -164,7 +170,9 @@ public enum ControlClient {
         guard writeAll(fd, data) else { throw TesseraError(.io, "the mount stopped answering on \(socketPath)") }
         var lines = LineReader(fd)
         while true {
-            guard let line = lines.next() else { throw TesseraError(.io, "the mount stopped answering on \(socketPath)") }
+            guard let line = lines.next() else {
+                throw TesseraError(.io, "the mount stopped answering on \(socketPath)")
+            }
             let reply: ControlReply
             do { reply = try JSONDecoder().decode(ControlReply.self, from: line) } catch {
                 throw TesseraError(.io, "unreadable reply from the mount: \(error)")

@@ -13,7 +13,9 @@ extension Array where Element == UInt8 {
     }
 
     /// Calls `body` with the array's mutable bytes, passing on its StoreError.
-    public mutating func withMutableStoreBytes<R>(_ body: (UnsafeMutableRawBufferPointer) throws(StoreError) -> R) throws(StoreError) -> R {
+    public mutating func withMutableStoreBytes<R>(_ body: (UnsafeMutableRawBufferPointer) throws(StoreError) -> R)
+        throws(StoreError) -> R
+    {
         let result: Result<R, StoreError> = withUnsafeMutableBytes { p in
             do throws(StoreError) { return .success(try body(p)) } catch { return .failure(error) }
         }

@@ -108,7 +108,9 @@ public struct ChunkMap: Sendable {
             let page = pages[key]!
             for slot in 0..<Self.pageSize where page[slot * 2] != 0 {
                 let idx = base + UInt64(slot)
-                if range.contains(idx) { out.append((idx, MapEntry(chunk: ChunkID(page[slot * 2]), birth: page[slot * 2 + 1]))) }
+                if range.contains(idx) {
+                    out.append((idx, MapEntry(chunk: ChunkID(page[slot * 2]), birth: page[slot * 2 + 1])))
+                }
             }
         }
         return out

@@ -49,7 +49,8 @@ public struct DataDirectory: Sendable {
         let fm = FileManager.default
         var n = 0
         for sub in (try? fm.contentsOfDirectory(atPath: dir + "/chunks")) ?? [] {
-            for name in (try? fm.contentsOfDirectory(atPath: dir + "/chunks/" + sub)) ?? [] where UInt64(name, radix: 16) != nil {
+            for name in (try? fm.contentsOfDirectory(atPath: dir + "/chunks/" + sub)) ?? []
+            where UInt64(name, radix: 16) != nil {
                 n += 1
                 if n >= stopAt { return n }
             }
@@ -71,7 +72,9 @@ public final class DirectoryLock: @unchecked Sendable {
         if flock(fd, LOCK_EX | LOCK_NB) != 0 {
             var buf = [UInt8](repeating: 0, count: 32)
             let n = pread(fd, &buf, 31, 0)
-            let pid = n > 0 ? String(decoding: buf[0..<n], as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) : "?"
+            let pid =
+                n > 0
+                ? String(decoding: buf[0..<n], as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) : "?"
             close(fd)
             throw TesseraError(.busy, "the catalog in \(data.path) is in use by process \(pid)")
         }

@@ -75,8 +75,9 @@ public final class Engine: Sendable {
     public static func initialize(_ data: DataDirectory, chunkSize: UInt64 = defaultChunkSize) throws(TesseraError) {
         try refuseUsedDataDirectory(data)
         do {
-            try FileManager.default.createDirectory(atPath: data.defaultStorePath, withIntermediateDirectories: true,
-                                                    attributes: [.posixPermissions: 0o700])
+            try FileManager.default.createDirectory(
+                atPath: data.defaultStorePath, withIntermediateDirectories: true,
+                attributes: [.posixPermissions: 0o700])
             try FileManager.default.setAttributes([.posixPermissions: 0o700], ofItemAtPath: data.path)
         } catch {
             throw TesseraError(.io, "cannot create \(data.path): \(error.localizedDescription)")
@@ -97,8 +98,10 @@ public final class Engine: Sendable {
     /// `cacheSize`: bytes of RAM cache (read cache and write-back), shared evenly by the pools that
     /// exist at open; 0 for none (the CLI's in-process path, fsck).
     /// `volumeLayers`: the per-volume layers of every volume's stack, first lowest (none by default).
-    public init(_ data: DataDirectory, collectGarbage: Bool = true, cacheSize: UInt64 = 0,
-                volumeLayers: [VolumeLayerFactory] = []) throws(TesseraError) {
+    public init(
+        _ data: DataDirectory, collectGarbage: Bool = true, cacheSize: UInt64 = 0,
+        volumeLayers: [VolumeLayerFactory] = []
+    ) throws(TesseraError) {
         self.data = data
         self.volumeLayers = volumeLayers
         var isDir: ObjCBool = false
@@ -111,7 +114,8 @@ public final class Engine: Sendable {
         var s = State()
         let pools = try catalog.pools()
         let stamped = try Self.checkOwnership(
-            try catalog.stores(), pools: Dictionary(uniqueKeysWithValues: pools.map { ($0.id!, $0) }), catalogID: catalogID)
+            try catalog.stores(), pools: Dictionary(uniqueKeysWithValues: pools.map { ($0.id!, $0) }),
+            catalogID: catalogID)
         for p in pools {
             s.pools[p.id!] = Self.poolStack(p, cacheShare: pools.isEmpty ? 0 : Int(cacheSize / UInt64(pools.count)))
         }
@@ -140,8 +144,9 @@ public final class Engine: Sendable {
                 parent = p
                 p.addHold(UInt64(v.parentEpoch ?? 0))
             }
-            addVolume(v, map: map, retained: try catalog.retained(of: VolumeID(v.id!)), xattrs: xattrs, pool: pool,
-                      parent: parent, to: &s)
+            addVolume(
+                v, map: map, retained: try catalog.retained(of: VolumeID(v.id!)), xattrs: xattrs, pool: pool,
+                parent: parent, to: &s)
         }
         for snap in try catalog.snapshots() { s.snapshots[snap.id!] = snap }
         for m in try catalog.snapshotMembers() {
@@ -262,7 +267,8 @@ public final class Engine: Sendable {
     public static func checkSize(_ size: UInt64, allowZero: Bool = false) throws(TesseraError) {
         if size == 0 && !allowZero { throw TesseraError(.invalid, "size must be greater than 0") }
         if size > maxVolumeSize {
-            throw TesseraError(.invalid, "size \(ByteSize.format(size)) is larger than the limit of \(ByteSize.format(maxVolumeSize))")
+            throw TesseraError(
+                .invalid, "size \(ByteSize.format(size)) is larger than the limit of \(ByteSize.format(maxVolumeSize))")
         }
     }
 
@@ -302,16 +308,20 @@ public final class Engine: Sendable {
     func recordManifest(_ volumes: [Volume]) {
         for pool in Set(volumes.map(\.poolName)) {
             do {
-                try Manifests.writeVolumes(volumes.filter { $0.poolName == pool }.map(\.record), roots: manifestRoots(pool: pool))
+                try Manifests.writeVolumes(
+                    volumes.filter { $0.poolName == pool }.map(\.record), roots: manifestRoots(pool: pool))
             } catch {
-                Log.error("volume manifest not updated (fsck --rebuild-catalog may show stale names or sizes): \(error)")
+                Log.error(
+                    "volume manifest not updated (fsck --rebuild-catalog may show stale names or sizes): \(error)")
             }
         }
     }
 
     /// Pools with their stores' figures. Answers at once for stores that do not (see storeInfos).
     public func poolInfos() throws(TesseraError) -> [PoolInfo] {
-        let (pools, volumes) = state.withLock { s in (s.pools.values.sorted { $0.record.id! < $1.record.id! }, s.volumes.values) }
+        let (pools, volumes) = state.withLock { s in
+            (s.pools.values.sorted { $0.record.id! < $1.record.id! }, s.volumes.values)
+        }
         let (stores, usages) = storeFigures()
         return pools.map { p in
             let mine = stores.indices.filter { stores[$0].pool == p.record.name }
@@ -319,11 +329,13 @@ public final class Engine: Sendable {
             let combined = StoreUsage.combined(mine.compactMap { usages[$0] })
             let filesystems = StoreUsage.filesystems(mine.compactMap { usages[$0] })
             return PoolInfo(
-                id: p.record.id!, name: p.record.name, chunkSize: UInt64(p.record.chunkSize), stores: mine.map { stores[$0] },
+                id: p.record.id!, name: p.record.name, chunkSize: UInt64(p.record.chunkSize),
+                stores: mine.map { stores[$0] },
                 volumes: vols.count, capacity: combined.totalBytes, free: combined.freeBytes, used: combined.usedBytes,
                 provisioned: vols.reduce(0) { $0 + $1.size }, allocated: vols.reduce(0) { $0 + $1.allocatedBytes },
                 filesystemSize: filesystems.isEmpty ? nil : filesystems.reduce(0) { $0 + $1.totalBytes },
-                filesystemUsed: filesystems.isEmpty ? nil : filesystems.reduce(0) { $0 + ($1.totalBytes - min($1.freeBytes, $1.totalBytes)) })
+                filesystemUsed: filesystems.isEmpty
+                    ? nil : filesystems.reduce(0) { $0 + ($1.totalBytes - min($1.freeBytes, $1.totalBytes)) })
         }
     }
 
@@ -336,7 +348,9 @@ public final class Engine: Sendable {
     }
 
     private func storeFigures(sample: Int = 0) -> (infos: [StoreInfo], usages: [StoreUsage?]) {
-        let (stores, pools, opened) = state.withLock { s in (s.stores.values.sorted { $0.id! < $1.id! }, s.pools, s.opened) }
+        let (stores, pools, opened) = state.withLock { s in
+            (s.stores.values.sorted { $0.id! < $1.id! }, s.pools, s.opened)
+        }
         var infos: [StoreInfo] = []
         var usages: [StoreUsage?] = []
         var shares: [Int64: [StoreID: Double]] = [:]
@@ -344,12 +358,14 @@ public final class Engine: Sendable {
             guard let pool = pools[st.poolId], let layers = opened[st.id!] else { continue }
             let f = figures(st.id!, health: layers.health, sample: sample)
             let options = try? Self.decodeOptions(st)
-            var info = StoreInfo(id: st.id!, name: st.name, pool: pool.record.name, kind: st.kind, path: st.path,
-                                 capacity: f?.usage.totalBytes ?? 0, free: f?.usage.freeBytes ?? 0,
-                                 used: f?.usage.usedBytes ?? 0, chunks: f?.chunks ?? 0)
+            var info = StoreInfo(
+                id: st.id!, name: st.name, pool: pool.record.name, kind: st.kind, path: st.path,
+                capacity: f?.usage.totalBytes ?? 0, free: f?.usage.freeBytes ?? 0,
+                used: f?.usage.usedBytes ?? 0, chunks: f?.chunks ?? 0)
             info.sampledLogical = f?.sampledLogical
             info.sampledStored = f?.sampledStored
-            info.compression = options.flatMap { try? CompressionSetting.effective($0, kind: st.kind).description } ?? "?"
+            info.compression =
+                options.flatMap { try? CompressionSetting.effective($0, kind: st.kind).description } ?? "?"
             info.checksumErrors = layers.mismatches
             info.freeChunks = pool.layer.placementWeights()[StoreID(st.id!)]
             if shares[st.poolId] == nil { shares[st.poolId] = pool.layer.placementShares() }
@@ -380,11 +396,12 @@ public final class Engine: Sendable {
     public func info(_ v: Volume) -> VolumeInfo {
         let r = v.record
         let snaps = state.withLock { s in s.members.values.joined().filter { $0.volumeId == r.id! }.count }
-        return VolumeInfo(id: r.id!, name: r.name, pool: v.poolName, size: UInt64(r.size), allocated: v.allocatedBytes,
-                          chunkSize: UInt64(v.chunkSize), uid: r.uid, gid: r.gid,
-                          mode: "0" + String(r.mode & 0o7777, radix: 8), open: v.isOpen,
-                          referenced: v.referencedBytes, exclusive: v.exclusiveBytes, heldBySnapshots: v.retainedBytes,
-                          snapshots: snaps, parent: v.parent?.name, unfolded: v.unfoldedBytes)
+        return VolumeInfo(
+            id: r.id!, name: r.name, pool: v.poolName, size: UInt64(r.size), allocated: v.allocatedBytes,
+            chunkSize: UInt64(v.chunkSize), uid: r.uid, gid: r.gid,
+            mode: "0" + String(r.mode & 0o7777, radix: 8), open: v.isOpen,
+            referenced: v.referencedBytes, exclusive: v.exclusiveBytes, heldBySnapshots: v.retainedBytes,
+            snapshots: snaps, parent: v.parent?.name, unfolded: v.unfoldedBytes)
     }
 
     public func volumeInfos() -> [VolumeInfo] { allVolumes().map(info) }
@@ -413,10 +430,12 @@ public final class Engine: Sendable {
             if let taken = names.first(where: { s.byName[$0] != nil }) {
                 throw TesseraError(.exists, "a volume named '\(taken)' already exists")
             }
-            let records = try catalog.insertVolumes(names.map {
-                VolumeRecord(name: $0, poolId: pool.record.id!, size: Int64(size), chunkSize: pool.record.chunkSize,
-                             uid: uid, gid: gid, mode: mode, now: now)
-            })
+            let records = try catalog.insertVolumes(
+                names.map {
+                    VolumeRecord(
+                        name: $0, poolId: pool.record.id!, size: Int64(size), chunkSize: pool.record.chunkSize,
+                        uid: uid, gid: gid, mode: mode, now: now)
+                })
             return records.map { r in addVolume(r, pool: pool, to: &s) }
         }
         recordManifest(created)
@@ -468,7 +487,9 @@ public final class Engine: Sendable {
 
     private func recordReleased(_ deltas: [ChunkID: Int]) {
         guard !deltas.isEmpty else { return }
-        do { try catalog.applyShareDeltas(deltas) } catch { Log.error("share counts not recorded (recomputed at next open): \(error)") }
+        do { try catalog.applyShareDeltas(deltas) } catch {
+            Log.error("share counts not recorded (recomputed at next open): \(error)")
+        }
     }
 
     /// Renames; an existing target is replaced (rename(2) semantics) unless `noReplace`.
@@ -499,14 +520,18 @@ public final class Engine: Sendable {
     /// `volume resize`: shrinking drops every byte past the new end, so it must be asked for (`shrink`,
     /// as qemu-img and virsh do) and is refused while the image is open (as `volume delete` and
     /// `snapshot revert` are) unless `force`. Growing needs neither. Refusals change nothing.
-    public func resizeVolume(_ name: String, to size: UInt64, shrink: Bool = false, force: Bool = false) throws(TesseraError) {
+    public func resizeVolume(_ name: String, to size: UInt64, shrink: Bool = false, force: Bool = false)
+        throws(TesseraError)
+    {
         try Self.checkSectorSize(size)
         let v = try requireVolume(name)
         let old = v.size
         if size < old {
             guard shrink else {
-                throw TesseraError(.invalid, "\(ByteSize.format(size)) is smaller than volume '\(name)' (\(ByteSize.format(old))): "
-                    + "shrinking drops everything past the new end; pass --shrink to do it")
+                throw TesseraError(
+                    .invalid,
+                    "\(ByteSize.format(size)) is smaller than volume '\(name)' (\(ByteSize.format(old))): "
+                        + "shrinking drops everything past the new end; pass --shrink to do it")
             }
             if v.isOpen && !force {
                 throw TesseraError(.busy, "volume '\(name)' is open; close it before shrinking it (or pass --force)")
@@ -533,8 +558,10 @@ public final class Engine: Sendable {
     }
 
     /// Owner and mode (chown/chmod through FUSE); durable when it returns.
-    public func setAttributes(_ v: Volume, uid: Int64? = nil, gid: Int64? = nil, mode: Int64? = nil,
-                              mtime: Double? = nil) throws(TesseraError) {
+    public func setAttributes(
+        _ v: Volume, uid: Int64? = nil, gid: Int64? = nil, mode: Int64? = nil,
+        mtime: Double? = nil
+    ) throws(TesseraError) {
         let r = v.update { r in
             if let uid { r.uid = uid }
             if let gid { r.gid = gid }
@@ -567,8 +594,9 @@ public final class Engine: Sendable {
             s.stores.values.sorted { $0.id! < $1.id! }.compactMap { st in
                 guard let o = s.opened[st.id!] else { return nil }
                 let h = o.health.snapshot
-                return StoreHealthInfo(name: st.name, pool: s.pools[st.poolId]?.record.name ?? "?", health: h.state,
-                                       since: h.since, lastError: h.lastError)
+                return StoreHealthInfo(
+                    name: st.name, pool: s.pools[st.poolId]?.record.name ?? "?", health: h.state,
+                    since: h.since, lastError: h.lastError)
             }
         }
     }

@@ -34,8 +34,10 @@ extension Engine {
     /// removes every unreferenced chunk, without limit. With `zeroUnrecoverable` too, every block that
     /// fails its checksum becomes zeros on purpose (for every view that reads it), is verified again and
     /// listed in `zeroed`. `progress(done, total)` is called per chunk.
-    public func fsck(repair: Bool, force: Bool = false, zeroUnrecoverable: Bool = false,
-                     progress: (Int, Int) -> Void = { _, _ in }) throws(TesseraError) -> FsckReport {
+    public func fsck(
+        repair: Bool, force: Bool = false, zeroUnrecoverable: Bool = false,
+        progress: (Int, Int) -> Void = { _, _ in }
+    ) throws(TesseraError) -> FsckReport {
         var report = FsckReport()
         let volumes = allVolumes()
         report.volumes = volumes.count
@@ -47,7 +49,9 @@ extension Engine {
         var onStores: [ChunkID: any ChunkStore] = [:]  // for the existence check; orphans come from findOrphans
         for (id, store) in stores {
             let chunks: [ChunkID]
-            do { chunks = try store.allChunks() } catch { throw TesseraError(.io, "cannot list chunks of store #\(id.rawValue): \(error)") }
+            do { chunks = try store.allChunks() } catch {
+                throw TesseraError(.io, "cannot list chunks of store #\(id.rawValue): \(error)")
+            }
             for c in chunks { onStores[c] = store }
         }
         report.chunksOnStores = onStores.count
@@ -67,7 +71,8 @@ extension Engine {
                 let label = try v.io.label(of: chunk)
                 if let label, label.volume != v.id || label.index != index, shares.extra(chunk) == 0 {
                     report.mislabeled += 1
-                    report.problems.append("note: \(where_): labelled for volume #\(label.volume.rawValue) chunk \(label.index)")
+                    report.problems.append(
+                        "note: \(where_): labelled for volume #\(label.volume.rawValue) chunk \(label.index)")
                 }
                 switch try v.io.check(chunk) {
                 case .ok: report.chunksVerified += 1
@@ -75,7 +80,8 @@ extension Engine {
                 case .corrupt(let offsets):
                     report.corruptChunks += 1
                     report.corruptBlocks += offsets.count
-                    report.problems.append("\(where_): \(offsets.count) block(s) fail their checksum, first at byte \(offsets[0])")
+                    report.problems.append(
+                        "\(where_): \(offsets.count) block(s) fail their checksum, first at byte \(offsets[0])")
                     let lost = losses(of: chunk, at: offsets)
                     report.lost += lost
                     if zeroUnrecoverable && repair && zeroBlocks(of: chunk, at: offsets, through: v.io, &report) {
@@ -97,18 +103,25 @@ extension Engine {
             if force {
                 doomed = o.proven + o.unproven
             } else if !o.allowed {
-                report.problems.append("store \(o.name): \(o.proven.count) unreferenced chunk(s) are more than the garbage-collection "
-                    + "limit (\(OrphanSweep.rule)) of its \(o.total) chunks"
-                    + (repair ? "; not removed. " : ". ") + "If the catalog is older than the store, move catalog.db aside and run "
-                    + "'tessera fsck --rebuild-catalog'; if they are garbage, 'tessera fsck --repair --force' removes them")
+                report.problems.append(
+                    "store \(o.name): \(o.proven.count) unreferenced chunk(s) are more than the garbage-collection "
+                        + "limit (\(OrphanSweep.rule)) of its \(o.total) chunks"
+                        + (repair ? "; not removed. " : ". ")
+                        + "If the catalog is older than the store, move catalog.db aside and run "
+                        + "'tessera fsck --rebuild-catalog'; if they are garbage, 'tessera fsck --repair --force' removes them"
+                )
             } else {
                 doomed = o.proven
             }
             if !o.unproven.isEmpty && !force {
-                report.problems.append("store \(o.name): \(o.unproven.count) unreferenced chunk(s) this catalog has no record of "
-                    + "freeing (another catalog's, or left by an older release): kept; 'tessera fsck --repair --force' removes them")
+                report.problems.append(
+                    "store \(o.name): \(o.unproven.count) unreferenced chunk(s) this catalog has no record of "
+                        + "freeing (another catalog's, or left by an older release): kept; 'tessera fsck --repair --force' removes them"
+                )
             }
-            guard repair, !doomed.isEmpty, let store = poolLayers().lazy.compactMap({ $0.store(o.store) }).first else { continue }
+            guard repair, !doomed.isEmpty, let store = poolLayers().lazy.compactMap({ $0.store(o.store) }).first else {
+                continue
+            }
             for chunk in doomed {
                 do {
                     try store.delete(chunk)
@@ -119,7 +132,10 @@ extension Engine {
             }
         }
         if report.unreferenced > 0 {
-            report.problems.append("\(report.unreferenced) chunk(s) on stores belong to no volume" + (repair ? " (\(report.repaired) removed)" : " (fsck --repair removes those it can prove are garbage)"))
+            report.problems.append(
+                "\(report.unreferenced) chunk(s) on stores belong to no volume"
+                    + (repair
+                        ? " (\(report.repaired) removed)" : " (fsck --repair removes those it can prove are garbage)"))
         }
         if repair {
             for (_, store) in stores { try? store.flush() }
@@ -131,8 +147,10 @@ extension Engine {
 extension Engine {
     /// Turns `chunk`'s blocks at `offsets` into zeros and verifies the chunk again; true when it now
     /// passes. A failure is recorded as a problem.
-    fileprivate func zeroBlocks(of chunk: ChunkID, at offsets: [Int], through io: any ChunkStore,
-                                _ report: inout FsckReport) -> Bool {
+    fileprivate func zeroBlocks(
+        of chunk: ChunkID, at offsets: [Int], through io: any ChunkStore,
+        _ report: inout FsckReport
+    ) -> Bool {
         let bs = Volume.blockSize
         do throws(StoreError) {
             var i = 0

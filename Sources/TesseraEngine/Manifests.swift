@@ -158,7 +158,8 @@ enum Manifests {
         let tmp = path + ".tmp"
         let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw TesseraError(.io, "cannot write \(tmp): \(String(cString: strerror(errno)))") }
-        let ok = data.withUnsafeBytes { raw in write(fd, raw.baseAddress, raw.count) == raw.count } && fdatasync(fd) == 0
+        let ok =
+            data.withUnsafeBytes { raw in write(fd, raw.baseAddress, raw.count) == raw.count } && fdatasync(fd) == 0
         close(fd)
         guard ok, rename(tmp, path) == 0 else {
             throw TesseraError(.io, "cannot write \(path): \(String(cString: strerror(errno)))")
@@ -213,7 +214,9 @@ enum Manifests {
         let dir = snapshotsDir(root)
         let names = (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []
         return names.filter { $0.hasSuffix(".json") }.compactMap { name in
-            FileManager.default.contents(atPath: dir + "/" + name).flatMap { try? JSONDecoder().decode(SnapshotManifest.self, from: $0) }
+            FileManager.default.contents(atPath: dir + "/" + name).flatMap {
+                try? JSONDecoder().decode(SnapshotManifest.self, from: $0)
+            }
         }
     }
 
@@ -256,7 +259,9 @@ enum Manifests {
         let dir = volumesDir(root)
         let names = (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []
         return names.filter { $0.hasSuffix(".json") }.compactMap { name in
-            FileManager.default.contents(atPath: dir + "/" + name).flatMap { try? JSONDecoder().decode(VolumeManifest.self, from: $0) }
+            FileManager.default.contents(atPath: dir + "/" + name).flatMap {
+                try? JSONDecoder().decode(VolumeManifest.self, from: $0)
+            }
         }
     }
 }

@@ -35,16 +35,24 @@ public struct ScrubReport: Codable, Sendable, Equatable {
 extension Engine {
     /// Verifies every chunk of `storeName` (nil: every store). `progress(done, total)` is called as it
     /// goes. Chunks deleted while the scrub runs are skipped, not reported.
-    public func scrub(store storeName: String? = nil, progress: (Int, Int) -> Void = { _, _ in }) throws(TesseraError) -> ScrubReport {
+    public func scrub(store storeName: String? = nil, progress: (Int, Int) -> Void = { _, _ in }) throws(TesseraError)
+        -> ScrubReport
+    {
         let start = ContinuousClock.now
-        let (records, opened, pools) = state.withLock { s in (s.stores.values.sorted { $0.id! < $1.id! }, s.opened, s.pools) }
+        let (records, opened, pools) = state.withLock { s in
+            (s.stores.values.sorted { $0.id! < $1.id! }, s.opened, s.pools)
+        }
         let chosen = records.filter { storeName == nil || $0.name == storeName }
         if let storeName, chosen.isEmpty { throw TesseraError(.notFound, "no store named '\(storeName)'") }
         var work: [(name: String, top: any ChunkStore, chunkSize: Int, chunks: [ChunkID])] = []
         for r in chosen {
             guard let o = opened[r.id!], let pool = pools[r.poolId] else { continue }
             do {
-                work.append((r.name, o.top, Int(pool.record.chunkSize), try o.top.allChunks().sorted { $0.rawValue < $1.rawValue }))
+                work.append(
+                    (
+                        r.name, o.top, Int(pool.record.chunkSize),
+                        try o.top.allChunks().sorted { $0.rawValue < $1.rawValue }
+                    ))
             } catch {
                 throw TesseraError(.io, "store \(r.name): cannot list its chunks: \(error)")
             }
@@ -63,9 +71,11 @@ extension Engine {
                 }
                 func finding(_ problem: String, _ offsets: [Int], _ detail: String?) -> ScrubFinding {
                     let label = try? w.top.label(of: chunk)
-                    return ScrubFinding(store: w.name, chunk: String(chunk.rawValue, radix: 16), problem: problem, offsets: offsets,
-                                        volume: label.flatMap { names[$0.volume] }, volumeOffset: label.map { $0.index * UInt64(w.chunkSize) },
-                                        detail: detail, lost: problem == "corrupt" ? losses(of: chunk, at: offsets) : [])
+                    return ScrubFinding(
+                        store: w.name, chunk: String(chunk.rawValue, radix: 16), problem: problem, offsets: offsets,
+                        volume: label.flatMap { names[$0.volume] },
+                        volumeOffset: label.map { $0.index * UInt64(w.chunkSize) },
+                        detail: detail, lost: problem == "corrupt" ? losses(of: chunk, at: offsets) : [])
                 }
                 do throws(StoreError) {
                     switch try w.top.check(chunk) {
@@ -73,7 +83,9 @@ extension Engine {
                     case .unchecked: report.unchecked += 1
                     case .corrupt(let offsets):
                         report.findings.append(finding("corrupt", offsets, nil))
-                        Log.error("scrub: checksum mismatch in chunk \(String(chunk.rawValue, radix: 16)) on store \(w.name) at \(offsets)")
+                        Log.error(
+                            "scrub: checksum mismatch in chunk \(String(chunk.rawValue, radix: 16)) on store \(w.name) at \(offsets)"
+                        )
                     }
                     report.chunks += 1
                     report.bytes += UInt64(w.chunkSize)
@@ -82,11 +94,14 @@ extension Engine {
                 } catch .corrupt(_, let offset) {
                     report.chunks += 1
                     report.findings.append(finding("corrupt", [offset], nil))
-                    Log.error("scrub: checksum mismatch in chunk \(String(chunk.rawValue, radix: 16)) on store \(w.name) at \(offset)")
+                    Log.error(
+                        "scrub: checksum mismatch in chunk \(String(chunk.rawValue, radix: 16)) on store \(w.name) at \(offset)"
+                    )
                 } catch {
                     report.chunks += 1
                     report.findings.append(finding("unreadable", [], "\(error)"))
-                    Log.error("scrub: cannot read chunk \(String(chunk.rawValue, radix: 16)) on store \(w.name): \(error)")
+                    Log.error(
+                        "scrub: cannot read chunk \(String(chunk.rawValue, radix: 16)) on store \(w.name): \(error)")
                 }
             }
         }

@@ -29,13 +29,16 @@ extension Engine {
     func refuseIfReferenced(_ v: Volume, allowSnapshots: Bool) throws(TesseraError) {
         let kids = clones(of: v)
         if !kids.isEmpty {
-            throw TesseraError(.busy, "volume '\(v.name)' has clones (\(kids.map(\.name).joined(separator: ", "))); delete them first")
+            throw TesseraError(
+                .busy, "volume '\(v.name)' has clones (\(kids.map(\.name).joined(separator: ", "))); delete them first")
         }
         let snaps = snapshotNames(of: v)
         if !snaps.isEmpty && !allowSnapshots {
             let names = state.withLock { s in snaps.compactMap { s.snapshots[$0]?.name } }
-            throw TesseraError(.busy, "volume '\(v.name)' has snapshots (\(names.sorted().joined(separator: ", "))); "
-                + "delete them, or pass --with-snapshots")
+            throw TesseraError(
+                .busy,
+                "volume '\(v.name)' has snapshots (\(names.sorted().joined(separator: ", "))); "
+                    + "delete them, or pass --with-snapshots")
         }
     }
 
@@ -70,12 +73,15 @@ extension Engine {
     }
 
     public func snapshotNames() -> [String] {
-        state.withLock { s in s.snapshots.values.sorted { ($0.createdAt, $0.id!) < ($1.createdAt, $1.id!) }.map(\.name) }
+        state.withLock { s in s.snapshots.values.sorted { ($0.createdAt, $0.id!) < ($1.createdAt, $1.id!) }.map(\.name)
+        }
     }
 
     public func snapshotInfos() -> [SnapshotInfo] {
         let snaps = state.withLock { s in
-            s.snapshots.values.sorted { ($0.createdAt, $0.id!) < ($1.createdAt, $1.id!) }.map { ($0, s.members[$0.id!] ?? []) }
+            s.snapshots.values.sorted { ($0.createdAt, $0.id!) < ($1.createdAt, $1.id!) }.map {
+                ($0, s.members[$0.id!] ?? [])
+            }
         }
         return snaps.map { snap, members in
             var names: [String] = []
@@ -87,8 +93,9 @@ extension Engine {
                 sizes.append(UInt64(m.size))
                 freeable += v.exclusiveBytes(ofHold: UInt64(m.epoch))
             }
-            return SnapshotInfo(id: snap.id!, name: snap.name, createdAt: snap.createdAt, volumes: names, sizes: sizes,
-                                freeable: freeable, scheduled: snap.scheduleId != nil)
+            return SnapshotInfo(
+                id: snap.id!, name: snap.name, createdAt: snap.createdAt, volumes: names, sizes: sizes,
+                freeable: freeable, scheduled: snap.scheduleId != nil)
         }
     }
 
@@ -122,12 +129,14 @@ extension Engine {
             var members: [VolumeID: (epoch: UInt64, size: UInt64)] = [:]
             for v in chosen { members[v.id] = v.captureInstant() }
             let record = try catalog.insertSnapshot(
-                SnapshotRecord(name: name, createdAt: Date().timeIntervalSince1970, scheduleId: scheduleID), members: members)
+                SnapshotRecord(name: name, createdAt: Date().timeIntervalSince1970, scheduleId: scheduleID),
+                members: members)
             for v in chosen { v.holdAndAdvance(members[v.id]!.epoch) }
             state.withLock { s in
                 s.snapshots[record.id!] = record
                 s.members[record.id!] = members.map { id, m in
-                    SnapshotMemberRecord(snapshotId: record.id!, volumeId: id.rawValue, epoch: Int64(m.epoch), size: Int64(m.size))
+                    SnapshotMemberRecord(
+                        snapshotId: record.id!, volumeId: id.rawValue, epoch: Int64(m.epoch), size: Int64(m.size))
                 }
             }
             recordSnapshotManifest(record.id!)  // (volume manifests keep their epoch: a rebuild derives it)
@@ -191,9 +200,13 @@ extension Engine {
         try snapshotLock.withLock { _ throws(TesseraError) in
             v.quiesce()
             defer { v.resume() }
-            do { try v.foldAll(quiesced: true) } catch { throw TesseraError(.io, "revert of '\(volumeName)' failed: \(error)") }
+            do { try v.foldAll(quiesced: true) } catch {
+                throw TesseraError(.io, "revert of '\(volumeName)' failed: \(error)")
+            }
             v.revert(to: UInt64(m.epoch), size: UInt64(m.size))
-            do { try v.flush(quiesced: true) } catch { throw TesseraError(.io, "revert of '\(volumeName)' failed: \(error)") }
+            do { try v.flush(quiesced: true) } catch {
+                throw TesseraError(.io, "revert of '\(volumeName)' failed: \(error)")
+            }
         }
         recordManifest([v])
         notify(v.id)
@@ -222,7 +235,9 @@ extension Engine {
             } else {
                 parent.quiesce()
                 defer { parent.resume() }
-                do { try parent.flush(quiesced: true) } catch { throw TesseraError(.io, "cannot flush '\(parent.name)': \(error)") }
+                do { try parent.flush(quiesced: true) } catch {
+                    throw TesseraError(.io, "cannot flush '\(parent.name)': \(error)")
+                }
                 (epoch, size) = parent.captureInstant()
                 try catalog.setEpoch(parent.id, epoch + 1)
                 parent.holdAndAdvance(epoch)
@@ -230,9 +245,10 @@ extension Engine {
                 recordManifest([parent])
             }
             let pool = try self.pool(named: parent.poolName)
-            var r = VolumeRecord(name: newName, poolId: pool.record.id!, size: Int64(size), chunkSize: Int64(parent.chunkSize),
-                                 uid: parent.record.uid, gid: parent.record.gid, mode: parent.record.mode,
-                                 now: Date().timeIntervalSince1970)
+            var r = VolumeRecord(
+                name: newName, poolId: pool.record.id!, size: Int64(size), chunkSize: Int64(parent.chunkSize),
+                uid: parent.record.uid, gid: parent.record.gid, mode: parent.record.mode,
+                now: Date().timeIntervalSince1970)
             r.parentId = parent.id.rawValue
             r.parentEpoch = Int64(epoch)
             r = try catalog.insertVolumes([r])[0]
@@ -253,10 +269,13 @@ extension Engine {
     /// Writes snapshot `id`'s manifest on the stores of every pool it holds a volume of (best effort,
     /// like volume manifests: the catalog has committed already).
     func recordSnapshotManifest(_ id: Int64) {
-        guard let (snap, members) = state.withLock({ s in s.snapshots[id].map { ($0, s.members[id] ?? []) } }) else { return }
+        guard let (snap, members) = state.withLock({ s in s.snapshots[id].map { ($0, s.members[id] ?? []) } }) else {
+            return
+        }
         let pools = Set(members.compactMap { volume(id: VolumeID($0.volumeId))?.poolName })
         do {
-            try Manifests.writeSnapshot(SnapshotManifest(snap, members), roots: pools.flatMap { manifestRoots(pool: $0) })
+            try Manifests.writeSnapshot(
+                SnapshotManifest(snap, members), roots: pools.flatMap { manifestRoots(pool: $0) })
         } catch {
             Log.error("snapshot manifest of \(snap.name) not written (fsck --rebuild-catalog may miss it): \(error)")
         }
@@ -286,7 +305,8 @@ extension Engine {
     /// A new store of `pool` gets the manifests of the pool's snapshots, every schedule and every domain.
     func recordSharedManifests(pool: String, roots: [String]) throws(TesseraError) {
         let snaps = state.withLock { s in s.snapshots.values.map { ($0, s.members[$0.id!] ?? []) } }
-        for (snap, members) in snaps where members.contains(where: { volume(id: VolumeID($0.volumeId))?.poolName == pool }) {
+        for (snap, members) in snaps
+        where members.contains(where: { volume(id: VolumeID($0.volumeId))?.poolName == pool }) {
             try Manifests.writeSnapshot(SnapshotManifest(snap, members), roots: roots)
         }
         let schedules = SchedulesManifest(try catalog.schedules(), writtenAt: Date().timeIntervalSince1970)

@@ -22,8 +22,10 @@ public struct StoreOptions: Codable, Sendable, Equatable {
     public var addressing: String?
     /// S3: the signing region (default us-east-1).
     public var region: String?
-    public init(size: UInt64? = nil, compression: String? = nil, credentialsFile: String? = nil,
-                addressing: String? = nil, region: String? = nil) {
+    public init(
+        size: UInt64? = nil, compression: String? = nil, credentialsFile: String? = nil,
+        addressing: String? = nil, region: String? = nil
+    ) {
         self.size = size
         self.compression = compression
         self.credentialsFile = credentialsFile
@@ -58,8 +60,11 @@ public enum CompressionSetting: Equatable, Sendable {
     public static func parse(_ text: String) throws(TesseraError) -> CompressionSetting {
         if text == "none" { return .none }
         if text == "zstd" { return .zstd(level: 3) }
-        if text.hasPrefix("zstd:"), let level = Int32(text.dropFirst(5)), (1...19).contains(level) { return .zstd(level: level) }
-        throw TesseraError(.invalid, "compression must be 'none', 'zstd' or 'zstd:LEVEL' with LEVEL 1…19, not '\(text)'")
+        if text.hasPrefix("zstd:"), let level = Int32(text.dropFirst(5)), (1...19).contains(level) {
+            return .zstd(level: level)
+        }
+        throw TesseraError(
+            .invalid, "compression must be 'none', 'zstd' or 'zstd:LEVEL' with LEVEL 1…19, not '\(text)'")
     }
 
     public var description: String {
@@ -78,7 +83,8 @@ public enum CompressionSetting: Equatable, Sendable {
 /// Openers for store kinds registered from outside the engine.
 public enum StoreKinds {
     /// Opens (with `create`: first use, may check more) the bottom store of kind at `location`.
-    public typealias Opener = @Sendable (_ location: String, _ options: StoreOptions, _ chunkSize: Int, _ create: Bool)
+    public typealias Opener =
+        @Sendable (_ location: String, _ options: StoreOptions, _ chunkSize: Int, _ create: Bool)
         throws -> any ChunkStore
     private static let openers = Mutex<[String: Opener]>([:])
 
@@ -124,8 +130,9 @@ extension Engine {
         do { encoded = String(decoding: try JSONEncoder().encode(spec.options), as: UTF8.self) } catch {
             throw TesseraError(.invalid, "cannot encode store options: \(error)")
         }
-        var record = StoreRecord(poolId: pool.record.id!, name: spec.name, kind: spec.kind.rawValue, path: location,
-                                 createdAt: Date().timeIntervalSince1970, options: encoded)
+        var record = StoreRecord(
+            poolId: pool.record.id!, name: spec.name, kind: spec.kind.rawValue, path: location,
+            createdAt: Date().timeIntervalSince1970, options: encoded)
         if spec.kind == .dir { try refuseForeignStore(at: location) }
         let opened = try Self.openStore(record, chunkSize: Int(pool.record.chunkSize), create: true)
         // A store that is not empty may hold another installation's chunks: refuse to mix them.
@@ -134,7 +141,9 @@ extension Engine {
             throw TesseraError(.io, "store \(spec.name): cannot list its chunks: \(error)")
         }
         if existing > 0 {
-            throw TesseraError(.exists, "\(location) already holds \(existing) chunk(s) (another installation's store?); use an empty one")
+            throw TesseraError(
+                .exists,
+                "\(location) already holds \(existing) chunk(s) (another installation's store?); use an empty one")
         }
         record = try catalog.insertStore(record)
         if spec.kind == .dir {
@@ -155,16 +164,20 @@ extension Engine {
     /// filesystem's room; s3: its capacity). A file store's size is fixed at creation. Recorded in the
     /// catalog, applied at once on a running mount.
     public func setStoreSize(_ name: String, size: UInt64) throws(TesseraError) {
-        guard let (record, opened) = state.withLock({ s in
-            s.stores.values.first { $0.name == name }.flatMap { r in s.opened[r.id!].map { (r, $0) } }
-        }) else { throw TesseraError(.notFound, "no store named '\(name)'") }
+        guard
+            let (record, opened) = state.withLock({ s in
+                s.stores.values.first { $0.name == name }.flatMap { r in s.opened[r.id!].map { (r, $0) } }
+            })
+        else { throw TesseraError(.notFound, "no store named '\(name)'") }
         if size == 0 { throw TesseraError(.invalid, "size must be greater than 0") }
         let chunk = state.withLock { s in s.pools[record.poolId].map { UInt64($0.record.chunkSize) } } ?? 1
         if size < chunk {
-            throw TesseraError(.invalid, "size \(ByteSize.format(size)) is smaller than one chunk (\(ByteSize.format(chunk)))")
+            throw TesseraError(
+                .invalid, "size \(ByteSize.format(size)) is smaller than one chunk (\(ByteSize.format(chunk)))")
         }
         guard record.kind != StoreSpec.Kind.file.rawValue, let maintenance = opened.bottom as? StoreMaintenance else {
-            throw TesseraError(.invalid, "store \(name) is a \(record.kind) store, whose size is fixed when it is created")
+            throw TesseraError(
+                .invalid, "store \(name) is a \(record.kind) store, whose size is fixed when it is created")
         }
         var options = try Self.decodeOptions(record)
         options.size = size

@@ -108,9 +108,12 @@ public final class Volume: Sendable {
     }
     let state: Lock<State>
 
-    init(record: VolumeRecord, map: ChunkMap, retained: [RetainedRecord] = [], xattrs: [String: [UInt8]],
-         poolName: String, pool: PoolLayer, io: (any ChunkStore)? = nil, catalog: Catalog, shares: ShareTable = ShareTable(),
-         parent: Volume? = nil) {
+    init(
+        record: VolumeRecord, map: ChunkMap, retained: [RetainedRecord] = [], xattrs: [String: [UInt8]],
+        poolName: String, pool: PoolLayer, io: (any ChunkStore)? = nil, catalog: Catalog,
+        shares: ShareTable = ShareTable(),
+        parent: Volume? = nil
+    ) {
         id = VolumeID(record.id!)
         chunkSize = Int(record.chunkSize)
         self.poolName = poolName
@@ -121,8 +124,10 @@ public final class Volume: Sendable {
         self.parent = parent
         parentEpoch = UInt64(record.parentEpoch ?? 0)
         sizeMirror = SizeMirror(UInt64(record.size))
-        var s = State(sizeMirror: sizeMirror, record: record, map: map, parentLimit: record.parentLimit.map { UInt64($0) } ?? UInt64.max,
-                      xattrs: xattrs)
+        var s = State(
+            sizeMirror: sizeMirror, record: record, map: map,
+            parentLimit: record.parentLimit.map { UInt64($0) } ?? UInt64.max,
+            xattrs: xattrs)
         s.tombstones = map.records(in: 0..<UInt64.max).filter { $0.entry.chunk.isTombstone }.count
         for r in retained {
             s.retained[UInt64(r.idx), default: []].append(
@@ -157,9 +162,9 @@ public final class Volume: Sendable {
     public var isDirty: Bool {
         writeTimePending.load(ordering: .relaxed)
             || state.withLock { s in
-            !s.changes.isEmpty || s.metaDirty || s.timeDirty || !s.pendingFree.isEmpty || !s.retainedAdds.isEmpty
-                || !s.retainedRemoves.isEmpty || !s.shareDeltas.isEmpty
-        }
+                !s.changes.isEmpty || s.metaDirty || s.timeDirty || !s.pendingFree.isEmpty || !s.retainedAdds.isEmpty
+                    || !s.retainedRemoves.isEmpty || !s.shareDeltas.isEmpty
+            }
     }
     public var holds: [UInt64] { state.withLock { $0.holds } }
 
@@ -226,8 +231,10 @@ public final class Volume: Sendable {
 
     /// Reads up to `buffer.count` bytes at `offset` of the live volume, or of its image at `epoch`
     /// whose size was `viewSize`; returns how many (short at the end).
-    public func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer, epoch: UInt64?,
-                     viewSize: UInt64?) throws(StoreError) -> Int {
+    public func read(
+        at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer, epoch: UInt64?,
+        viewSize: UInt64?
+    ) throws(StoreError) -> Int {
         let size = viewSize ?? self.size
         guard offset < size else { return 0 }
         let total = Int(min(UInt64(buffer.count), size - offset))
@@ -323,7 +330,9 @@ public final class Volume: Sendable {
                 UnsafeMutableRawBufferPointer(rebasing: buffer[inChunk..<inChunk + piece.count]).copyMemory(from: piece)
                 return .whole
             }
-            return isAllZero(piece) ? (base.isNone ? .unchanged : (whole ? .zeros : .needsBase)) : (whole || base.isNone ? .piece(inChunk, piece) : .needsBase)
+            return isAllZero(piece)
+                ? (base.isNone ? .unchanged : (whole ? .zeros : .needsBase))
+                : (whole || base.isNone ? .piece(inChunk, piece) : .needsBase)
         }
     }
 
@@ -399,7 +408,8 @@ public final class Volume: Sendable {
             let content = UnsafeRawBufferPointer(edited!)
             if inPlace {
                 // Only what the plan changed: a bad block elsewhere stays as it is on the store.
-                try io.write(base, offset: covering.lowerBound, from: UnsafeRawBufferPointer(rebasing: content[covering]))
+                try io.write(
+                    base, offset: covering.lowerBound, from: UnsafeRawBufferPointer(rebasing: content[covering]))
                 touch(base)
             } else if isAllZero(content) && unreadable.isEmpty {
                 setLive(index, falls ? MapEntry(chunk: .tombstone, birth: epoch) : nil)
@@ -414,7 +424,8 @@ public final class Volume: Sendable {
 
     /// Reads the whole of `chunk`; when it has blocks that fail their checksum, reads it block by block,
     /// leaves zeros for those, and returns their byte offsets (empty when all is well).
-    private func readSalvaging(_ chunk: ChunkID, into buffer: UnsafeMutableRawBufferPointer) throws(StoreError) -> [Int] {
+    private func readSalvaging(_ chunk: ChunkID, into buffer: UnsafeMutableRawBufferPointer) throws(StoreError) -> [Int]
+    {
         do throws(StoreError) {
             try io.read(chunk, offset: 0, into: buffer)
             return []
@@ -439,8 +450,10 @@ public final class Volume: Sendable {
     /// the error only when every store of the pool refused.
     /// A partial chunk (`label` false) is labelled when it is folded.
     @discardableResult
-    func place(_ index: UInt64, _ offset: Int, _ content: UnsafeRawBufferPointer,
-               unreadable: [Int] = [], label: Bool = true) throws(StoreError) -> ChunkID {
+    func place(
+        _ index: UInt64, _ offset: Int, _ content: UnsafeRawBufferPointer,
+        unreadable: [Int] = [], label: Bool = true
+    ) throws(StoreError) -> ChunkID {
         let born = epoch
         var tried: Set<StoreID> = []
         var refusal = StoreError.noSpace
@@ -482,7 +495,11 @@ public final class Volume: Sendable {
     /// Takes every chunk touched since the last flush.
     private func takeTouched() -> Set<ChunkID> {
         var all = Set<ChunkID>()
-        for stripe in touched { stripe.withLock { all.formUnion($0); $0 = [] } }
+        for stripe in touched {
+            stripe.withLock {
+                all.formUnion($0); $0 = []
+            }
+        }
         return all
     }
 
@@ -568,7 +585,8 @@ public final class Volume: Sendable {
             try rewrite(index, covering: inChunk..<inChunk + n) { buffer, base throws(StoreError) in
                 if base.isNone { return .unchanged }
                 guard let buffer else { return .needsBase }
-                UnsafeMutableRawBufferPointer(rebasing: buffer[inChunk..<inChunk + n]).initializeMemory(as: UInt8.self, repeating: 0)
+                UnsafeMutableRawBufferPointer(rebasing: buffer[inChunk..<inChunk + n]).initializeMemory(
+                    as: UInt8.self, repeating: 0)
                 return .whole
             }
             pos += UInt64(n)
@@ -674,7 +692,9 @@ public final class Volume: Sendable {
             let a = state.withLock { $0.map.nextMapped(from: i, below: limit) } ?? limit
             let b = retainedKeys.first { $0 >= i } ?? limit
             var c = limit
-            if let parent, i < parentLimit { c = parent.nextData(from: i, below: min(limit, parentLimit), at: parentEpoch) ?? limit }
+            if let parent, i < parentLimit {
+                c = parent.nextData(from: i, below: min(limit, parentLimit), at: parentEpoch) ?? limit
+            }
             let m = min(a, b, c)
             if m >= limit { return nil }
             if !resolve(m, at: epoch).isNone { return m }
@@ -711,9 +731,10 @@ public final class Volume: Sendable {
     /// Copies `length` bytes from `source` at `sourceOffset` to this volume at `offset`. Whole chunks
     /// that line up are shared, not copied (the copy costs a map entry); the rest is copied, and holes
     /// of the source become holes here. Returns bytes copied (short at the source's end).
-    public func copy(from source: Volume, at sourceOffset: UInt64, to offset: UInt64, length: UInt64,
-                     sourceEpoch: UInt64?, sourceSize: UInt64?) throws(StoreError) -> UInt64
-    {
+    public func copy(
+        from source: Volume, at sourceOffset: UInt64, to offset: UInt64, length: UInt64,
+        sourceEpoch: UInt64?, sourceSize: UInt64?
+    ) throws(StoreError) -> UInt64 {
         let srcSize = sourceSize ?? source.size
         guard sourceOffset < srcSize else { return 0 }
         let total = min(length, srcSize - sourceOffset)
@@ -730,7 +751,8 @@ public final class Volume: Sendable {
                 done += n
                 continue
             }
-            let isHole = source.seek(from: pos, data: true, epoch: sourceEpoch, viewSize: srcSize).map { $0 >= pos + n } ?? true
+            let isHole =
+                source.seek(from: pos, data: true, epoch: sourceEpoch, viewSize: srcSize).map { $0 >= pos + n } ?? true
             if isHole {
                 extend(to: offset + done + n)
                 try discard(at: offset + done, length: n)
@@ -746,7 +768,9 @@ public final class Volume: Sendable {
 
     /// Makes slot `target` of this volume refer to the chunk `source` shows at `index` (one more
     /// reference to it), or empties it when that is a hole.
-    private func share(from source: Volume, index: UInt64, at sourceEpoch: UInt64?, to target: UInt64) throws(StoreError) {
+    private func share(from source: Volume, index: UInt64, at sourceEpoch: UInt64?, to target: UInt64)
+        throws(StoreError)
+    {
         source.stripes.lockExclusive(index)
         do {
             // A partial chunk is shared only once whole (the other map must never see its holes).
@@ -910,8 +934,10 @@ public final class Volume: Sendable {
         let taken: Taken = state.withLock { s in
             takeWriteTime(&s)
             let commitTime = s.timeDirty && !dataOnly
-            let t = (s.changes, s.metaDirty || commitTime, s.pendingFree, s.record, s.unlinked, s.retainedAdds,
-                     s.retainedRemoves, s.shareDeltas, s.parentLimit, s.deletedFrees)
+            let t = (
+                s.changes, s.metaDirty || commitTime, s.pendingFree, s.record, s.unlinked, s.retainedAdds,
+                s.retainedRemoves, s.shareDeltas, s.parentLimit, s.deletedFrees
+            )
             s.deletedFrees = []
             s.changes = [:]
             s.metaDirty = false
@@ -941,7 +967,8 @@ public final class Volume: Sendable {
         // Taken after the map changes (and the folds): a new chunk is touched before its slot changes,
         // so every chunk those changes point at is in here (data before metadata).
         let touched = takeTouched()
-        guard !changes.isEmpty || metaDirty || !frees.isEmpty || !adds.isEmpty || !removes.isEmpty || !deltas.isEmpty else {
+        guard !changes.isEmpty || metaDirty || !frees.isEmpty || !adds.isEmpty || !removes.isEmpty || !deltas.isEmpty
+        else {
             do throws(StoreError) {
                 try io.flush(chunks: touched)
             } catch {
@@ -958,8 +985,9 @@ public final class Volume: Sendable {
             commit.parentLimit = parentLimit == UInt64.max ? nil : parentLimit
             commit.changes = changes
             commit.retainedAdds = adds.map { key, v in
-                RetainedRecord(volumeId: id.rawValue, idx: Int64(key.index), birth: Int64(v.birth),
-                               chunk: Int64(bitPattern: v.chunk.rawValue), death: Int64(v.death))
+                RetainedRecord(
+                    volumeId: id.rawValue, idx: Int64(key.index), birth: Int64(v.birth),
+                    chunk: Int64(bitPattern: v.chunk.rawValue), death: Int64(v.death))
             }
             commit.retainedRemoves = removes.map { ($0.index, $0.birth) }
             commit.shareDeltas = deltas
@@ -1001,7 +1029,9 @@ public final class Volume: Sendable {
             for (k, v) in t.changes where s.changes[k] == nil { s.changes.updateValue(v, forKey: k) }
             s.metaDirty = true
             s.pendingFree = t.frees + s.pendingFree
-            for (k, v) in t.adds where s.retainedAdds[k] == nil && !s.retainedRemoves.contains(k) { s.retainedAdds[k] = v }
+            for (k, v) in t.adds where s.retainedAdds[k] == nil && !s.retainedRemoves.contains(k) {
+                s.retainedAdds[k] = v
+            }
             for k in t.removes where s.retainedAdds[k] == nil { s.retainedRemoves.insert(k) }
             for (c, d) in t.deltas { s.shareDeltas[c, default: 0] += d }
             s.deletedFrees += t.deleted
@@ -1052,7 +1082,9 @@ public final class Volume: Sendable {
             }
             freed.append(chunk)
         }
-        do { try releaseSpace(of: freed) } catch { Log.error("\(name): cannot flush the deletes of its chunks: \(error)") }
+        do { try releaseSpace(of: freed) } catch {
+            Log.error("\(name): cannot flush the deletes of its chunks: \(error)")
+        }
         return deltas
     }
 }

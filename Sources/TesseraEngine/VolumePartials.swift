@@ -37,7 +37,8 @@ extension Volume {
         throws(StoreError)
     {
         let blocks = blockRange(offset, piece.count)
-        let fresh = try withBlockAligned(blocks, offset, piece, source: { _ in base }) { lo, content throws(StoreError) in
+        let fresh = try withBlockAligned(blocks, offset, piece, source: { _ in base }) {
+            lo, content throws(StoreError) in
             try place(index, lo, content, label: false)
         }
         var owned = BlockSet(count: chunkSize / Self.blockSize)
@@ -54,7 +55,9 @@ extension Volume {
         if partial.owned.containsAll(blocks) {
             try io.write(partial.chunk, offset: offset, from: piece)
         } else {
-            try withBlockAligned(blocks, offset, piece, source: { partial.owned.contains($0) ? partial.chunk : partial.base }) {
+            try withBlockAligned(
+                blocks, offset, piece, source: { partial.owned.contains($0) ? partial.chunk : partial.base }
+            ) {
                 lo, content throws(StoreError) in try io.write(partial.chunk, offset: lo, from: content)
             }
             partials.markOwned(index, blocks)
@@ -63,7 +66,8 @@ extension Volume {
     }
 
     /// Reads `piece.count` bytes at `offset` of a partial chunk: owned runs from it, the rest from its base.
-    func readPartial(_ partial: PartialChunk, offset: Int, into piece: UnsafeMutableRawBufferPointer) throws(StoreError) {
+    func readPartial(_ partial: PartialChunk, offset: Int, into piece: UnsafeMutableRawBufferPointer) throws(StoreError)
+    {
         let bs = Self.blockSize
         let end = offset + piece.count
         var at = offset
@@ -127,7 +131,8 @@ extension Volume {
     /// Bytes of partial chunks not written yet (what folding still has to copy).
     public var unfoldedBytes: UInt64 {
         partials.indexes.reduce(0) { sum, index in
-            sum + UInt64(partials[index].map { $0.owned.missingRuns.reduce(0) { $0 + $1.count } } ?? 0) * UInt64(Self.blockSize)
+            sum + UInt64(partials[index].map { $0.owned.missingRuns.reduce(0) { $0 + $1.count } } ?? 0)
+                * UInt64(Self.blockSize)
         }
     }
 
@@ -154,9 +159,12 @@ extension Volume {
         for block in Set([blocks.lowerBound, blocks.upperBound - 1]) {
             let at = block * bs
             if at >= offset && at + bs <= offset + piece.count { continue }  // covered whole
-            try io.read(source(block), offset: at, into: UnsafeMutableRawBufferPointer(rebasing: buffer[(at - lo)..<(at - lo + bs)]))
+            try io.read(
+                source(block), offset: at,
+                into: UnsafeMutableRawBufferPointer(rebasing: buffer[(at - lo)..<(at - lo + bs)]))
         }
-        UnsafeMutableRawBufferPointer(rebasing: buffer[(offset - lo)..<(offset - lo + piece.count)]).copyMemory(from: piece)
+        UnsafeMutableRawBufferPointer(rebasing: buffer[(offset - lo)..<(offset - lo + piece.count)]).copyMemory(
+            from: piece)
         return try body(lo, UnsafeRawBufferPointer(buffer))
     }
 }

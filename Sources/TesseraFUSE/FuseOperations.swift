@@ -20,14 +20,20 @@ enum FuseOperations {
     static func table() -> fuse_lowlevel_ops {
         var ops = fuse_lowlevel_ops()
         ops.`init` = { _, conn in tessera_conn_setup(conn, 1 << 20) }
-        ops.lookup = { req, parent, name in FuseOperations.handle(req) { try $0.lookup(req, parent, String(cString: name!)) } }
+        ops.lookup = { req, parent, name in
+            FuseOperations.handle(req) { try $0.lookup(req, parent, String(cString: name!)) }
+        }
         ops.forget = { req, _, _ in fuse_reply_none(req) }
         ops.getattr = { req, ino, fi in FuseOperations.handle(req) { try $0.getattr(req, ino, fi) } }
-        ops.setattr = { req, ino, attr, toSet, fi in FuseOperations.handle(req) { try $0.setattr(req, ino, attr!.pointee, toSet, fi) } }
+        ops.setattr = { req, ino, attr, toSet, fi in
+            FuseOperations.handle(req) { try $0.setattr(req, ino, attr!.pointee, toSet, fi) }
+        }
         ops.readdir = { req, ino, size, off, _ in FuseOperations.handle(req) { try $0.readdir(req, ino, size, off) } }
         ops.open = { req, ino, fi in FuseOperations.handle(req) { try $0.open(req, ino, fi!) } }
         ops.read = { req, _, size, off, fi in FuseOperations.handle(req) { try $0.read(req, size, off, fi!) } }
-        ops.write = { req, _, buf, size, off, fi in FuseOperations.handle(req) { try $0.write(req, buf!, size, off, fi!) } }
+        ops.write = { req, _, buf, size, off, fi in
+            FuseOperations.handle(req) { try $0.write(req, buf!, size, off, fi!) }
+        }
         ops.flush = { req, _, _ in fuse_reply_err(req, 0) }  // close(2) is not a durability barrier
         ops.release = { req, _, fi in FuseOperations.handle(req) { try $0.release(req, fi!) } }
         ops.fsync = { req, _, datasync, fi in FuseOperations.handle(req) { try $0.fsync(req, datasync != 0, fi!) } }
@@ -38,24 +44,36 @@ enum FuseOperations {
         ops.create = { req, parent, name, mode, fi in
             FuseOperations.handle(req) { try $0.create(req, parent, String(cString: name!), mode, fi!) }
         }
-        ops.unlink = { req, parent, name in FuseOperations.handle(req) { try $0.unlink(req, parent, String(cString: name!)) } }
+        ops.unlink = { req, parent, name in
+            FuseOperations.handle(req) { try $0.unlink(req, parent, String(cString: name!)) }
+        }
         ops.rename = { req, parent, name, newParent, newName, flags in
-            FuseOperations.handle(req) { try $0.rename(req, parent, String(cString: name!), newParent, String(cString: newName!), flags) }
+            FuseOperations.handle(req) {
+                try $0.rename(req, parent, String(cString: name!), newParent, String(cString: newName!), flags)
+            }
         }
         ops.mkdir = { req, parent, name, _ in
             FuseOperations.handle(req) { try $0.mkdir(req, parent, String(cString: name!)) }
         }
-        ops.rmdir = { req, parent, name in FuseOperations.handle(req) { try $0.rmdir(req, parent, String(cString: name!)) } }
+        ops.rmdir = { req, parent, name in
+            FuseOperations.handle(req) { try $0.rmdir(req, parent, String(cString: name!)) }
+        }
         ops.mknod = { req, _, _, _, _ in fuse_reply_err(req, EPERM) }
         ops.symlink = { req, _, _, _ in fuse_reply_err(req, EPERM) }
         ops.link = { req, _, _, _ in fuse_reply_err(req, EPERM) }
         ops.setxattr = { req, ino, name, value, size, flags in
             FuseOperations.handle(req) { try $0.setxattr(req, ino, String(cString: name!), value, size, flags) }
         }
-        ops.getxattr = { req, ino, name, size in FuseOperations.handle(req) { try $0.getxattr(req, ino, String(cString: name!), size) } }
+        ops.getxattr = { req, ino, name, size in
+            FuseOperations.handle(req) { try $0.getxattr(req, ino, String(cString: name!), size) }
+        }
         ops.listxattr = { req, ino, size in FuseOperations.handle(req) { try $0.listxattr(req, ino, size) } }
-        ops.removexattr = { req, ino, name in FuseOperations.handle(req) { try $0.removexattr(req, ino, String(cString: name!)) } }
-        ops.fallocate = { req, _, mode, off, len, fi in FuseOperations.handle(req) { try $0.fallocate(req, mode, off, len, fi!) } }
+        ops.removexattr = { req, ino, name in
+            FuseOperations.handle(req) { try $0.removexattr(req, ino, String(cString: name!)) }
+        }
+        ops.fallocate = { req, _, mode, off, len, fi in
+            FuseOperations.handle(req) { try $0.fallocate(req, mode, off, len, fi!) }
+        }
         ops.lseek = { req, _, off, whence, fi in FuseOperations.handle(req) { try $0.lseek(req, off, whence, fi!) } }
         ops.copy_file_range = { req, _, offIn, fiIn, _, offOut, fiOut, len, _ in
             FuseOperations.handle(req) { try $0.copyRange(req, offIn, fiIn!, offOut, fiOut!, len) }
@@ -188,7 +206,7 @@ extension FuseMount {
             e = entry(directoryAttr(.snapshotDir(id)))
         case .snapshotDir(let snap):
             guard let snapName = engine.snapshotName(id: snap), let vol = Node.volumeName(fromFile: name),
-                  let image = engine.snapshotImages(snapName)?.first(where: { $0.volume.name == vol })
+                let image = engine.snapshotImages(snapName)?.first(where: { $0.volume.name == vol })
             else { throw FuseFailure(ENOENT) }
             e = entry(attr(image))
         case let node:
@@ -197,7 +215,8 @@ extension FuseMount {
         fuse_reply_entry(req, &e)
     }
 
-    func getattr(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ fi: UnsafeMutablePointer<fuse_file_info>?) throws(FuseFailure) {
+    func getattr(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ fi: UnsafeMutablePointer<fuse_file_info>?) throws(FuseFailure)
+    {
         var st: stat
         switch Node(ino) {
         case let node where node == .root || node == .snapshots:
@@ -219,8 +238,10 @@ extension FuseMount {
         fuse_reply_attr(req, &st, attrTimeout)
     }
 
-    func setattr(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ new: stat, _ toSet: Int32,
-                 _ fi: UnsafeMutablePointer<fuse_file_info>?) throws(FuseFailure) {
+    func setattr(
+        _ req: fuse_req_t?, _ ino: fuse_ino_t, _ new: stat, _ toSet: Int32,
+        _ fi: UnsafeMutablePointer<fuse_file_info>?
+    ) throws(FuseFailure) {
         let node = Node(ino)
         switch node {
         case .snapshots, .snapshotDir, .snapshotImage: throw FuseFailure(EROFS)
@@ -268,7 +289,9 @@ extension FuseMount {
             for v in engine.allVolumes() { names.append((v.name + Node.imageSuffix, attr(v))) }
         case .snapshots:
             for name in engine.snapshotNames() {
-                if let id = engine.snapshotImages(name)?.first?.snapshotID { names.append((name, directoryAttr(.snapshotDir(id)))) }
+                if let id = engine.snapshotImages(name)?.first?.snapshotID {
+                    names.append((name, directoryAttr(.snapshotDir(id))))
+                }
             }
         case .snapshotDir(let snap):
             guard let snapName = engine.snapshotName(id: snap) else { throw FuseFailure(ENOENT) }
@@ -334,14 +357,17 @@ extension FuseMount {
     }
 
     func release(_ req: fuse_req_t?, _ fi: UnsafeMutablePointer<fuse_file_info>) throws(FuseFailure) {
-        let image = Unmanaged<OpenImage>.fromOpaque(UnsafeRawPointer(bitPattern: UInt(fi.pointee.fh))!).takeRetainedValue()
+        let image = Unmanaged<OpenImage>.fromOpaque(UnsafeRawPointer(bitPattern: UInt(fi.pointee.fh))!)
+            .takeRetainedValue()
         fi.pointee.fh = 0
         openHandles.withLock { _ = $0.removeValue(forKey: ObjectIdentifier(image)) }
         engine.closed(image.volume)
         fuse_reply_err(req, 0)
     }
 
-    func read(_ req: fuse_req_t?, _ size: Int, _ off: off_t, _ fi: UnsafeMutablePointer<fuse_file_info>) throws(FuseFailure) {
+    func read(_ req: fuse_req_t?, _ size: Int, _ off: off_t, _ fi: UnsafeMutablePointer<fuse_file_info>)
+        throws(FuseFailure)
+    {
         let image = Self.image(fi)
         do {
             try ReadBuffer.with(size) { buffer throws(StoreError) in
@@ -353,8 +379,10 @@ extension FuseMount {
         }
     }
 
-    func write(_ req: fuse_req_t?, _ buf: UnsafePointer<CChar>, _ size: Int, _ off: off_t,
-               _ fi: UnsafeMutablePointer<fuse_file_info>) throws(FuseFailure) {
+    func write(
+        _ req: fuse_req_t?, _ buf: UnsafePointer<CChar>, _ size: Int, _ off: off_t,
+        _ fi: UnsafeMutablePointer<fuse_file_info>
+    ) throws(FuseFailure) {
         let image = try Self.writable(fi)
         guard off >= 0, UInt64(off) + UInt64(size) <= Engine.maxVolumeSize else { throw FuseFailure(EFBIG) }
         do {
@@ -387,8 +415,10 @@ extension FuseMount {
         fuse_reply_statfs(req, &s)
     }
 
-    func create(_ req: fuse_req_t?, _ parent: fuse_ino_t, _ file: String, _ mode: mode_t,
-                _ fi: UnsafeMutablePointer<fuse_file_info>) throws(FuseFailure) {
+    func create(
+        _ req: fuse_req_t?, _ parent: fuse_ino_t, _ file: String, _ mode: mode_t,
+        _ fi: UnsafeMutablePointer<fuse_file_info>
+    ) throws(FuseFailure) {
         let node = Node(parent)
         if node.isSnapshotDirectory { throw FuseFailure(EROFS) }
         guard node == .root else { throw FuseFailure(EPERM) }
@@ -416,8 +446,10 @@ extension FuseMount {
         fuse_reply_err(req, 0)
     }
 
-    func rename(_ req: fuse_req_t?, _ parent: fuse_ino_t, _ file: String, _ newParent: fuse_ino_t,
-                _ newFile: String, _ flags: UInt32) throws(FuseFailure) {
+    func rename(
+        _ req: fuse_req_t?, _ parent: fuse_ino_t, _ file: String, _ newParent: fuse_ino_t,
+        _ newFile: String, _ flags: UInt32
+    ) throws(FuseFailure) {
         let v = try volume(named: file, in: Node(parent))
         let target = Node(newParent)
         guard target == .root else { throw FuseFailure(target.isSnapshotDirectory ? EROFS : EXDEV) }
@@ -453,8 +485,10 @@ extension FuseMount {
 
     // MARK: Extended attributes (libvirt's trusted.libvirt.security.* among them)
 
-    func setxattr(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ name: String, _ value: UnsafePointer<CChar>?, _ size: Int,
-                  _ flags: Int32) throws(FuseFailure) {
+    func setxattr(
+        _ req: fuse_req_t?, _ ino: fuse_ino_t, _ name: String, _ value: UnsafePointer<CChar>?, _ size: Int,
+        _ flags: Int32
+    ) throws(FuseFailure) {
         let id: VolumeID
         switch Node(ino) {
         case .snapshotImage: throw FuseFailure(EROFS)
@@ -462,7 +496,9 @@ extension FuseMount {
         default: throw FuseFailure(ENOTSUP)
         }
         // As ext4: only the known namespaces, each with a name after its prefix.
-        guard let prefix = ["user.", "trusted.", "security."].first(where: name.hasPrefix) else { throw FuseFailure(EOPNOTSUPP) }
+        guard let prefix = ["user.", "trusted.", "security."].first(where: name.hasPrefix) else {
+            throw FuseFailure(EOPNOTSUPP)
+        }
         if name.utf8.count == prefix.utf8.count || name.utf8.count > 255 { throw FuseFailure(EINVAL) }
         let v = try volume(id)
         let exists = v.xattrs[name] != nil
@@ -474,7 +510,9 @@ extension FuseMount {
     }
 
     func getxattr(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ name: String, _ size: Int) throws(FuseFailure) {
-        guard case .volume(let id) = Node(ino), let value = try volume(id).xattrs[name] else { throw FuseFailure(ENODATA) }
+        guard case .volume(let id) = Node(ino), let value = try volume(id).xattrs[name] else {
+            throw FuseFailure(ENODATA)
+        }
         try replyBytes(req, value, size)
     }
 
@@ -490,7 +528,9 @@ extension FuseMount {
         } else if size < bytes.count {
             throw FuseFailure(ERANGE)
         } else {
-            _ = bytes.withUnsafeBytes { fuse_reply_buf(req, $0.baseAddress?.assumingMemoryBound(to: CChar.self), bytes.count) }
+            _ = bytes.withUnsafeBytes {
+                fuse_reply_buf(req, $0.baseAddress?.assumingMemoryBound(to: CChar.self), bytes.count)
+            }
         }
     }
 
@@ -504,8 +544,10 @@ extension FuseMount {
 
     // MARK: Space
 
-    func fallocate(_ req: fuse_req_t?, _ mode: Int32, _ off: off_t, _ len: off_t,
-                   _ fi: UnsafeMutablePointer<fuse_file_info>) throws(FuseFailure) {
+    func fallocate(
+        _ req: fuse_req_t?, _ mode: Int32, _ off: off_t, _ len: off_t,
+        _ fi: UnsafeMutablePointer<fuse_file_info>
+    ) throws(FuseFailure) {
         let image = try Self.writable(fi)
         guard off >= 0, len > 0 else { throw FuseFailure(EINVAL) }
         let end = UInt64(off) + UInt64(len)
@@ -534,15 +576,19 @@ extension FuseMount {
         fuse_reply_err(req, 0)
     }
 
-    func lseek(_ req: fuse_req_t?, _ off: off_t, _ whence: Int32, _ fi: UnsafeMutablePointer<fuse_file_info>) throws(FuseFailure) {
+    func lseek(_ req: fuse_req_t?, _ off: off_t, _ whence: Int32, _ fi: UnsafeMutablePointer<fuse_file_info>)
+        throws(FuseFailure)
+    {
         let image = Self.image(fi)
         guard whence == SEEK_DATA_ || whence == SEEK_HOLE_, off >= 0 else { throw FuseFailure(EINVAL) }
         guard let found = image.io.seek(from: UInt64(off), data: whence == SEEK_DATA_) else { throw FuseFailure(ENXIO) }
         fuse_reply_lseek(req, off_t(found))
     }
 
-    func copyRange(_ req: fuse_req_t?, _ offIn: off_t, _ fiIn: UnsafeMutablePointer<fuse_file_info>, _ offOut: off_t,
-                   _ fiOut: UnsafeMutablePointer<fuse_file_info>, _ len: Int) throws(FuseFailure) {
+    func copyRange(
+        _ req: fuse_req_t?, _ offIn: off_t, _ fiIn: UnsafeMutablePointer<fuse_file_info>, _ offOut: off_t,
+        _ fiOut: UnsafeMutablePointer<fuse_file_info>, _ len: Int
+    ) throws(FuseFailure) {
         let src = Self.image(fiIn)
         let dst = try Self.writable(fiOut)
         guard offIn >= 0, offOut >= 0, UInt64(offOut) + UInt64(len) <= Engine.maxVolumeSize else {

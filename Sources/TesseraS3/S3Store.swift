@@ -1,3 +1,5 @@
+import Foundation
+import NIOCore
 // S3Store — chunks as objects in an S3-compatible bucket (Ceph RGW, MinIO, AWS S3), one object per chunk
 // at `PREFIX/chunks/<16 hex digits of the chunk ID>`.
 //
@@ -25,8 +27,6 @@
 //   is `.io`.
 // Lock order: stripe (held across the chunk's requests) → state (short, never across I/O).
 import Synchronization
-import Foundation
-import NIOCore
 import TesseraCore
 import TesseraStores
 

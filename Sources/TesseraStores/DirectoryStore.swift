@@ -1,3 +1,4 @@
+import CLinux
 // DirectoryStore — the embedded default store: one sparse file per chunk under a directory.
 //
 // Address space: physical chunks (ChunkID). Layout: ROOT/chunks/XX/ID, XX = low byte of the ID in hex,
@@ -18,7 +19,6 @@
 import Synchronization
 import SystemPackage
 import TesseraCore
-import CLinux
 
 #if canImport(Glibc)
     import Glibc
@@ -246,7 +246,9 @@ public final class DirectoryStore: ChunkStore, StoreMaintenance {
         let (chunks, dirs) = state.withLock { s in
             let picked = only.map { s.dirtyChunks.intersection($0) } ?? s.dirtyChunks
             let c = picked.map { ($0, s.files[$0], s.labeled.contains($0)) }
-            let d = only.map { Set($0.map { UInt8(truncatingIfNeeded: $0.rawValue) }).intersection(s.dirtyDirs) } ?? s.dirtyDirs
+            let d =
+                only.map { Set($0.map { UInt8(truncatingIfNeeded: $0.rawValue) }).intersection(s.dirtyDirs) }
+                ?? s.dirtyDirs
             s.dirtyChunks.subtract(picked)
             s.labeled.subtract(picked)
             s.dirtyDirs.subtract(d)
@@ -297,8 +299,9 @@ public final class DirectoryStore: ChunkStore, StoreMaintenance {
             throw StoreError.from(errno: errno, chunk: chunk)
         }
         guard n == MemoryLayout.size(ofValue: raw) else { return nil }
-        return ChunkLabel(volume: VolumeID(Int64(littleEndian: raw.0)), index: UInt64(littleEndian: raw.1),
-                          epoch: UInt64(littleEndian: raw.2))
+        return ChunkLabel(
+            volume: VolumeID(Int64(littleEndian: raw.0)), index: UInt64(littleEndian: raw.1),
+            epoch: UInt64(littleEndian: raw.2))
     }
 
     /// A directory store keeps no checksums of its own (the ChecksumLayer above it does).

@@ -25,7 +25,8 @@ import TesseraCore
 
 public final class FaultyStore: ChunkStore {
     public enum Operation: String, CaseIterable, Hashable, Sendable {
-        case read, write, replace, readAll, zero, markUnreadable, delete, flush, usage, allChunks, setLabel, label, check
+        case read, write, replace, readAll, zero, markUnreadable, delete, flush, usage, allChunks, setLabel, label,
+            check
     }
 
     /// The error an injected fault throws.

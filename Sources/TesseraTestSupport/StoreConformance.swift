@@ -97,7 +97,8 @@ public enum ConformanceCase: String, CaseIterable, Sendable, CustomTestStringCon
         case .concurrentWritesToDifferentChunks: try C.concurrentWritesToDifferentChunks(subject)
         case .usageReportsSaneNumbers: try C.usageReportsSaneNumbers(subject)
         case .labelsRoundTripAndFollowTheChunk: try C.labelsRoundTripAndFollowTheChunk(subject)
-        case .checkOfAGoodChunkPassesAndOfAnAbsentOneThrows: try C.checkOfAGoodChunkPassesAndOfAnAbsentOneThrows(subject)
+        case .checkOfAGoodChunkPassesAndOfAnAbsentOneThrows:
+            try C.checkOfAGoodChunkPassesAndOfAnAbsentOneThrows(subject)
         }
     }
 }

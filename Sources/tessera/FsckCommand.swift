@@ -48,7 +48,8 @@ struct FsckCommand: ParsableCommand {
         do {
             let engine = try Engine(dir, collectGarbage: false)
             let bar = ProgressBar(enabled: !output.json)
-            report = try engine.fsck(repair: repair, force: force, zeroUnrecoverable: zeroUnrecoverable) { done, total in
+            report = try engine.fsck(repair: repair, force: force, zeroUnrecoverable: zeroUnrecoverable) {
+                done, total in
                 bar.update(done, total)
             }
             bar.finish()
@@ -61,7 +62,8 @@ struct FsckCommand: ParsableCommand {
             for p in report.problems { print("problem: \(p)") }
             for l in report.lost where !report.zeroed.contains(l) { print("lost: \(l.description)") }
             for l in report.zeroed { print("zeroed: \(l.description)") }
-            print("""
+            print(
+                """
                 volumes \(report.volumes), map entries \(report.mapEntries), chunks on stores \(report.chunksOnStores), \
                 verified \(report.chunksVerified)
                 missing \(report.missing), mislabeled \(report.mislabeled), corrupt chunks \(report.corruptChunks) \
@@ -69,7 +71,9 @@ struct FsckCommand: ParsableCommand {
                 \(report.clean ? "clean" : "NOT CLEAN")
                 """)
             if report.lost.count > report.zeroed.count {
-                for (i, step) in Losses.nextSteps.enumerated() { print(i == 0 ? "next step: \(step)" : "           \(step)") }
+                for (i, step) in Losses.nextSteps.enumerated() {
+                    print(i == 0 ? "next step: \(step)" : "           \(step)")
+                }
             }
         }
         if !report.clean { throw ExitCode(1) }
@@ -81,12 +85,15 @@ struct FsckCommand: ParsableCommand {
         if output.json { return printJSON(report) }
         if let aside = report.movedAside { print("damaged catalog kept as \(aside)") }
         print("rebuilt \(dir.catalogPath) from \(report.stores.joined(separator: ", "))")
-        print("rebuilt: pools \(report.pools), store settings \(report.storeSettings) of \(report.stores.count), "
-              + "volumes \(report.volumes) (\(report.recoveredWithoutManifest) without manifest, \(report.clones) clones), "
-              + "map entries \(report.mapEntries), snapshot versions \(report.retainedVersions), "
-              + "snapshots \(report.snapshots.count)\(report.snapshots.isEmpty ? "" : " (" + report.snapshots.joined(separator: ", ") + ")"), "
-              + "schedules \(report.schedules), domains besides the default \(report.domains)")
-        print("garbage: \(report.garbageChunks) chunk(s) (\(report.unlabeledChunks) unlabelled), removed at the next mount")
+        print(
+            "rebuilt: pools \(report.pools), store settings \(report.storeSettings) of \(report.stores.count), "
+                + "volumes \(report.volumes) (\(report.recoveredWithoutManifest) without manifest, \(report.clones) clones), "
+                + "map entries \(report.mapEntries), snapshot versions \(report.retainedVersions), "
+                + "snapshots \(report.snapshots.count)\(report.snapshots.isEmpty ? "" : " (" + report.snapshots.joined(separator: ", ") + ")"), "
+                + "schedules \(report.schedules), domains besides the default \(report.domains)")
+        print(
+            "garbage: \(report.garbageChunks) chunk(s) (\(report.unlabeledChunks) unlabelled), removed at the next mount"
+        )
         if report.lost.isEmpty {
             print("lost: nothing")
         } else {

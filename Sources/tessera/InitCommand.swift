@@ -4,7 +4,8 @@ import TesseraEngine
 
 struct InitCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "init", abstract: "Create the catalog and pool 'default' on a directory store in the data directory.")
+        commandName: "init",
+        abstract: "Create the catalog and pool 'default' on a directory store in the data directory.")
 
     @OptionGroup var data: DataOptions
     @Option(help: "Chunk size of the default pool (power of two, 4K…64M).") var chunkSize: String?

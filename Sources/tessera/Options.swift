@@ -54,14 +54,22 @@ func printError(_ message: String) {
     errorPrinted = true
     var line = ""
     for u in message.unicodeScalars {
-        if u == "\n" { line += "\\n" } else if u.value < 0x20 || u.value == 0x7f { line += "\\x" + String(u.value, radix: 16) } else { line.unicodeScalars.append(u) }
+        if u == "\n" {
+            line += "\\n"
+        } else if u.value < 0x20 || u.value == 0x7f {
+            line += "\\x" + String(u.value, radix: 16)
+        } else {
+            line.unicodeScalars.append(u)
+        }
     }
     FileHandle.standardError.write("tessera: \(line)\n".data(using: .utf8)!)
 }
 
 /// Runs a request against the running mount (control socket) or, with none, against the catalog
 /// directly; either way through the same ControlService. Throws ExitCode after printing on failure.
-func perform(_ request: ControlRequest, _ data: DataDirectory, progress: (Int, Int) -> Void = { _, _ in }) throws -> ControlReply {
+func perform(_ request: ControlRequest, _ data: DataDirectory, progress: (Int, Int) -> Void = { _, _ in }) throws
+    -> ControlReply
+{
     let reply: ControlReply
     do {
         if let remote = try ControlClient.send(request, socketPath: data.socketPath, progress: progress) {
@@ -90,8 +98,10 @@ func printTable(_ header: [String], _ rows: [[String]]) {
     var widths = header.map(\.count)
     for r in rows { for (i, c) in r.enumerated() { widths[i] = max(widths[i], c.count) } }
     func line(_ cells: [String]) -> String {
-        cells.enumerated().map { i, c in i == cells.count - 1 ? c : c.padding(toLength: widths[i], withPad: " ", startingAt: 0) }
-            .joined(separator: "  ")
+        cells.enumerated().map { i, c in
+            i == cells.count - 1 ? c : c.padding(toLength: widths[i], withPad: " ", startingAt: 0)
+        }
+        .joined(separator: "  ")
     }
     print(line(header))
     for r in rows { print(line(r)) }

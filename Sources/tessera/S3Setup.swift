@@ -17,14 +17,17 @@ enum S3Setup {
 
     /// The credentials file for a new store: `given` (checked: root-only, readable, complete), or the
     /// environment's credentials written to DATA/credentials/NAME (mode 0600; `created` is then true).
-    static func credentialsFile(store: String, given: String?, data: DataDirectory) throws -> (path: String, created: Bool) {
+    static func credentialsFile(store: String, given: String?, data: DataDirectory) throws -> (
+        path: String, created: Bool
+    ) {
         if let given {
             do { _ = try S3Credentials.load(from: given) } catch { throw invalid(error.description) }
             return (given, false)
         }
         let creds: S3Credentials
         do { creds = try S3Credentials.fromEnvironment() } catch {
-            throw invalid("\(error.description); set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or give --credentials FILE")
+            throw invalid(
+                "\(error.description); set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or give --credentials FILE")
         }
         let dir = data.path + "/credentials"
         let path = dir + "/" + store
@@ -32,7 +35,8 @@ enum S3Setup {
             throw failure(TesseraError(.exists, "\(path) exists already (a store named '\(store)'?)"))
         }
         do {
-            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            try FileManager.default.createDirectory(
+                atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
             try creds.write(to: path)
         } catch {
             throw failure(TesseraError(.io, "cannot write the credentials file \(path): \(error)"))
@@ -49,8 +53,9 @@ enum S3Setup {
                 throw StoreSetupError("no credentials file recorded for \(endpoint)")
             }
             let credentials = try S3Credentials.load(from: file)
-            return try S3Store(endpoint: endpoint, credentials: credentials, chunkSize: chunkSize,
-                               capacity: options.size ?? defaultCapacity)
+            return try S3Store(
+                endpoint: endpoint, credentials: credentials, chunkSize: chunkSize,
+                capacity: options.size ?? defaultCapacity)
         }
     }
 }

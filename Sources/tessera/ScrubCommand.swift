@@ -32,14 +32,20 @@ struct ScrubCommand: ParsableCommand {
             for f in r.findings {
                 var where_ = ""
                 if let v = f.volume, let off = f.volumeOffset { where_ = " (volume \(v), bytes from \(off))" }
-                let at = f.offsets.isEmpty ? "" : " at chunk offset(s) \(f.offsets.map(String.init).joined(separator: ","))"
-                print("\(f.problem): store \(f.store) chunk \(f.chunk)\(at)\(where_)\(f.detail.map { ": " + $0 } ?? "")")
+                let at =
+                    f.offsets.isEmpty ? "" : " at chunk offset(s) \(f.offsets.map(String.init).joined(separator: ","))"
+                print(
+                    "\(f.problem): store \(f.store) chunk \(f.chunk)\(at)\(where_)\(f.detail.map { ": " + $0 } ?? "")")
                 for l in f.lost { print("  lost: \(l.description)") }
             }
-            print(String(format: "scrubbed %d chunk(s) (%@) on %d store(s) in %.1f s: %d ok, %d corrupt, %d unreadable",
-                         r.chunks, human(r.bytes), r.stores, r.seconds, r.ok + r.unchecked, r.corrupt, r.unreadable))
+            print(
+                String(
+                    format: "scrubbed %d chunk(s) (%@) on %d store(s) in %.1f s: %d ok, %d corrupt, %d unreadable",
+                    r.chunks, human(r.bytes), r.stores, r.seconds, r.ok + r.unchecked, r.corrupt, r.unreadable))
             if r.findings.contains(where: { !$0.lost.isEmpty }) {
-                for (i, step) in Losses.nextSteps.enumerated() { print(i == 0 ? "next step: \(step)" : "           \(step)") }
+                for (i, step) in Losses.nextSteps.enumerated() {
+                    print(i == 0 ? "next step: \(step)" : "           \(step)")
+                }
             }
         }
         if !r.findings.isEmpty {

@@ -26,7 +26,8 @@ struct SnapshotCommand: ParsableCommand {
 
         func run() throws {
             let start = Date()
-            let s = try perform(.snapshotCreate(name: name, volumes: volumes, all: all), data.directory).snapshots?.first
+            let s = try perform(.snapshotCreate(name: name, volumes: volumes, all: all), data.directory).snapshots?
+                .first
             let ms = Date().timeIntervalSince(start) * 1000
             print("snapshot \(name) of \(s?.volumes.joined(separator: ", ") ?? "?") (\(String(format: "%.1f", ms)) ms)")
         }
@@ -42,9 +43,14 @@ struct SnapshotCommand: ParsableCommand {
             if output.json { return printJSON(snaps) }
             let fmt = DateFormatter()
             fmt.dateFormat = "yyyy-MM-dd HH:mm:ss"
-            printTable(["NAME", "CREATED", "VOLUMES", "FREES", "SCHEDULED"],
-                       snaps.map { [$0.name, fmt.string(from: Date(timeIntervalSince1970: $0.createdAt)),
-                                    $0.volumes.joined(separator: ","), human($0.freeable), $0.scheduled ? "yes" : "no"] })
+            printTable(
+                ["NAME", "CREATED", "VOLUMES", "FREES", "SCHEDULED"],
+                snaps.map {
+                    [
+                        $0.name, fmt.string(from: Date(timeIntervalSince1970: $0.createdAt)),
+                        $0.volumes.joined(separator: ","), human($0.freeable), $0.scheduled ? "yes" : "no",
+                    ]
+                })
         }
     }
 
@@ -106,9 +112,14 @@ struct SnapshotCommand: ParsableCommand {
             }
             let schedules = try perform(request, data.directory).schedules ?? []
             if output.json { return printJSON(schedules) }
-            printTable(["TARGET", "EVERY", "KEEP", "LAST RUN"],
-                       schedules.map { [$0.target == "*" ? "(all)" : $0.target, "\($0.everySeconds)s", "\($0.keep)",
-                                        $0.lastRun.map { Date(timeIntervalSince1970: $0).description } ?? "never"] })
+            printTable(
+                ["TARGET", "EVERY", "KEEP", "LAST RUN"],
+                schedules.map {
+                    [
+                        $0.target == "*" ? "(all)" : $0.target, "\($0.everySeconds)s", "\($0.keep)",
+                        $0.lastRun.map { Date(timeIntervalSince1970: $0).description } ?? "never",
+                    ]
+                })
         }
     }
 }
@@ -124,7 +135,8 @@ func parseInterval(_ text: String) throws -> Int64 {
 
 struct CloneCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "clone", abstract: "Make a writable volume from SNAPSHOT/VOLUME or a live VOLUME, sharing its chunks (O(1)).")
+        commandName: "clone",
+        abstract: "Make a writable volume from SNAPSHOT/VOLUME or a live VOLUME, sharing its chunks (O(1)).")
     @OptionGroup var data: DataOptions
     @Argument(help: "SNAPSHOT/VOLUME, or VOLUME for its current contents.") var source: String
     @Argument(help: "Name of the new volume.") var name: String

@@ -12,7 +12,9 @@ struct StatusCommand: ParsableCommand {
         if output.json { return printJSON(s) }
         print("data directory: \(s.dataDirectory)")
         if let dead = s.deadMount {
-            print("mount:          dead mount at \(dead) (the daemon died); 'tessera mount \(dead)' clears it and mounts again")
+            print(
+                "mount:          dead mount at \(dead) (the daemon died); 'tessera mount \(dead)' clears it and mounts again"
+            )
         } else {
             print("mount:          \(s.mountpoint.map { "\($0) (pid \(s.pid))" } ?? "not mounted")")
         }
@@ -22,16 +24,22 @@ struct StatusCommand: ParsableCommand {
         print("checksum errors since mount: \(s.checksumErrors)")
         for h in s.storeHealth {
             let error = h.lastError.map { " (last error: \($0))" } ?? ""
-            print("store \(h.name) (pool \(h.pool)): " + (h.health == "ok" ? "ok" : "UNREACHABLE") + " since \(timestamp(h.since))"
-                + (h.health == "ok" ? "" : error))
+            print(
+                "store \(h.name) (pool \(h.pool)): " + (h.health == "ok" ? "ok" : "UNREACHABLE")
+                    + " since \(timestamp(h.since))"
+                    + (h.health == "ok" ? "" : error))
         }
         if s.mounted && s.caches.isEmpty { print("RAM cache: off (mount --cache-size SIZE)") }
         for c in s.caches {
             let st = c.stats
             let readAhead = st.readAheadBlocks == 0 ? 0 : Double(st.readAheadHits) * 100 / Double(st.readAheadBlocks)
-            print(String(format: "cache %@: %@ of %@ used, %@ dirty; hit rate %.1f%% (%llu hits, %llu misses); read-ahead %.1f%% used; %llu write-backs (%llu errors), %llu evictions",
-                         c.pool, human(UInt64(st.cachedBytes)), human(UInt64(st.capacityBytes)), human(UInt64(st.dirtyBytes)),
-                         st.hitRate * 100, st.hits, st.misses, readAhead, st.writeBacks, st.writeBackErrors, st.evictions))
+            print(
+                String(
+                    format:
+                        "cache %@: %@ of %@ used, %@ dirty; hit rate %.1f%% (%llu hits, %llu misses); read-ahead %.1f%% used; %llu write-backs (%llu errors), %llu evictions",
+                    c.pool, human(UInt64(st.cachedBytes)), human(UInt64(st.capacityBytes)),
+                    human(UInt64(st.dirtyBytes)),
+                    st.hitRate * 100, st.hits, st.misses, readAhead, st.writeBacks, st.writeBackErrors, st.evictions))
         }
     }
 }

@@ -22,12 +22,16 @@ struct StoreCommand: ParsableCommand {
         @Option(help: "Directory that will hold chunk files.") var dir: String?
         @Option(help: "A file (created and preallocated with --size) or a block device.") var file: String?
         @Option(help: "An S3-compatible bucket: http[s]://HOST[:PORT]/BUCKET[/PREFIX].") var s3: String?
-        @Option(help: "File store: its size; s3: its capacity quota (default 1T); dir: a quota (default: its filesystem's room).")
+        @Option(
+            help:
+                "File store: its size; s3: its capacity quota (default 1T); dir: a quota (default: its filesystem's room)."
+        )
         var size: String?
         @Option(help: "none, zstd or zstd:LEVEL (1…19); default zstd:3 for s3, none otherwise.") var compress: String?
         @Option(help: "S3 addressing: path (default) or virtual (bucket in the host name).") var addressing: String?
         @Option(help: "S3 signing region (default: $AWS_REGION, else us-east-1).") var region: String?
-        @Option(help: "S3 credentials file (access_key_id = …, secret_access_key = …; mode 0600).") var credentials: String?
+        @Option(help: "S3 credentials file (access_key_id = …, secret_access_key = …; mode 0600).") var credentials:
+            String?
 
         func validate() throws {
             try checkName(name, "store")
@@ -53,8 +57,11 @@ struct StoreCommand: ParsableCommand {
         }
 
         func run() throws {
-            func absolute(_ p: String) -> String { p.hasPrefix("/") ? p : FileManager.default.currentDirectoryPath + "/" + p }
-            var options = StoreOptions(size: try size.map { try parseSize($0, option: "--size") }, compression: compress)
+            func absolute(_ p: String) -> String {
+                p.hasPrefix("/") ? p : FileManager.default.currentDirectoryPath + "/" + p
+            }
+            var options = StoreOptions(
+                size: try size.map { try parseSize($0, option: "--size") }, compression: compress)
             let spec: StoreSpec
             var written: String?
             if let dir {
@@ -64,7 +71,8 @@ struct StoreCommand: ParsableCommand {
             } else {
                 options.addressing = addressing
                 options.region = region ?? ProcessInfo.processInfo.environment["AWS_REGION"]
-                let creds = try S3Setup.credentialsFile(store: name, given: credentials.map(absolute), data: data.directory)
+                let creds = try S3Setup.credentialsFile(
+                    store: name, given: credentials.map(absolute), data: data.directory)
                 options.credentialsFile = creds.path
                 if creds.created { written = creds.path }
                 spec = StoreSpec(name: name, pool: pool, kind: .s3, location: s3!, options: options)
@@ -91,14 +99,20 @@ struct StoreCommand: ParsableCommand {
         func run() throws {
             let stores = try perform(.storeList, data.directory).stores ?? []
             if output.json { return printJSON(stores) }
-            printTable(["NAME", "POOL", "KIND", "PATH", "CAPACITY", "FREE", "USED", "CHUNKS", "COMPRESS", "HEALTH"],
-                       stores.map { [$0.name, $0.pool, $0.kind, $0.path, human($0.capacity), human($0.free), human($0.used),
-                                     "\($0.chunks)", $0.compression, $0.health] })
+            printTable(
+                ["NAME", "POOL", "KIND", "PATH", "CAPACITY", "FREE", "USED", "CHUNKS", "COMPRESS", "HEALTH"],
+                stores.map {
+                    [
+                        $0.name, $0.pool, $0.kind, $0.path, human($0.capacity), human($0.free), human($0.used),
+                        "\($0.chunks)", $0.compression, $0.health,
+                    ]
+                })
         }
     }
 
     struct Show: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Show one store: space, compression ratio, checksum errors.")
+        static let configuration = CommandConfiguration(
+            abstract: "Show one store: space, compression ratio, checksum errors.")
         @OptionGroup var data: DataOptions
         @OptionGroup var output: OutputOptions
         @Argument var name: String
@@ -112,16 +126,22 @@ struct StoreCommand: ParsableCommand {
             if output.json { return printJSON(s) }
             print("store \(s.name): \(s.kind) \(s.path), pool \(s.pool)")
             print(healthLine(s))
-            print("capacity \(human(s.capacity))" + (s.quota.map { " (quota \(human($0)))" } ?? "")
-                + ", free \(human(s.free)), chunks \(s.chunks), stored \(human(s.used))"
-                + String(format: ", takes %.0f%% of new chunks", (s.placementShare ?? 0) * 100))
+            print(
+                "capacity \(human(s.capacity))" + (s.quota.map { " (quota \(human($0)))" } ?? "")
+                    + ", free \(human(s.free)), chunks \(s.chunks), stored \(human(s.used))"
+                    + String(format: ", takes %.0f%% of new chunks", (s.placementShare ?? 0) * 100))
             if let size = s.filesystemSize, let free = s.filesystemFree {
-                print("backing filesystem: size \(human(size)), used \(human(size - min(free, size))) by all its users, free \(human(free))")
+                print(
+                    "backing filesystem: size \(human(size)), used \(human(size - min(free, size))) by all its users, free \(human(free))"
+                )
             }
             var line = "compression \(s.compression)"
             if let logical = s.sampledLogical, let stored = s.sampledStored {
-                line += stored > 0
-                    ? String(format: ", ratio %.2fx (%@ of data in %@, sampled)", Double(logical) / Double(stored), human(logical), human(stored))
+                line +=
+                    stored > 0
+                    ? String(
+                        format: ", ratio %.2fx (%@ of data in %@, sampled)", Double(logical) / Double(stored),
+                        human(logical), human(stored))
                     : ", ratio - (no chunks yet)"
             }
             print(line)
@@ -148,8 +168,11 @@ struct StoreCommand: ParsableCommand {
         }
 
         func run() throws {
-            let s = try perform(.storeSet(name: name, size: try parseSize(size, option: "--size")), data.directory).stores?.first
-            print("store \(name): quota \(human(s?.quota ?? 0)), capacity \(human(s?.capacity ?? 0)), free \(human(s?.free ?? 0))")
+            let s = try perform(.storeSet(name: name, size: try parseSize(size, option: "--size")), data.directory)
+                .stores?.first
+            print(
+                "store \(name): quota \(human(s?.quota ?? 0)), capacity \(human(s?.capacity ?? 0)), free \(human(s?.free ?? 0))"
+            )
         }
     }
 }

@@ -41,8 +41,14 @@ struct VolumeCommand: ParsableCommand {
         func run() throws {
             let volumes = try perform(.volumeList, data.directory).volumes ?? []
             if output.json { return printJSON(volumes) }
-            printTable(["NAME", "SIZE", "ALLOCATED", "POOL", "MODE", "OWNER", "OPEN"],
-                       volumes.map { [$0.name, human($0.size), human($0.allocated), $0.pool, $0.mode, "\($0.uid):\($0.gid)", $0.open ? "yes" : "no"] })
+            printTable(
+                ["NAME", "SIZE", "ALLOCATED", "POOL", "MODE", "OWNER", "OPEN"],
+                volumes.map {
+                    [
+                        $0.name, human($0.size), human($0.allocated), $0.pool, $0.mode, "\($0.uid):\($0.gid)",
+                        $0.open ? "yes" : "no",
+                    ]
+                })
         }
     }
 
@@ -55,7 +61,8 @@ struct VolumeCommand: ParsableCommand {
         func run() throws {
             guard let v = try perform(.volumeShow(name: name), data.directory).volumes?.first else { return }
             if output.json { return printJSON(v) }
-            print("""
+            print(
+                """
                 name:       \(v.name)
                 pool:       \(v.pool)
                 size:       \(human(v.size)) (\(v.size) bytes)
@@ -66,7 +73,9 @@ struct VolumeCommand: ParsableCommand {
                 owner:      \(v.uid):\(v.gid) mode \(v.mode)
                 open:       \(v.open ? "yes" : "no")
                 """)
-            if let unfolded = v.unfolded, unfolded > 0 { print("to copy in: \(human(unfolded)) (copy-on-write of small writes; done by the next fsync)") }
+            if let unfolded = v.unfolded, unfolded > 0 {
+                print("to copy in: \(human(unfolded)) (copy-on-write of small writes; done by the next fsync)")
+            }
         }
     }
 
@@ -93,7 +102,8 @@ struct VolumeCommand: ParsableCommand {
         }
 
         func run() throws {
-            let request = ControlRequest.volumeResize(name: name, size: try parseSize(size, option: "--size"), shrink: shrink, force: force)
+            let request = ControlRequest.volumeResize(
+                name: name, size: try parseSize(size, option: "--size"), shrink: shrink, force: force)
             let v = try perform(request, data.directory).volumes?.first
             print("resized \(name) to \(human(v?.size ?? 0))")
         }

@@ -3,9 +3,10 @@
 
 import Foundation
 import GRDB
-@testable import TesseraCatalog
 import TesseraCore
 import Testing
+
+@testable import TesseraCatalog
 
 #if canImport(Glibc)
     import Glibc
@@ -94,11 +95,15 @@ struct CatalogTests {
             try q.write { db in
                 try db.execute(sql: "INSERT INTO pool(name, chunkSize, createdAt) VALUES ('default', 4096, 1)")
                 try db.execute(
-                    sql: "INSERT INTO store(poolId, name, kind, path, nextSerial, createdAt) VALUES (1, 'default', 'dir', '/d', 42, 1)")
+                    sql:
+                        "INSERT INTO store(poolId, name, kind, path, nextSerial, createdAt) VALUES (1, 'default', 'dir', '/d', 42, 1)"
+                )
                 try db.execute(
                     sql: "INSERT INTO volume(name, poolId, size, chunkSize, uid, gid, mode, mtime, createdAt) "
                         + "VALUES ('vm1', 1, 8192, 4096, 0, 0, 384, 1, 1)")
-                try db.execute(sql: "INSERT INTO chunk_map(volumeId, idx, chunk, birth) VALUES (1, 0, ?, 1)", arguments: [1 << 48 | 41])
+                try db.execute(
+                    sql: "INSERT INTO chunk_map(volumeId, idx, chunk, birth) VALUES (1, 0, ?, 1)",
+                    arguments: [1 << 48 | 41])
             }
             try q.close()
         }

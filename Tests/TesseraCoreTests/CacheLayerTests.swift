@@ -47,7 +47,8 @@ struct CacheLayerTests {
     @Test(arguments: [false, true], [1, 2, 3] as [UInt64])
     func flushedDataSurvivesACrash(wholeChunks: Bool, seed: UInt64) throws {
         let memory = MemoryStore(chunkSize: Self.cs, wholeChunks: wholeChunks)
-        let cache = CacheLayer(over: memory, .init(capacity: 6 * Self.cs, dirtyAge: .milliseconds(20), readAhead: 16 * 1024))
+        let cache = CacheLayer(
+            over: memory, .init(capacity: 6 * Self.cs, dirtyAge: .milliseconds(20), readAhead: 16 * 1024))
         defer { cache.stop() }
         let threads = 4
         let perThread = 4
@@ -161,7 +162,9 @@ struct CacheLayerTests {
                     block.replaceSubrange(lo..<hi, with: piece)
                     mine[c, default: [:]][b] = block
                     let back = try Self.read(cache, c, at: b * Self.bs, count: Self.bs)
-                    if back != block { errors.withLock { $0.append("thread \(t) step \(step): \(c) block \(b) went back") } }
+                    if back != block {
+                        errors.withLock { $0.append("thread \(t) step \(step): \(c) block \(b) went back") }
+                    }
                     if step % 50 == 49 { try cache.flush() }
                 }
             } catch {
@@ -241,7 +244,8 @@ struct CacheLayerTests {
     @Test func dirtyBytesStayUnderTheLimit() throws {
         let memory = MemoryStore(chunkSize: Self.cs)
         let limit = 8 * Self.bs
-        let cache = CacheLayer(over: memory, .init(capacity: 32 * Self.bs, dirtyLimit: limit, dirtyAge: .seconds(3600), readAhead: 0))
+        let cache = CacheLayer(
+            over: memory, .init(capacity: 32 * Self.bs, dirtyLimit: limit, dirtyAge: .seconds(3600), readAhead: 0))
         defer { cache.stop() }
         var rng = SplitMix64(seed: 5)
         var expected = (0..<6).map { _ in [UInt8](repeating: 0, count: Self.cs) }
@@ -323,7 +327,10 @@ struct CacheLayerTests {
         faulty.delay = nil
         let landed = Self.contents(memory, a)
         let diff = (0..<Self.cs).first { landed[$0] != newer[$0] }
-        #expect(diff == nil, "the flush wrote what was dirty when it started; first difference at \(diff ?? -1): \(diff.map { landed[$0] } ?? 0)")
+        #expect(
+            diff == nil,
+            "the flush wrote what was dirty when it started; first difference at \(diff ?? -1): \(diff.map { landed[$0] } ?? 0)"
+        )
         try cache.flush()
         var latest = newer
         latest[8192] = 7

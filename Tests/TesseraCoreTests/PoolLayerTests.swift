@@ -127,8 +127,9 @@ struct PoolLayerTests {
 
     private func usage(free: UInt64, fs: UInt64? = nil, fsFree: UInt64 = 0) -> StoreUsage {
         let cs = UInt64(Self.cs)
-        return StoreUsage(totalBytes: 4000 * cs, freeBytes: free * cs, usedBytes: 0,
-                          filesystem: fs.map { FilesystemUsage(id: $0, totalBytes: 4000 * cs, freeBytes: fsFree * cs) })
+        return StoreUsage(
+            totalBytes: 4000 * cs, freeBytes: free * cs, usedBytes: 0,
+            filesystem: fs.map { FilesystemUsage(id: $0, totalBytes: 4000 * cs, freeBytes: fsFree * cs) })
     }
 
     @Test func storesOnOneFilesystemShareItsRoomInPlacement() throws {

@@ -69,20 +69,23 @@ extension Engine {
         let leaked = stored.subtracting(reachable)
         let missing = reachable.subtracting(stored)
         if !leaked.isEmpty {
-            problems.append("LEAK: \(leaked.count) chunk(s) on the store that nothing reaches: \(leaked.sorted().prefix(8))")
+            problems.append(
+                "LEAK: \(leaked.count) chunk(s) on the store that nothing reaches: \(leaked.sorted().prefix(8))")
         }
         if !missing.isEmpty {
             let owners = allVolumes().flatMap { v in
                 v.mapEntries.filter { missing.contains($0.chunk) }.map { "\(v.name)[\($0.index)] live" }
                     + v.retainedEntries.filter { missing.contains($0.chunk) }.map { "\(v.name)[\($0.index)] retained" }
             }
-            problems.append("EARLY FREE: \(missing.count) reachable chunk(s) missing from the store: \(owners.prefix(8))")
+            problems.append(
+                "EARLY FREE: \(missing.count) reachable chunk(s) missing from the store: \(owners.prefix(8))")
         }
         let committed = Set(try catalog.referencedChunks().map { ChunkID($0) }.filter(\.isReal))
         if committed != reachable {
             problems.append(
                 "catalog references \(committed.count) chunk(s), memory \(reachable.count): only in catalog "
-                    + "\(committed.subtracting(reachable).sorted().prefix(8)), only in memory \(reachable.subtracting(committed).sorted().prefix(8))")
+                    + "\(committed.subtracting(reachable).sorted().prefix(8)), only in memory \(reachable.subtracting(committed).sorted().prefix(8))"
+            )
         }
         for (c, n) in refs where shares.extra(c) != n - 1 {
             problems.append("share count of \(c) is \(shares.extra(c)) in memory, but \(n) reference(s) exist")
@@ -123,7 +126,8 @@ final class SnapshotModelRun {
     /// Known product bugs the run steers around, to look past them (exploration only; the suite runs
     /// with none): `TESSERA_SNAPSHOT_MODEL_AVOID=clone-shrink,delete-shared,freeable`.
     let avoid: Set<String> = Set(
-        (ProcessInfo.processInfo.environment["TESSERA_SNAPSHOT_MODEL_AVOID"] ?? "").split(separator: ",").map(String.init))
+        (ProcessInfo.processInfo.environment["TESSERA_SNAPSHOT_MODEL_AVOID"] ?? "").split(separator: ",").map(
+            String.init))
 
     init(seed: UInt64) throws {
         self.seed = seed
@@ -143,8 +147,12 @@ final class SnapshotModelRun {
     func fail(_ text: String) {
         guard failure == nil else { return }
         failure = text
-        let recent = log.suffix(30).enumerated().map { "    \(log.count - min(30, log.count) + $0.offset): \($0.element)" }
-        Issue.record(Comment(rawValue: "seed \(seed): \(text)\n  last ops (of \(log.count)):\n\(recent.joined(separator: "\n"))"))
+        let recent = log.suffix(30).enumerated().map {
+            "    \(log.count - min(30, log.count) + $0.offset): \($0.element)"
+        }
+        Issue.record(
+            Comment(rawValue: "seed \(seed): \(text)\n  last ops (of \(log.count)):\n\(recent.joined(separator: "\n"))")
+        )
     }
 
     func note(_ op: String) { log.append(op) }
@@ -170,7 +178,9 @@ final class SnapshotModelRun {
         }
         do {
             let got = try v.read(at: 0, count: Int(shadow.size) + 100)
-            if got.count != Int(shadow.size) { fail("\(when): live \(name) read \(got.count) bytes, size \(shadow.size)") }
+            if got.count != Int(shadow.size) {
+                fail("\(when): live \(name) read \(got.count) bytes, size \(shadow.size)")
+            }
             if let m = shadow.firstMismatch(got, at: 0) { fail("\(when): live \(name): \(m)") }
         } catch { fail("\(when): read of live \(name) threw \(error)") }
     }
@@ -187,21 +197,29 @@ final class SnapshotModelRun {
         }
         do {
             let got = try img.volume.read(at: 0, count: Int(shadow.size) + 100, epoch: img.epoch, viewSize: img.size)
-            if got.count != Int(shadow.size) { fail("\(when): \(snap)/\(name) read \(got.count) bytes, size \(shadow.size)") }
-            if let m = shadow.firstMismatch(got, at: 0) { fail("\(when): snapshot \(snap)/\(name) (epoch \(img.epoch)): \(m)") }
+            if got.count != Int(shadow.size) {
+                fail("\(when): \(snap)/\(name) read \(got.count) bytes, size \(shadow.size)")
+            }
+            if let m = shadow.firstMismatch(got, at: 0) {
+                fail("\(when): snapshot \(snap)/\(name) (epoch \(img.epoch)): \(m)")
+            }
         } catch { fail("\(when): read of \(snap)/\(name) threw \(error)") }
     }
 
     func verifyCatalogShape(_ when: String) {
         guard failure == nil else { return }
         let names = Set(e.allVolumes().map(\.name))
-        if names != Set(live.keys) { fail("\(when): engine has volumes \(names.sorted()), model \(live.keys.sorted())") }
+        if names != Set(live.keys) {
+            fail("\(when): engine has volumes \(names.sorted()), model \(live.keys.sorted())")
+        }
         if Set(e.snapshotNames()) != Set(snaps.keys) {
             fail("\(when): engine has snapshots \(e.snapshotNames().sorted()), model \(snaps.keys.sorted())")
         }
         for (s, members) in snaps {
             let got = Set((e.snapshotImages(s) ?? []).map(\.volume.name))
-            if got != Set(members.keys) { fail("\(when): snapshot \(s) holds \(got.sorted()), model \(members.keys.sorted())") }
+            if got != Set(members.keys) {
+                fail("\(when): snapshot \(s) holds \(got.sorted()), model \(members.keys.sorted())")
+            }
         }
         for (name, parent) in parentOf where e.volume(named: name)?.parent?.name != parent {
             fail("\(when): clone \(name) has parent \(e.volume(named: name)?.parent?.name ?? "none"), model \(parent)")
@@ -222,7 +240,9 @@ final class SnapshotModelRun {
         if !live.isEmpty { verifyLive(pick(live.keys.sorted()), when + " (sample)") }
         if !snaps.isEmpty {
             let s = pick(snaps.keys.sorted())
-            if let members = snaps[s], !members.isEmpty { verifySnapshot(s, pick(members.keys.sorted()), when + " (sample)") }
+            if let members = snaps[s], !members.isEmpty {
+                verifySnapshot(s, pick(members.keys.sorted()), when + " (sample)")
+            }
         }
     }
 
@@ -270,8 +290,10 @@ final class SnapshotModelRun {
             verifyEverything("at the end")
             try restart()
         } catch { fail("final flush/restart threw \(error)") }
-        print("snapshot model seed \(seed): \(done) ops in \(clock.now - start), \(live.count) volumes, "
-              + "\(snaps.count) snapshots, \(counts.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))")
+        print(
+            "snapshot model seed \(seed): \(done) ops in \(clock.now - start), \(live.count) volumes, "
+                + "\(snaps.count) snapshots, \(counts.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))"
+        )
     }
 
     func step(_ i: Int) throws {
@@ -420,8 +442,9 @@ final class SnapshotModelRun {
         snaps[snap] = nil
         let after = try e.storedChunkSet().count
         if !avoid.contains("freeable") && UInt64(before - after) * cs != freeable {
-            fail("deleting snapshot \(snap) freed \(before - after) chunk(s) (\(UInt64(before - after) * cs) bytes); "
-                 + "snapshotInfos said freeable = \(freeable) bytes (\(freeable / cs) chunk(s))")
+            fail(
+                "deleting snapshot \(snap) freed \(before - after) chunk(s) (\(UInt64(before - after) * cs) bytes); "
+                    + "snapshotInfos said freeable = \(freeable) bytes (\(freeable / cs) chunk(s))")
         }
         counts["snapshot-delete", default: 0] += 1
         verifySample([], "after snapshot delete")
@@ -449,7 +472,9 @@ final class SnapshotModelRun {
         let c = try e.clone(source, as: newName)
         live[newName] = image
         parentOf[newName] = parent
-        if c.parent?.name != parent { fail("clone \(newName) has parent \(c.parent?.name ?? "none"), expected \(parent)") }
+        if c.parent?.name != parent {
+            fail("clone \(newName) has parent \(c.parent?.name ?? "none"), expected \(parent)")
+        }
         verifySample([newName, parent], "after clone")
     }
 
@@ -464,11 +489,15 @@ final class SnapshotModelRun {
         let hasClones = parentOf.values.contains(name)
         let hasSnapshots = snaps.values.contains { $0[name] != nil }
         let refused = hasClones || (hasSnapshots && !withSnapshots)
-        note("delete volume \(name)\(withSnapshots ? " --with-snapshots" : "") (expect \(refused ? "refusal" : "success"))")
+        note(
+            "delete volume \(name)\(withSnapshots ? " --with-snapshots" : "") (expect \(refused ? "refusal" : "success"))"
+        )
         do {
             try e.deleteVolume(name, withSnapshots: withSnapshots)
             if refused {
-                return fail("delete of \(name) succeeded; expected a refusal (clones: \(hasClones), snapshots: \(hasSnapshots))")
+                return fail(
+                    "delete of \(name) succeeded; expected a refusal (clones: \(hasClones), snapshots: \(hasSnapshots))"
+                )
             }
         } catch {
             if !refused || error.code != .busy {
@@ -539,8 +568,9 @@ final class SnapshotModelRun {
         }
         note("copy \(label) @\(srcOff) -> \(dst) @\(dstOff) len \(length)")
         let data = src.read(at: srcOff, count: Int(total))
-        let n = try dstVol.copy(from: srcVol, at: srcOff, to: dstOff, length: length, sourceEpoch: img?.epoch,
-                                sourceSize: img?.size)
+        let n = try dstVol.copy(
+            from: srcVol, at: srcOff, to: dstOff, length: length, sourceEpoch: img?.epoch,
+            sourceSize: img?.size)
         if n != total { fail("copy returned \(n), expected \(total)") }
         live[dst]!.write(at: dstOff, data)
         counts[img == nil ? "copy" : "copy-from-snapshot", default: 0] += 1
@@ -628,13 +658,17 @@ struct SnapshotFocusedTests {
         func withEngine<T>(_ body: (Engine) throws -> T) throws -> T { try t.withEngine(body) }
     }
 
-    static func expectExactAccounting(_ e: Engine, _ when: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
+    static func expectExactAccounting(_ e: Engine, _ when: String, sourceLocation: SourceLocation = #_sourceLocation)
+        throws
+    {
         try e.flushAll()
         let problems = try e.chunkAccountingProblems()
         #expect(problems.isEmpty, "\(when): \(problems.joined(separator: "; "))", sourceLocation: sourceLocation)
     }
 
-    static func snapshotRead(_ e: Engine, _ snap: String, _ volume: String, at offset: UInt64, count: Int) throws -> [UInt8] {
+    static func snapshotRead(_ e: Engine, _ snap: String, _ volume: String, at offset: UInt64, count: Int) throws
+        -> [UInt8]
+    {
         let img = try #require(e.snapshotImages(snap)?.first { $0.volume.name == volume }, "\(snap)/\(volume)")
         return try img.volume.read(at: offset, count: count, epoch: img.epoch, viewSize: img.size)
     }
@@ -668,7 +702,8 @@ struct SnapshotFocusedTests {
             #expect(v.retainedEntries.isEmpty)
             #expect(e.snapshotInfos().first { $0.name == "big-snap" }?.freeable == 0)
             for (i, o) in offsets.enumerated() {
-                expectBytes(try Self.snapshotRead(e, "big-snap", "big", at: o, count: 1000), .pattern(1000, seed: UInt64(i)))
+                expectBytes(
+                    try Self.snapshotRead(e, "big-snap", "big", at: o, count: 1000), .pattern(1000, seed: UInt64(i)))
             }
             // The first write to a shared chunk copies exactly that chunk; the old one is now the snapshot's.
             try v.write(.pattern(10, seed: 42), at: 5)
@@ -704,7 +739,9 @@ struct SnapshotFocusedTests {
             try vols[1].discard(at: 0, length: 4 * cs)
             try e.resize(vols[2], to: 512)
             for (i, v) in vols.enumerated() {
-                expectBytes(try Self.snapshotRead(e, "grp", v.name, at: 0, count: before[i].count + 10), before[i], "grp/\(v.name)")
+                expectBytes(
+                    try Self.snapshotRead(e, "grp", v.name, at: 0, count: before[i].count + 10), before[i],
+                    "grp/\(v.name)")
             }
             #expect(e.snapshotImages("grp")?.map(\.volume.name) == ["g0", "g1", "g2"], "only the named volumes")
             // --all takes every volume, including ones not named anywhere.
@@ -752,9 +789,12 @@ struct SnapshotFocusedTests {
             #expect(taken.value == 8)
             for n in 0..<taken.value {
                 let c = try ["g0", "g1", "g2"].map { name in
-                    try Self.snapshotRead(e, "cut\(n)", name, at: 4096, count: 8).withUnsafeBytes { $0.load(as: UInt64.self) }
+                    try Self.snapshotRead(e, "cut\(n)", name, at: 4096, count: 8).withUnsafeBytes {
+                        $0.load(as: UInt64.self)
+                    }
                 }
-                #expect(c[0] >= c[1] && c[1] >= c[2] && c[2] + 1 >= c[0], "cut\(n) shows counters \(c): not one instant")
+                #expect(
+                    c[0] >= c[1] && c[1] >= c[2] && c[2] + 1 >= c[0], "cut\(n) shows counters \(c): not one instant")
             }
             try Self.expectExactAccounting(e, "after the cuts")
         }
@@ -846,8 +886,9 @@ struct SnapshotFocusedTests {
             try e.deleteVolume("v", withSnapshots: true)
             #expect(e.volume(named: "v") == nil)
             #expect(e.snapshotImages("g")?.map(\.volume.name) == ["w"], "the group snapshot keeps its other member")
-            expectBytes(try Self.snapshotRead(e, "g", "w", at: 0, count: Int(4 * cs)),
-                        .pattern(Int(2 * cs), seed: 2) + .zeros(Int(2 * cs)))
+            expectBytes(
+                try Self.snapshotRead(e, "g", "w", at: 0, count: Int(4 * cs)),
+                .pattern(Int(2 * cs), seed: 2) + .zeros(Int(2 * cs)))
             try Self.expectExactAccounting(e, "after deleting v")
             try e.deleteVolume("w", withSnapshots: true)
             #expect(e.snapshotNames().isEmpty, "a snapshot whose last member went is gone")
@@ -869,8 +910,9 @@ struct SnapshotFocusedTests {
             let c = try e.clone("p", as: "c")
             try e.createSnapshot(name: "s", volumes: ["c"])
             try e.resize(c, to: cs)
-            expectBytes(try Self.snapshotRead(e, "s", "c", at: 0, count: Int(4 * cs)), .pattern(Int(4 * cs), seed: 1),
-                        "snapshot s of clone c after c was shrunk")
+            expectBytes(
+                try Self.snapshotRead(e, "s", "c", at: 0, count: Int(4 * cs)), .pattern(Int(4 * cs), seed: 1),
+                "snapshot s of clone c after c was shrunk")
             try e.revert("c", to: "s")
             expectBytes(try c.contents(), .pattern(Int(4 * cs), seed: 1), "clone c reverted to s")
         }

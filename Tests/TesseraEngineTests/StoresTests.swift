@@ -16,7 +16,9 @@ struct StoresTests {
         let chunks = dir + "/chunks"
         let subdirs = (try? FileManager.default.contentsOfDirectory(atPath: chunks)) ?? []
         return subdirs.flatMap { d in
-            ((try? FileManager.default.contentsOfDirectory(atPath: chunks + "/" + d)) ?? []).map { chunks + "/" + d + "/" + $0 }
+            ((try? FileManager.default.contentsOfDirectory(atPath: chunks + "/" + d)) ?? []).map {
+                chunks + "/" + d + "/" + $0
+            }
         }
     }
 
@@ -30,10 +32,14 @@ struct StoresTests {
             let engine = try Engine(t.data, cacheSize: cacheSize)
             try engine.createPool(name: "p", chunkSize: Self.cs)
             // Two file stores of the same size (one compressed): equal room, so an even, alternating spread.
-            try engine.addStore(StoreSpec(name: "f1", pool: "p", kind: .file, location: t.dir.path + "/f1.img",
-                                          options: StoreOptions(size: 64 << 20)))
-            try engine.addStore(StoreSpec(name: "f2", pool: "p", kind: .file, location: t.dir.path + "/f2.img",
-                                          options: StoreOptions(size: 64 << 20, compression: "zstd:3")))
+            try engine.addStore(
+                StoreSpec(
+                    name: "f1", pool: "p", kind: .file, location: t.dir.path + "/f1.img",
+                    options: StoreOptions(size: 64 << 20)))
+            try engine.addStore(
+                StoreSpec(
+                    name: "f2", pool: "p", kind: .file, location: t.dir.path + "/f2.img",
+                    options: StoreOptions(size: 64 << 20, compression: "zstd:3")))
             let v = try engine.createVolumes(name: "v", size: 64 * Self.cs, pool: "p")[0]
             try v.write(data, at: 0)
             try engine.flushAll()
@@ -103,16 +109,23 @@ struct StoresTests {
         let engine = try Engine(t.data)
         let before = try engine.storeInfos()
         let missing = t.dir.path + "/nope"
-        #expect(throws: TesseraError.self) { try engine.addStore(StoreSpec(name: "x", pool: "default", kind: .dir, location: missing)) }
+        #expect(throws: TesseraError.self) {
+            try engine.addStore(StoreSpec(name: "x", pool: "default", kind: .dir, location: missing))
+        }
         #expect(throws: TesseraError.self) {
             try engine.addStore(StoreSpec(name: "x", pool: "nopool", kind: .dir, location: t.dir.path))
         }
         #expect(throws: TesseraError.self) {
-            try engine.addStore(StoreSpec(name: "default", pool: "default", kind: .file, location: t.dir.path + "/f", options: StoreOptions(size: 8 << 20)))
+            try engine.addStore(
+                StoreSpec(
+                    name: "default", pool: "default", kind: .file, location: t.dir.path + "/f",
+                    options: StoreOptions(size: 8 << 20)))
         }
         #expect(throws: TesseraError.self) {
-            try engine.addStore(StoreSpec(name: "y", pool: "default", kind: .file, location: t.dir.path + "/g",
-                                          options: StoreOptions(size: 8 << 20, compression: "lz4")))
+            try engine.addStore(
+                StoreSpec(
+                    name: "y", pool: "default", kind: .file, location: t.dir.path + "/g",
+                    options: StoreOptions(size: 8 << 20, compression: "lz4")))
         }
         #expect(throws: TesseraError.self) {
             try engine.addStore(StoreSpec(name: "z", pool: "default", kind: .s3, location: "http://127.0.0.1:1/b"))

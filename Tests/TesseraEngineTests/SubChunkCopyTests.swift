@@ -136,7 +136,9 @@ struct SubChunkCopyTests {
             try SnapshotFocusedTests.expectExactAccounting(e, "seed \(seed)")
             try e.deleteVolume("c")
             try e.deleteVolume("v", withSnapshots: true)
-            expectBytes(try copy.read(at: 0, count: Int(model.size)), model.read(at: 0, count: Int(model.size)), "copy after its source went")
+            expectBytes(
+                try copy.read(at: 0, count: Int(model.size)), model.read(at: 0, count: Int(model.size)),
+                "copy after its source went")
             try SnapshotFocusedTests.expectExactAccounting(e, "seed \(seed) after the source went")
         }
     }
@@ -179,7 +181,8 @@ struct SubChunkCopyTests {
                     defer { group.leave() }
                     for _ in 0..<20 {
                         do {
-                            let snap = try SnapshotFocusedTests.snapshotRead(e, "r\(round)", "v", at: 0, count: Int(2 * cs))
+                            let snap = try SnapshotFocusedTests.snapshotRead(
+                                e, "r\(round)", "v", at: 0, count: Int(2 * cs))
                             if snap != before { failures.withLock { $0.append("snapshot r\(round) changed") } }
                             try v.flush()
                         } catch { failures.withLock { $0.append("reader: \(error)") } }

@@ -71,8 +71,9 @@ public final class ChecksumLayer: ChunkStore {
         while t < inner.chunkSize && Self.tableBytes(for: inner.chunkSize - t) != t { t += Self.blockSize }
         tableBytes = t
         chunkSize = inner.chunkSize - t
-        precondition(chunkSize > 0 && chunkSize % Self.blockSize == 0 && Self.innerChunkSize(for: chunkSize) == inner.chunkSize,
-                     "inner chunk size must come from ChecksumLayer.innerChunkSize(for:)")
+        precondition(
+            chunkSize > 0 && chunkSize % Self.blockSize == 0 && Self.innerChunkSize(for: chunkSize) == inner.chunkSize,
+            "inner chunk size must come from ChecksumLayer.innerChunkSize(for:)")
         self.inner = inner
         blocks = chunkSize / Self.blockSize
         self.maxCachedTables = maxCachedTables
@@ -135,7 +136,9 @@ public final class ChecksumLayer: ChunkStore {
         }
         if raw.count < inner.chunkSize { raw.append(contentsOf: repeatElement(0, count: inner.chunkSize - raw.count)) }
         let slots = raw.withUnsafeBytes { p in
-            (0..<blocks).map { UInt64(littleEndian: p.loadUnaligned(fromByteOffset: chunkSize + $0 * 8, as: UInt64.self)) }
+            (0..<blocks).map {
+                UInt64(littleEndian: p.loadUnaligned(fromByteOffset: chunkSize + $0 * 8, as: UInt64.self))
+            }
         }
         let t = Table(slots)
         var bad: [Int] = []
@@ -173,9 +176,12 @@ public final class ChecksumLayer: ChunkStore {
             }
             for b in 0..<blocks {
                 let c = Self.crc(UnsafeRawBufferPointer(rebasing: p[b * Self.blockSize..<(b + 1) * Self.blockSize]))
-                p.storeBytes(of: (UInt64(c) << 32 | UInt64(c)).littleEndian, toByteOffset: chunkSize + b * 8, as: UInt64.self)
+                p.storeBytes(
+                    of: (UInt64(c) << 32 | UInt64(c)).littleEndian, toByteOffset: chunkSize + b * 8, as: UInt64.self)
             }
-            for b in unreadable { p.storeBytes(of: Self.poisonSlot.littleEndian, toByteOffset: chunkSize + b * 8, as: UInt64.self) }
+            for b in unreadable {
+                p.storeBytes(of: Self.poisonSlot.littleEndian, toByteOffset: chunkSize + b * 8, as: UInt64.self)
+            }
         }
         tables.withLock { _ = $0.removeValue(forKey: chunk) }
         try raw.withStoreBytes { (p) throws(StoreError) in try inner.replace(chunk, with: p) }
@@ -195,8 +201,10 @@ public final class ChecksumLayer: ChunkStore {
     }
 
     /// Read-modify-write of a whole-chunk store: `patch` edits the chunk's data in place, within `range`.
-    private func modifyWhole(_ chunk: ChunkID, create: Bool, range: Range<Int>,
-                             _ patch: (UnsafeMutableRawBufferPointer) -> Void) throws(StoreError) {
+    private func modifyWhole(
+        _ chunk: ChunkID, create: Bool, range: Range<Int>,
+        _ patch: (UnsafeMutableRawBufferPointer) -> Void
+    ) throws(StoreError) {
         stripes.lockExclusive(chunk.rawValue)
         defer { stripes.unlock(chunk.rawValue) }
         var data: [UInt8]
@@ -267,7 +275,8 @@ public final class ChecksumLayer: ChunkStore {
         if aligned {
             try inner.read(chunk, offset: offset, into: buffer)
             for b in first..<end {
-                let piece = UnsafeRawBufferPointer(rebasing: buffer[(b - first) * Self.blockSize..<(b - first + 1) * Self.blockSize])
+                let piece = UnsafeRawBufferPointer(
+                    rebasing: buffer[(b - first) * Self.blockSize..<(b - first + 1) * Self.blockSize])
                 if !verify(chunk, t, block: b, piece) { throw corrupt(chunk, b * Self.blockSize) }
             }
             return
@@ -277,7 +286,8 @@ public final class ChecksumLayer: ChunkStore {
         defer { span.deallocate() }
         try inner.read(chunk, offset: first * Self.blockSize, into: span)
         for b in first..<end {
-            let piece = UnsafeRawBufferPointer(rebasing: span[(b - first) * Self.blockSize..<(b - first + 1) * Self.blockSize])
+            let piece = UnsafeRawBufferPointer(
+                rebasing: span[(b - first) * Self.blockSize..<(b - first + 1) * Self.blockSize])
             if !verify(chunk, t, block: b, piece) { throw corrupt(chunk, b * Self.blockSize) }
         }
         let skip = offset - first * Self.blockSize
@@ -288,7 +298,9 @@ public final class ChecksumLayer: ChunkStore {
     private func storeSlots(_ chunk: ChunkID, _ t: Table, _ first: Int, _ end: Int) throws(StoreError) {
         let raw = UnsafeMutableRawBufferPointer.allocate(byteCount: (end - first) * 8, alignment: 8)
         defer { raw.deallocate() }
-        for b in first..<end { raw.storeBytes(of: t.slots[b].littleEndian, toByteOffset: (b - first) * 8, as: UInt64.self) }
+        for b in first..<end {
+            raw.storeBytes(of: t.slots[b].littleEndian, toByteOffset: (b - first) * 8, as: UInt64.self)
+        }
         try inner.write(chunk, offset: chunkSize + first * 8, from: UnsafeRawBufferPointer(raw))
     }
 
@@ -357,7 +369,8 @@ public final class ChecksumLayer: ChunkStore {
     public func zero(_ chunk: ChunkID, offset: Int, length: Int) throws(StoreError) {
         if inner.prefersWholeChunks(chunk) {
             return try modifyWhole(chunk, create: false, range: offset..<offset + length) { data in
-                _ = UnsafeMutableRawBufferPointer(rebasing: data[offset..<offset + length]).initializeMemory(as: UInt8.self, repeating: 0)
+                _ = UnsafeMutableRawBufferPointer(rebasing: data[offset..<offset + length]).initializeMemory(
+                    as: UInt8.self, repeating: 0)
             }
         }
         do throws(StoreError) {
@@ -407,7 +420,9 @@ public final class ChecksumLayer: ChunkStore {
         }
     }
 
-    private func zeroPart(_ chunk: ChunkID, _ offset: Int, _ length: Int, _ zeros: UnsafeMutableRawBufferPointer) throws(StoreError) {
+    private func zeroPart(_ chunk: ChunkID, _ offset: Int, _ length: Int, _ zeros: UnsafeMutableRawBufferPointer)
+        throws(StoreError)
+    {
         try write(chunk, offset: offset, from: UnsafeRawBufferPointer(rebasing: zeros[0..<length]))
     }
 
