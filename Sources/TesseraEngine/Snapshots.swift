@@ -119,6 +119,14 @@ extension Engine {
             if snapshot(named: name) != nil {
                 throw TesseraError(.exists, "a snapshot named '\(name)' already exists")
             }
+            // Flush once while the guest still writes: it copies in the partial chunks of small writes and
+            // makes data durable, so the flush under the quiesce below (guest I/O waits) has only what came
+            // in since.
+            for v in chosen {
+                do { try v.flush() } catch {
+                    throw TesseraError(.io, "cannot flush '\(v.name)' for the snapshot: \(error)")
+                }
+            }
             for v in chosen { v.quiesce() }
             defer { for v in chosen { v.resume() } }
             for v in chosen {
