@@ -2,7 +2,7 @@ import Foundation
 import GRDB
 import TesseraCore
 
-/// The catalog: pools, stores, domains, volumes, chunk maps, xattrs, snapshots and schedules in one
+/// The catalog: pools, stores, placement units, domains, volumes, chunk maps, xattrs, snapshots and schedules in one
 /// SQLite file (WAL). Volume and snapshot names and schedule targets are unique per domain; a lookup
 /// by name without a domain looks in the default domain.
 ///
@@ -124,12 +124,12 @@ public final class Catalog: Sendable {
         }
     }
 
-    /// Sets each store's gcFloor (at open, once garbage collection has looked at every chunk).
-    public func setGCFloors(_ floors: [StoreID: UInt64]) throws(TesseraError) {
+    /// Sets each unit's gcFloor (at open, once garbage collection has looked at every chunk).
+    public func setGCFloors(_ floors: [UnitID: UInt64]) throws(TesseraError) {
         try write("record garbage-collection floors") { db in
-            for (store, floor) in floors {
+            for (unit, floor) in floors {
                 try db.execute(
-                    sql: "UPDATE store SET gcFloor = ? WHERE id = ?", arguments: [Int64(floor), store.rawValue])
+                    sql: "UPDATE unit SET gcFloor = ? WHERE id = ?", arguments: [Int64(floor), unit.rawValue])
             }
         }
     }
@@ -177,15 +177,69 @@ public final class Catalog: Sendable {
         }
     }
 
-    public func insertStore(_ store: StoreRecord) throws(TesseraError) -> StoreRecord {
+    /// The placement units, by id.
+    public func units() throws(TesseraError) -> [UnitRecord] {
+        try read { try UnitRecord.order(Column("id")).fetchAll($0) }
+    }
+
+    /// Which units each store serves, and how.
+    public func unitMembers() throws(TesseraError) -> [UnitMemberRecord] {
+        try read { try UnitMemberRecord.order(Column("storeId"), Column("unitId")).fetchAll($0) }
+    }
+
+    /// The unit each store is the primary of.
+    public func primaryUnits() throws(TesseraError) -> [Int64: UnitID] {
+        var out: [Int64: UnitID] = [:]
+        for m in try unitMembers() where m.role == .primary { out[m.storeId] = UnitID(m.unitId) }
+        return out
+    }
+
+    /// Records a store as the primary of a unit of its pool: a new unit, or, with `unit` (a rebuild
+    /// from the stores' manifests), the unit of that id, made if missing. Both or neither.
+    public func insertStore(_ store: StoreRecord, unit: UnitID? = nil) throws(TesseraError) -> (StoreRecord, UnitID) {
         try write("add store \(store.name)") { db in
             var s = store
             try s.insert(db)
-            return s
+            var u = UnitRecord(poolId: s.poolId, createdAt: s.createdAt)
+            if let unit {
+                u.id = unit.rawValue
+                if try UnitRecord.fetchOne(db, key: unit.rawValue) == nil { try u.insert(db) }
+            } else {
+                let used = try Int64.fetchOne(db, sql: "SELECT seq FROM sqlite_sequence WHERE name = 'unit'") ?? 0
+                guard used + 1 < UnitID.limit else {
+                    throw TesseraError(.noSpace, "this catalog has used all \(UnitID.limit - 1) placement unit ids")
+                }
+                try u.insert(db)
+            }
+            try UnitMemberRecord(storeId: s.id!, unitId: u.id!, role: .primary).insert(db)
+            return (s, UnitID(u.id!))
         }
     }
 
-    /// Rewrites a store's options (`store set`); nothing else of the row (its serial moves on its own).
+    /// Removes a store and, when it was the unit's last member, its unit (whose id is never reused) with
+    /// the unit's entries in the freed list. Refused while any map or retained version names the unit.
+    public func removeStore(_ id: Int64, unit: UnitID) throws(TesseraError) {
+        try write("remove store #\(id)") { db in
+            let named = "((chunk >> \(ChunkID.serialBits)) & 65535) = ?"
+            let used =
+                try Int.fetchOne(
+                    db,
+                    sql: "SELECT (SELECT count(*) FROM chunk_map WHERE \(named)) "
+                        + "+ (SELECT count(*) FROM chunk_retained WHERE \(named))",
+                    arguments: [unit.rawValue, unit.rawValue]) ?? 0
+            if used > 0 {
+                throw TesseraError(.busy, "\(used) map entr(ies) still name \(unit) of store #\(id)")
+            }
+            try db.execute(sql: "DELETE FROM unit_member WHERE storeId = ?", arguments: [id])
+            if try UnitMemberRecord.filter(Column("unitId") == unit.rawValue).fetchCount(db) == 0 {
+                try db.execute(sql: "DELETE FROM chunk_free WHERE \(named)", arguments: [unit.rawValue])
+                _ = try UnitRecord.deleteOne(db, key: unit.rawValue)
+            }
+            _ = try StoreRecord.deleteOne(db, key: id)
+        }
+    }
+
+    /// Rewrites a store's options (`store set`); nothing else of the row.
     public func updateStore(_ store: StoreRecord) throws(TesseraError) {
         try write("update store \(store.name)") { db in try store.update(db, columns: ["options"]) }
     }
@@ -259,11 +313,11 @@ public final class Catalog: Sendable {
         }
     }
 
-    /// Commits one volume's map changes, size and mtime, and the stores' serial high-water marks, in one
+    /// Commits one volume's map changes, size and mtime, and the units' serial high-water marks, in one
     /// durable transaction. `changes` maps a logical index to its chunk (birth epoch 0); `.none` removes
     /// the entry.
     public func commitVolume(
-        _ id: VolumeID, size: UInt64, mtime: Double, changes: [UInt64: ChunkID], nextSerials: [StoreID: UInt64]
+        _ id: VolumeID, size: UInt64, mtime: Double, changes: [UInt64: ChunkID], nextSerials: [UnitID: UInt64]
     ) throws(TesseraError) {
         var commit = VolumeCommit(size: size, mtime: mtime)
         commit.changes = changes.mapValues { $0.isNone ? nil : MapEntry(chunk: $0, birth: 0) }
@@ -284,7 +338,7 @@ public final class Catalog: Sendable {
         public var retainedRemoves: [(UInt64, UInt64)] = []
         /// Chunk → change of its extra reference count.
         public var shareDeltas: [ChunkID: Int] = [:]
-        public var nextSerials: [StoreID: UInt64] = [:]
+        public var nextSerials: [UnitID: UInt64] = [:]
         /// Chunks this commit unmaps for good, deleted after it (recorded as freed with it).
         public var frees: [ChunkID] = []
         /// Freed chunks whose delete has completed since (their freed record goes).
@@ -443,20 +497,20 @@ public final class Catalog: Sendable {
         try write("delete schedule") { db in _ = try ScheduleRecord.deleteOne(db, key: id) }
     }
 
-    /// Every store's gcFloor, by store id.
-    public func gcFloors() throws(TesseraError) -> [StoreID: UInt64] {
-        Dictionary(uniqueKeysWithValues: try stores().map { (StoreID($0.id!), UInt64($0.gcFloor)) })
+    /// Every unit's gcFloor, by unit id.
+    public func gcFloors() throws(TesseraError) -> [UnitID: UInt64] {
+        Dictionary(uniqueKeysWithValues: try units().map { (UnitID($0.id!), UInt64($0.gcFloor)) })
     }
 
-    public func updateSerials(_ nextSerials: [StoreID: UInt64]) throws(TesseraError) {
+    public func updateSerials(_ nextSerials: [UnitID: UInt64]) throws(TesseraError) {
         try write("record chunk serials") { db in try Self.raiseSerials(db, nextSerials) }
     }
 
-    private static func raiseSerials(_ db: Database, _ nextSerials: [StoreID: UInt64]) throws {
-        for (store, next) in nextSerials {
+    private static func raiseSerials(_ db: Database, _ nextSerials: [UnitID: UInt64]) throws {
+        for (unit, next) in nextSerials {
             try db.execute(
-                sql: "UPDATE store SET nextSerial = max(nextSerial, ?) WHERE id = ?",
-                arguments: [Int64(next), store.rawValue])
+                sql: "UPDATE unit SET nextSerial = max(nextSerial, ?) WHERE id = ?",
+                arguments: [Int64(next), unit.rawValue])
         }
     }
 

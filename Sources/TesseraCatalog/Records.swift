@@ -38,7 +38,8 @@ public struct PoolRecord: Codable, Sendable, FetchableRecord, MutablePersistable
     public mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
 }
 
-/// One row of `store`: where a store lives and the next chunk serial it may hand out.
+/// One row of `store`: where a physical store lives and how it is opened. The chunks it holds belong
+/// to the placement unit it is a member of (`unit_member`).
 public struct StoreRecord: Codable, Sendable, FetchableRecord, MutablePersistableRecord {
     public static let databaseTableName = "store"
     public var id: Int64?
@@ -46,10 +47,6 @@ public struct StoreRecord: Codable, Sendable, FetchableRecord, MutablePersistabl
     public var name: String
     public var kind: String
     public var path: String
-    public var nextSerial: Int64
-    /// Unreferenced chunks with a serial at or above this were allocated since the catalog was last
-    /// opened: garbage collection may take them for a crashed run's orphans (see Engine).
-    public var gcFloor: Int64
     public var createdAt: Double
     /// JSON of the engine's StoreOptions ("{}" for a plain directory store).
     public var options: String
@@ -58,12 +55,47 @@ public struct StoreRecord: Codable, Sendable, FetchableRecord, MutablePersistabl
         self.name = name
         self.kind = kind
         self.path = path
-        self.nextSerial = 1
-        self.gcFloor = 1
         self.createdAt = createdAt
         self.options = options
     }
     public mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
+}
+
+/// One row of `unit`: a placement unit of a pool, what chunk IDs name. It hands out the serials of its
+/// chunks; its member stores hold them.
+public struct UnitRecord: Codable, Sendable, Equatable, FetchableRecord, MutablePersistableRecord {
+    public static let databaseTableName = "unit"
+    public var id: Int64?
+    public var poolId: Int64
+    /// The next serial the unit may hand out (raised with every map commit that used one).
+    public var nextSerial: Int64
+    /// Unreferenced chunks with a serial at or above this were allocated since the catalog was last
+    /// opened: garbage collection may take them for a crashed run's orphans (see Engine).
+    public var gcFloor: Int64
+    public var createdAt: Double
+    public init(poolId: Int64, createdAt: Double) {
+        self.poolId = poolId
+        self.nextSerial = 1
+        self.gcFloor = 1
+        self.createdAt = createdAt
+    }
+    public mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
+}
+
+/// One row of `unit_member`: a store serving a unit. A store is the primary of at most one unit.
+public struct UnitMemberRecord: Codable, Sendable, Equatable, FetchableRecord, PersistableRecord {
+    public static let databaseTableName = "unit_member"
+    /// What the store does for its unit. Today every unit has one member, its primary; mirror legs and
+    /// a store being replaced will be roles of their own.
+    public enum Role: String, Codable, Sendable { case primary }
+    public var storeId: Int64
+    public var unitId: Int64
+    public var role: Role
+    public init(storeId: Int64, unitId: Int64, role: Role) {
+        self.storeId = storeId
+        self.unitId = unitId
+        self.role = role
+    }
 }
 
 /// One row of `volume`.

@@ -177,6 +177,49 @@ enum Schema {
                 t.uniqueKey(["domainId", "name"])
             }
         }
+        m.registerMigration("v6-units") { db in
+            // Chunk IDs name placement units rather than stores. Each existing store becomes the one
+            // member of a unit with the store's own id, so every chunk ID already written (store id in
+            // its top bits) names its unit unchanged; the serial counter and gcFloor move to the unit.
+            try db.create(table: "unit") { t in
+                t.autoIncrementedPrimaryKey("id").check { $0 > 0 && $0 < 0xffff }
+                t.column("poolId", .integer).notNull().references("pool", onDelete: .restrict)
+                t.column("nextSerial", .integer).notNull().defaults(to: 1)
+                t.column("gcFloor", .integer).notNull().defaults(to: 1)
+                t.column("createdAt", .double).notNull()
+            }
+            // A store is the primary of at most one unit; it may serve others too later (as a drain
+            // target, say: chunk files are named by their full ID, so units never collide on a store).
+            try db.create(table: "unit_member", options: [.withoutRowID]) { t in
+                t.column("unitId", .integer).notNull().references("unit", onDelete: .restrict)
+                t.column("storeId", .integer).notNull().references("store", onDelete: .restrict).indexed()
+                t.column("role", .text).notNull()
+                t.primaryKey(["unitId", "storeId"])
+            }
+            try db.execute(
+                sql: "CREATE UNIQUE INDEX unit_member_primary ON unit_member(storeId) WHERE role = 'primary'")
+            try db.execute(
+                sql: "INSERT INTO unit(id, poolId, nextSerial, gcFloor, createdAt) "
+                    + "SELECT id, poolId, nextSerial, gcFloor, createdAt FROM store")
+            try db.execute(
+                sql: "INSERT INTO unit_member(unitId, storeId, role) SELECT id, id, ? FROM store",
+                arguments: [UnitMemberRecord.Role.primary.rawValue])
+            // Unit ids go on from the store ids, so the two stay equal until a store changes units.
+            try db.execute(sql: "DELETE FROM sqlite_sequence WHERE name = 'unit'")
+            try db.execute(
+                sql:
+                    "INSERT INTO sqlite_sequence(name, seq) SELECT 'unit', seq FROM sqlite_sequence WHERE name = 'store'"
+            )
+            try redefine(db, table: "store") { t in
+                t.autoIncrementedPrimaryKey("id")
+                t.column("poolId", .integer).notNull().references("pool", onDelete: .restrict)
+                t.column("name", .text).notNull().unique()
+                t.column("kind", .text).notNull()
+                t.column("path", .text).notNull()
+                t.column("createdAt", .double).notNull()
+                t.column("options", .text).notNull().defaults(to: "{}")
+            }
+        }
         return m
     }
 

@@ -12,6 +12,8 @@ public enum ControlRequest: Codable, Sendable {
     case storeShow(name: String)
     /// A store's capacity quota (`store set NAME --size SIZE`).
     case storeSet(name: String, size: UInt64)
+    /// Removes a store that holds no chunk (`store remove NAME`).
+    case storeRemove(name: String)
     /// Verifies every chunk (of one store); the mount streams progress lines before the reply.
     case scrub(store: String?)
     case volumeCreate(name: String, size: UInt64, pool: String, count: Int?)
@@ -112,6 +114,9 @@ public struct ControlService: Sendable {
         case .storeSet(let name, let size):
             try engine.setStoreSize(name, size: size)
             return ControlReply(stores: try engine.storeInfos().filter { $0.name == name })
+        case .storeRemove(let name):
+            try engine.removeStore(name)
+            return ControlReply()
         case .storeShow(let name):
             let found = try engine.storeInfos(sample: 256).filter { $0.name == name }
             if found.isEmpty { throw TesseraError(.notFound, "no store named '\(name)'") }

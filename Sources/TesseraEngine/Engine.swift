@@ -1,14 +1,15 @@
 // Engine — owns the catalog and wires pools, stores and volumes together; the control plane's entry
 // point and the data path's source of Volume objects.
 //
-// State: pools (record + storage stack), stores (record + opened store), volumes by id and, for the
+// State: pools (record + storage stack), stores (record + opened store, and the placement unit each
+// serves), volumes by id and, for the
 // default domain, by name (Domains.swift), and the top of each volume's stack (every stack is built in
 // Stacks.swift).
 // Invariants:
 // - Exactly one Engine per data directory at a time (DirectoryLock).
 // - On open, chunks on a store that no committed map references and that this catalog can prove it
 //   made garbage (a crash between a data write and its map commit, or between a commit and a delete)
-//   are removed before any I/O, within a safety limit (Ownership.swift); each store's serial counter
+//   are removed before any I/O, within a safety limit (Ownership.swift); each unit's serial counter
 //   is raised past every chunk seen, so IDs are never reused.
 // - Every directory store names this catalog (store.json); a store of another catalog is refused.
 // - Every catalog change made here commits before the call returns.
@@ -44,6 +45,8 @@ public final class Engine: Sendable {
         var pools: [Int64: Pool] = [:]
         var stores: [Int64: StoreRecord] = [:]
         var opened: [Int64: OpenedStore] = [:]
+        /// The placement unit each store serves.
+        var unitOf: [Int64: UnitID] = [:]
         var volumes: [VolumeID: Volume] = [:]
         /// The default domain's volumes (the only domain the engine names yet).
         var byName: [String: VolumeID] = [:]
@@ -88,9 +91,10 @@ public final class Engine: Sendable {
         let catalog = try Catalog.create(at: data.catalogPath)
         let now = Date().timeIntervalSince1970
         let pool = try catalog.insertPool(PoolRecord(name: "default", chunkSize: Int64(chunkSize), createdAt: now))
-        let store = try catalog.insertStore(
+        let (store, unit) = try catalog.insertStore(
             StoreRecord(poolId: pool.id!, name: "default", kind: "dir", path: data.defaultStorePath, createdAt: now))
-        try Manifests.writeStore(StoreManifest(store, pool, catalogID: try catalog.identity()), root: store.path)
+        try Manifests.writeStore(
+            StoreManifest(store, pool, unit: unit, catalogID: try catalog.identity()), root: store.path)
     }
 
     /// Opens the installation: lock, catalog, stores, maps; then (unless `collectGarbage` is false, as
@@ -114,17 +118,24 @@ public final class Engine: Sendable {
         var s = State()
         let pools = try catalog.pools()
         let stamped = try Self.checkOwnership(
-            try catalog.stores(), pools: Dictionary(uniqueKeysWithValues: pools.map { ($0.id!, $0) }),
-            catalogID: catalogID)
+            try catalog.stores(),
+            units: try catalog.primaryUnits(),
+            pools: Dictionary(uniqueKeysWithValues: pools.map { ($0.id!, $0) }), catalogID: catalogID)
         for p in pools {
             s.pools[p.id!] = Self.poolStack(p, cacheShare: pools.isEmpty ? 0 : Int(cacheSize / UInt64(pools.count)))
         }
         for st in try catalog.stores() {
             guard let pool = s.pools[st.poolId] else { continue }
-            let opened = try Self.openStore(st, chunkSize: Int(pool.record.chunkSize))
-            pool.layer.add(StoreID(st.id!), store: opened.top, nextSerial: UInt64(st.nextSerial), health: opened.health)
             s.stores[st.id!] = st
-            s.opened[st.id!] = opened
+            s.opened[st.id!] = try Self.openStore(st, chunkSize: Int(pool.record.chunkSize))
+        }
+        let members = Dictionary(grouping: try catalog.unitMembers(), by: \.unitId)
+        for u in try catalog.units() {
+            guard let pool = s.pools[u.poolId] else { continue }
+            let served = (members[u.id!] ?? []).compactMap { m in s.opened[m.storeId].map { (m, $0) } }
+            let opened = try Self.unitStore(u, members: served)
+            pool.layer.add(UnitID(u.id!), store: opened.top, nextSerial: UInt64(u.nextSerial), health: opened.health)
+            for (m, _) in served where m.role == .primary { s.unitOf[m.storeId] = UnitID(u.id!) }
         }
         for v in try catalog.volumes() {  // ids grow, so a clone's parent is loaded before it
             guard let pool = s.pools[v.poolId] else {
@@ -348,12 +359,12 @@ public final class Engine: Sendable {
     }
 
     private func storeFigures(sample: Int = 0) -> (infos: [StoreInfo], usages: [StoreUsage?]) {
-        let (stores, pools, opened) = state.withLock { s in
-            (s.stores.values.sorted { $0.id! < $1.id! }, s.pools, s.opened)
+        let (stores, pools, opened, unitOf) = state.withLock { s in
+            (s.stores.values.sorted { $0.id! < $1.id! }, s.pools, s.opened, s.unitOf)
         }
         var infos: [StoreInfo] = []
         var usages: [StoreUsage?] = []
-        var shares: [Int64: [StoreID: Double]] = [:]
+        var shares: [Int64: [UnitID: Double]] = [:]
         for st in stores {
             guard let pool = pools[st.poolId], let layers = opened[st.id!] else { continue }
             let f = figures(st.id!, health: layers.health, sample: sample)
@@ -367,9 +378,11 @@ public final class Engine: Sendable {
             info.compression =
                 options.flatMap { try? CompressionSetting.effective($0, kind: st.kind).description } ?? "?"
             info.checksumErrors = layers.mismatches
-            info.freeChunks = pool.layer.placementWeights()[StoreID(st.id!)]
+            let unit = unitOf[st.id!]
+            info.unit = unit?.rawValue
+            info.freeChunks = unit.flatMap { pool.layer.placementWeights()[$0] }
             if shares[st.poolId] == nil { shares[st.poolId] = pool.layer.placementShares() }
-            info.placementShare = shares[st.poolId]?[StoreID(st.id!)] ?? 0
+            info.placementShare = unit.flatMap { shares[st.poolId]?[$0] } ?? 0
             info.quota = st.kind == StoreSpec.Kind.file.rawValue ? nil : options?.size
             info.filesystemID = f?.usage.filesystem?.id
             info.filesystemSize = f?.usage.filesystem?.totalBytes
@@ -422,7 +435,7 @@ public final class Engine: Sendable {
         let names = count.map { n in (1...n).map { "\(name)-\($0)" } } ?? [name]
         for n in names { try Self.checkName(n, "volume") }
         let pool = try pool(named: poolName)
-        if pool.layer.storeIDs.isEmpty { throw TesseraError(.invalid, "pool '\(poolName)' has no store") }
+        if pool.layer.unitIDs.isEmpty { throw TesseraError(.invalid, "pool '\(poolName)' has no store") }
         let now = Date().timeIntervalSince1970
         // Holding state across the insert keeps two creators of one name from racing; the insert is a
         // short local transaction.

@@ -50,7 +50,7 @@ extension Engine {
         for (id, store) in stores {
             let chunks: [ChunkID]
             do { chunks = try store.allChunks() } catch {
-                throw TesseraError(.io, "cannot list chunks of store #\(id.rawValue): \(error)")
+                throw TesseraError(.io, "cannot list chunks of \(describe(id)): \(error)")
             }
             for c in chunks { onStores[c] = store }
         }
@@ -61,7 +61,7 @@ extension Engine {
             progress(done, entries.count)
             referenced.insert(chunk)
             guard checked.insert(chunk).inserted else { continue }  // shared: verify once
-            let where_ = "\(v.name) chunk \(index) (\(chunk), store #\(chunk.store.rawValue))"
+            let where_ = "\(v.name) chunk \(index) (\(chunk), \(describe(chunk.unit)))"
             guard onStores[chunk] != nil else {
                 report.missing += 1
                 report.problems.append("\(where_): missing from its store")
@@ -119,7 +119,7 @@ extension Engine {
                         + "freeing (another catalog's, or left by an older release): kept; 'tessera fsck --repair --force' removes them"
                 )
             }
-            guard repair, !doomed.isEmpty, let store = poolLayers().lazy.compactMap({ $0.store(o.store) }).first else {
+            guard repair, !doomed.isEmpty, let store = poolLayers().lazy.compactMap({ $0.store(o.unit) }).first else {
                 continue
             }
             for chunk in doomed {

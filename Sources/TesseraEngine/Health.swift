@@ -121,6 +121,10 @@ extension Engine {
             var round = 0
             while true {
                 guard let self, !self.checker.state.withLock({ $0.stopped }) else { return }
+                guard self.state.withLock({ $0.stores[id] != nil }) else {  // removed from the catalog
+                    self.checker.state.withLock { _ = $0.threads.remove(id) }
+                    return
+                }
                 let reachable = self.probe(id, refresh: round % 3 == 0)
                 round += 1
                 let pause = reachable ? Self.healthInterval : Self.healthInterval / 2
@@ -166,8 +170,10 @@ extension Engine {
 
     private func figureFlight(_ id: Int64, sample: Int) -> FigureCache.Flight? {
         guard
-            let (record, opened, layer) = state.withLock({ s in
-                s.stores[id].flatMap { r in s.opened[id].flatMap { o in s.pools[r.poolId].map { (r, o, $0.layer) } } }
+            let (record, opened, layer, unit) = state.withLock({ s in
+                s.stores[id].flatMap { r in
+                    s.opened[id].flatMap { o in s.pools[r.poolId].map { (r, o, $0.layer, s.unitOf[id]) } }
+                }
             })
         else { return nil }
         return figureCache.flight(id) {
@@ -180,7 +186,8 @@ extension Engine {
                     f.sampledLogical = r.logical
                     f.sampledStored = r.stored
                 }
-                layer.updateCapacity(StoreID(id), usage)
+                // A unit's one store: its room is the unit's.
+                if let unit { layer.updateCapacity(unit, usage) }
                 return f
             } catch {
                 if StoreHealth.isOutage(error), opened.health.markUnreachable(StoreHealth.describe(error)) {

@@ -77,6 +77,8 @@ public struct StoreInfo: Codable, Sendable, Equatable {
     public var pool: String
     public var kind: String
     public var path: String
+    /// The placement unit the store serves (what its chunk IDs name; `store show`).
+    public var unit: Int64?
     public var capacity: UInt64
     public var free: UInt64
     public var used: UInt64

@@ -1,5 +1,6 @@
 // Manifests — the self-description each store keeps beside its chunks, so that the catalog is never a
-// single point of total loss: `store.json` (which store of which pool, chunk size, its settings, and
+// single point of total loss: `store.json` (which store of which pool and placement unit, chunk size,
+// its settings, and
 // the identity of the catalog that owns it), `volumes/ID.json` (domain, name, size, owner, epoch and
 // clone parent of each volume of the pool), `snapshots/ID.json` (each snapshot holding a volume of the
 // pool: domain, name, member epochs and sizes), `schedules.json` (every snapshot schedule) and
@@ -18,6 +19,9 @@ public struct StoreManifest: Codable, Sendable, Equatable {
     public static let currentFormat = "tessera-store-1"
     public var format = StoreManifest.currentFormat
     public var storeID: Int64
+    /// The placement unit the store serves, whose id its chunk IDs carry (nil: written before units,
+    /// when every store was a unit of its own id).
+    public var unitID: Int64?
     public var storeName: String
     public var kind: String
     public var poolID: Int64
@@ -28,8 +32,9 @@ public struct StoreManifest: Codable, Sendable, Equatable {
     /// The store's options (catalog column `store.options`; nil: written by an older release).
     public var options: String?
 
-    init(_ store: StoreRecord, _ pool: PoolRecord, catalogID: String) {
+    init(_ store: StoreRecord, _ pool: PoolRecord, unit: UnitID, catalogID: String) {
         storeID = store.id!
+        unitID = unit.rawValue
         storeName = store.name
         kind = store.kind
         poolID = pool.id!
@@ -178,6 +183,16 @@ enum Manifests {
         let data: Data
         do { data = try JSONEncoder().encode(m) } catch { throw TesseraError(.io, "\(error)") }
         try replace(storeFile(root), data)
+        syncDirectory(root)
+    }
+
+    /// Removes every manifest under `root` (a store leaving its catalog), store.json last, so that the
+    /// directory no longer looks like a store to a rebuild or to `init`.
+    static func removeAll(root: String) {
+        let fm = FileManager.default
+        for path in [volumesDir(root), snapshotsDir(root), schedulesFile(root), domainsFile(root), storeFile(root)] {
+            try? fm.removeItem(atPath: path)
+        }
         syncDirectory(root)
     }
 

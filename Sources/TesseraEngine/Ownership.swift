@@ -34,9 +34,9 @@ public enum OrphanSweep {
     static let rule = "at most 10% of a store's chunks, or \(smallCount) chunks, in one pass"
 }
 
-/// The unreferenced chunks of one store, sorted by what garbage collection may do with them.
+/// The unreferenced chunks of one placement unit, sorted by what garbage collection may do with them.
 struct StoreOrphans {
-    let store: StoreID
+    let unit: UnitID
     let name: String
     let total: Int
     var proven: [ChunkID] = []
@@ -103,12 +103,12 @@ extension Engine {
     /// Every directory store must name this catalog in its store.json. One that names none (written
     /// before identities existed) is stamped now; one that names another catalog is refused. Returns
     /// true when a store was stamped now (the engine then writes every other manifest too).
-    static func checkOwnership(_ stores: [StoreRecord], pools: [Int64: PoolRecord], catalogID: String)
-        throws(TesseraError) -> Bool
-    {
+    static func checkOwnership(
+        _ stores: [StoreRecord], units: [Int64: UnitID], pools: [Int64: PoolRecord], catalogID: String
+    ) throws(TesseraError) -> Bool {
         var stamped = false
         for st in stores where st.kind == StoreSpec.Kind.dir.rawValue {
-            guard let pool = pools[st.poolId] else { continue }
+            guard let pool = pools[st.poolId], let unit = units[st.id!] else { continue }
             let found = Manifests.readStore(root: st.path)
             if let owner = found?.catalogID, owner != catalogID {
                 throw TesseraError(
@@ -117,7 +117,7 @@ extension Engine {
                         + "\(catalogID)): this catalog.db is not the one its stores were written with. Move catalog.db aside "
                         + "and run 'tessera fsck --rebuild-catalog'")
             }
-            let wanted = StoreManifest(st, pool, catalogID: catalogID)
+            let wanted = StoreManifest(st, pool, unit: unit, catalogID: catalogID)
             if found != wanted {
                 do {
                     try Manifests.writeStore(wanted, root: st.path)
@@ -142,21 +142,20 @@ extension Engine {
         let freed = try catalog.freedChunks()
         let floors = try catalog.gcFloors()
         let maxVolume = try catalog.maxVolumeIDEver()
-        let names = state.withLock { s in s.stores.mapValues(\.name) }
         var out: [StoreOrphans] = []
         for layer in poolLayers() {
             for (id, store) in layer.members.sorted(by: { $0.0.rawValue < $1.0.rawValue }) {
                 let chunks: [ChunkID]
                 do { chunks = try store.allChunks() } catch {
-                    throw TesseraError(.io, "cannot list chunks of store #\(id.rawValue): \(error)")
+                    throw TesseraError(.io, "cannot list chunks of \(describe(id)): \(error)")
                 }
-                var o = StoreOrphans(store: id, name: names[id.rawValue] ?? "#\(id.rawValue)", total: chunks.count)
+                var o = StoreOrphans(unit: id, name: describe(id, bare: true), total: chunks.count)
                 let floor = floors[id] ?? UInt64.max
                 for c in chunks {
-                    if c.store == id { layer.raiseSerial(id, to: c.serial + 1) }
+                    if c.unit == id { layer.raiseSerial(id, to: c.serial + 1) }
                     guard !referenced.contains(c.rawValue) else { continue }
                     var proven = freed.contains(c.rawValue)
-                    if !proven && c.store == id && c.serial >= floor {
+                    if !proven && c.unit == id && c.serial >= floor {
                         // No label: written, then a crash before its label (labels follow the data).
                         do { proven = try store.label(of: c).map { $0.volume.rawValue <= maxVolume } ?? true } catch {
                             proven = false
@@ -178,7 +177,7 @@ extension Engine {
         var removed = 0
         var kept: [ChunkID] = []
         for o in found {
-            guard let store = poolLayers().lazy.compactMap({ $0.store(o.store) }).first else { continue }
+            guard let store = poolLayers().lazy.compactMap({ $0.store(o.unit) }).first else { continue }
             if !o.proven.isEmpty && !o.allowed {
                 Log.error(
                     "garbage collection refused on store \(o.name): \(o.proven.count) unreferenced chunk(s) are "
@@ -205,7 +204,7 @@ extension Engine {
                         + "kept ('tessera fsck' lists them)")
             }
         }
-        var floors: [StoreID: UInt64] = [:]
+        var floors: [UnitID: UInt64] = [:]
         for layer in poolLayers() {
             let next = layer.nextSerials()
             try catalog.updateSerials(next)

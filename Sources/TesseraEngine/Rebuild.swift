@@ -1,7 +1,7 @@
 // Rebuild — `tessera fsck --rebuild-catalog`: a new catalog from the stores' self-description
 // (Manifests.swift) and the label on every chunk (volume, index, birth epoch).
 //
-// What comes back: pools and stores with their settings (store.json), volumes with owner, size, epoch
+// What comes back: pools and stores with their settings and placement units (store.json), volumes with owner, size, epoch
 // and clone parent (volumes/*.json; a volume with chunks but no manifest comes back as recovered-ID),
 // each slot's versions from the labels — the newest birth is live, the older ones are retained and
 // live until the next one's birth (that is how copy-on-write made them) — snapshots with their member
@@ -14,7 +14,7 @@
 // sharing made by copy_file_range (the sharing volume reads zeros there), and anything on stores that
 // are not directories (no manifests).
 //
-// The new catalog has a new identity, stamped into every store it was rebuilt from. Each store's
+// The new catalog has a new identity, stamped into every store it was rebuilt from. Each unit's
 // gcFloor is past every chunk seen, so the next mount removes only what the rebuild itself found to be
 // garbage (recorded as freed): a superseded version of one epoch, or a chunk without a label.
 import Foundation
@@ -85,7 +85,8 @@ public enum CatalogRebuild {
         var domains: DomainsManifest?
         var versions: [Int64: [UInt64: [Version]]] = [:]
         var volumePool: [Int64: Int64] = [:]
-        var nextSerial: [StoreID: UInt64] = [:]
+        var nextSerial: [UnitID: UInt64] = [:]
+        var unitOf: [Int64: UnitID] = [:]
         var garbage: [ChunkID] = []
         var storeRecords: [(String, StoreRecord)] = []
         for (root, m) in manifests {
@@ -98,7 +99,9 @@ public enum CatalogRebuild {
             } else {
                 report.lost.append("settings of store \(m.storeName) (its store.json predates them): defaults used")
             }
-            s = try catalog.insertStore(s)
+            let unit: UnitID
+            (s, unit) = try catalog.insertStore(s, unit: UnitID(m.unitID ?? m.storeID))
+            unitOf[m.storeID] = unit
             storeRecords.append((root, s))
             report.stores.append("\(m.storeName) (\(root))")
             for v in Manifests.readVolumes(root: root) {
@@ -114,7 +117,7 @@ public enum CatalogRebuild {
             let chunks: [ChunkID]
             do { chunks = try store.allChunks() } catch { throw TesseraError(.io, "store \(m.storeName): \(error)") }
             for c in chunks {
-                nextSerial[c.store] = max(nextSerial[c.store] ?? 1, c.serial + 1)
+                nextSerial[c.unit] = max(nextSerial[c.unit] ?? 1, c.serial + 1)
                 guard let label = try? store.label(of: c) else {
                     report.unlabeledChunks += 1
                     garbage.append(c)
@@ -295,11 +298,11 @@ public enum CatalogRebuild {
         try catalog.recordFreed(garbage)
         report.garbageChunks = garbage.count
         for (root, s) in storeRecords {
-            guard var s0 = try catalog.stores().first(where: { $0.id == s.id }), let pool = pools[s.poolId] else {
-                continue
-            }
+            guard var s0 = try catalog.stores().first(where: { $0.id == s.id }), let pool = pools[s.poolId],
+                let unit = unitOf[s0.id!]
+            else { continue }
             s0.path = root
-            try Manifests.writeStore(StoreManifest(s0, pool, catalogID: identity), root: root)
+            try Manifests.writeStore(StoreManifest(s0, pool, unit: unit, catalogID: identity), root: root)
         }
         return report
     }

@@ -3,7 +3,8 @@
 // Storage side (physical chunks), per store bottom up: the store itself (directory of chunk files,
 // preallocated file or block device, S3-compatible bucket) → compression (when configured; on by default
 // for s3) → checksums (always: every chunk on every store is verified on every read). Per pool: the pool
-// layer routes to the top of each store's stack, and the RAM cache (when the mount has one) sits over it.
+// layer routes each placement unit's chunks to the unit's store (today its one member store's stack),
+// and the RAM cache (when the mount has one) sits over it.
 // Volume side (volume bytes), per volume bottom up: the thin map (`Volume`, over its pool's stack) → the
 // engine's volume layers in order (QoS, the CDP journal; none by default). A clone is made here like any
 // other volume, so its stack has the same shape.
@@ -81,7 +82,22 @@ extension Engine {
         return OpenedStore(top: ChecksumLayer(over: middle), compression: compressor, bottom: bottom)
     }
 
-    /// A pool's stack: the pool layer over its stores, under a RAM cache of `cacheShare` bytes when that
+    /// What a placement unit's chunks are routed to: today a unit has exactly one member, its primary,
+    /// and that store's stack serves it. A unit served by several stores (mirror legs, a store and its
+    /// replacement) is built here when those exist; a catalog that names one is refused until then.
+    static func unitStore(_ unit: UnitRecord, members: [(UnitMemberRecord, OpenedStore)]) throws(TesseraError)
+        -> OpenedStore
+    {
+        guard members.count == 1, let (member, opened) = members.first, member.role == .primary else {
+            throw TesseraError(
+                .catalog,
+                "placement unit #\(unit.id!) has \(members.count) usable member store(s); this release serves a "
+                    + "unit from exactly one primary store")
+        }
+        return opened
+    }
+
+    /// A pool's stack: the pool layer over its units, under a RAM cache of `cacheShare` bytes when that
     /// holds at least one chunk.
     static func poolStack(_ record: PoolRecord, cacheShare: Int) -> Pool {
         let layer = PoolLayer(chunkSize: Int(record.chunkSize))

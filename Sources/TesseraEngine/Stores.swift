@@ -145,19 +145,81 @@ extension Engine {
                 .exists,
                 "\(location) already holds \(existing) chunk(s) (another installation's store?); use an empty one")
         }
-        record = try catalog.insertStore(record)
+        let unit: UnitID
+        (record, unit) = try catalog.insertStore(record)
         if spec.kind == .dir {
-            try Manifests.writeStore(StoreManifest(record, pool.record, catalogID: catalogID), root: location)
+            try Manifests.writeStore(
+                StoreManifest(record, pool.record, unit: unit, catalogID: catalogID), root: location)
             let poolVolumes = allVolumes().filter { $0.poolName == pool.record.name }.map(\.record)
             try Manifests.writeVolumes(poolVolumes, roots: [location])
             try recordSharedManifests(pool: pool.record.name, roots: [location])
         }
-        pool.layer.add(StoreID(record.id!), store: opened.top, nextSerial: 1, health: opened.health)
+        pool.layer.add(unit, store: opened.top, nextSerial: 1, health: opened.health)
         state.withLock { s in
             s.stores[record.id!] = record
             s.opened[record.id!] = opened
+            s.unitOf[record.id!] = unit
         }
         startHealthCheck(record.id!)
+    }
+
+    /// `tessera store remove NAME`: takes a store that holds no chunk out of its pool and the catalog,
+    /// also on a running mount. The store first leaves placement; writes that picked it before wait
+    /// out under their volumes' stripe locks and everything is flushed, so its listing is final when
+    /// it is checked. A store with chunks stays (and goes back into placement): moving chunks off a
+    /// store is not built yet. The last store of a pool that holds volumes stays too. Its files are
+    /// left but for the manifests, so the directory no longer counts as a store.
+    public func removeStore(_ name: String) throws(TesseraError) {
+        guard
+            let (record, opened, unit, pool) = state.withLock({ s in
+                s.stores.values.first { $0.name == name }.flatMap { r in
+                    s.opened[r.id!].flatMap { o in
+                        s.unitOf[r.id!].flatMap { u in s.pools[r.poolId].map { (r, o, u, $0) } }
+                    }
+                }
+            })
+        else { throw TesseraError(.notFound, "no store named '\(name)'") }
+        let volumes = allVolumes().filter { $0.record.poolId == record.poolId }
+        let others = state.withLock { s in s.stores.values.filter { $0.poolId == record.poolId }.count - 1 }
+        if others == 0 && !volumes.isEmpty {
+            throw TesseraError(
+                .busy,
+                "store \(name) is the last store of pool \(pool.record.name), which holds \(volumes.count) volume(s): "
+                    + "add another store to the pool first")
+        }
+        pool.layer.setRetired(unit, true)
+        var removed = false
+        defer { if !removed { pool.layer.setRetired(unit, false) } }
+        snapshotLock.withLock { _ in
+            for v in volumes {
+                v.quiesce()
+                v.resume()
+            }
+        }
+        do { try flushAll() } catch {
+            throw TesseraError(.io, "cannot flush the volumes before removing store \(name): \(error)")
+        }
+        let chunks: Int
+        do { chunks = try opened.top.allChunks().count } catch {
+            throw TesseraError(
+                .io, "store \(name) does not answer (\(error)); it can be removed once it answers and holds no chunk")
+        }
+        if chunks > 0 {
+            throw TesseraError(
+                .busy,
+                "store \(name) holds \(chunks) chunk(s); only a store without chunks can be removed "
+                    + "(moving chunks off a store is not built yet)")
+        }
+        try catalog.removeStore(record.id!, unit: unit)
+        removed = true
+        pool.layer.remove(unit)
+        state.withLock { s in
+            s.stores[record.id!] = nil
+            s.opened[record.id!] = nil
+            s.unitOf[record.id!] = nil
+        }
+        if record.kind == StoreSpec.Kind.dir.rawValue { Manifests.removeAll(root: record.path) }
+        Log.info("store \(name) removed from pool \(pool.record.name)")
     }
 
     /// `tessera store set NAME --size SIZE`: a new capacity quota (dir: a placement limit on top of its
@@ -189,6 +251,16 @@ extension Engine {
         _ = maintenance.setQuota(size)
         state.withLock { $0.stores[record.id!] = updated }
         refreshFigures(record.id!)
+    }
+
+    /// The store(s) serving `unit`, for messages: "store NAME" ("unit #N" when none is known); `bare`:
+    /// the names alone.
+    func describe(_ unit: UnitID, bare: Bool = false) -> String {
+        let names = state.withLock { s in
+            s.unitOf.filter { $0.value == unit }.keys.sorted().compactMap { s.stores[$0]?.name }
+        }
+        if names.isEmpty { return bare ? "#\(unit.rawValue)" : "\(unit)" }
+        return (bare ? "" : names.count == 1 ? "store " : "stores ") + names.joined(separator: ", ")
     }
 
     /// `path` is `dir` or lies below it.

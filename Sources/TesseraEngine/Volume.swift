@@ -455,12 +455,12 @@ public final class Volume: Sendable {
         unreadable: [Int] = [], label: Bool = true
     ) throws(StoreError) -> ChunkID {
         let born = epoch
-        var tried: Set<StoreID> = []
+        var tried: Set<UnitID> = []
         var refusal = StoreError.noSpace
         while true {
             let fresh = try pool.allocate()
-            // Back to a store that said no: the pool is full (or every store with room is down).
-            if tried.contains(fresh.store) { throw refusal }
+            // Back to a unit that said no: the pool is full (or every unit with room is down).
+            if tried.contains(fresh.unit) { throw refusal }
             do {
                 try io.write(fresh, offset: offset, from: content)  // data first …
                 if label { try io.setLabel(fresh, ChunkLabel(volume: id, index: index, epoch: born)) }
@@ -477,12 +477,12 @@ public final class Volume: Sendable {
                 // No room (marked full after the delete, which clears it), or the store is down (the
                 // pool has marked it unreachable): try another.
                 if case .noSpace = error {
-                    pool.setFull(fresh.store, true)
+                    pool.setFull(fresh.unit, true)
                 } else if !outage {
                     throw error
                 }
                 refusal = error
-                tried.insert(fresh.store)
+                tried.insert(fresh.unit)
             }
         }
     }

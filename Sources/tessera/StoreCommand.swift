@@ -5,8 +5,8 @@ import TesseraEngine
 
 struct StoreCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "store", abstract: "Add, list, inspect and resize stores.",
-        subcommands: [Add.self, List.self, Show.self, Set.self])
+        commandName: "store", abstract: "Add, list, inspect, resize and remove stores.",
+        subcommands: [Add.self, List.self, Show.self, Set.self, Remove.self])
 
     struct Add: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -124,7 +124,9 @@ struct StoreCommand: ParsableCommand {
                 throw failure(TesseraError(.notFound, "no store named '\(name)'"))
             }
             if output.json { return printJSON(s) }
-            print("store \(s.name): \(s.kind) \(s.path), pool \(s.pool)")
+            print(
+                "store \(s.name): \(s.kind) \(s.path), pool \(s.pool)"
+                    + (s.unit.map { ", placement unit #\($0)" } ?? ""))
             print(healthLine(s))
             print(
                 "capacity \(human(s.capacity))" + (s.quota.map { " (quota \(human($0)))" } ?? "")
@@ -173,6 +175,26 @@ struct StoreCommand: ParsableCommand {
             print(
                 "store \(name): quota \(human(s?.quota ?? 0)), capacity \(human(s?.capacity ?? 0)), free \(human(s?.free ?? 0))"
             )
+        }
+    }
+
+    struct Remove: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Remove a store that holds no chunk from its pool (also while mounted).",
+            discussion: """
+                The store leaves placement at once; once every write in flight is flushed and it holds no \
+                chunk, it leaves the catalog. Its directory, file or bucket stays, without Tessera's \
+                manifests. Refused (exit 5, nothing changes) while the store holds chunks or when it is the \
+                last store of a pool that holds volumes; exit 3 for an unknown store, 7 when it does not answer.
+                """)
+        @OptionGroup var data: DataOptions
+        @Argument var name: String
+
+        func validate() throws { try checkName(name, "store") }
+
+        func run() throws {
+            _ = try perform(.storeRemove(name: name), data.directory)
+            print("store \(name) removed")
         }
     }
 }

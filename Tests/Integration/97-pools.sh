@@ -8,6 +8,8 @@
 #   7. a zstd:3 dir store: compressible data is stored > 2x smaller (`store show` ratio and the files on
 #      disk) and reads back equal.
 #   6. bad `store add` input (mounted and offline): non-zero exit, one line, nothing changes.
+#  2b. `store remove` on the running mount: an empty store leaves the pool and its manifest goes; a
+#      store with chunks, an unknown or a malformed name is refused (5, 3, 2) and nothing changes.
 #   3. full stores (two 8 MiB tmpfs): writes go on while one store has room; then ENOSPC (never EIO) for
 #      O_DIRECT writes, dd and write+fsync; data written before stays correct; after a punch hole, a
 #      volume delete, or room made on the store's filesystem, writes work again within seconds.
@@ -350,6 +352,21 @@ bad_inputs() {   # one round of refused store adds; nothing may change
 }
 bad_inputs
 cmp src12 <(head -c $(((N1 + N2) * CS)) "$MNT/v.img") || fail "v.img changed after the refused store adds"
+
+info "2b. store remove on the running mount"
+mkdir -p "$P1/spare"
+must tcli store add spare --pool p --dir "$P1/spare"
+[ -f "$P1/spare/store.json" ] || fail "store add wrote no store.json"
+must tcli store remove spare
+[ ! -e "$P1/spare/store.json" ] || fail "store remove left the store's manifest behind"
+tcli store list --json | grep -q '"spare"' && fail "store remove left spare in the store list"
+before=$(stores_now)
+refuse 5 tcli store remove s3rd      # holds chunks
+refuse 3 tcli store remove nosuch
+refuse 2 tcli store remove 'bad/name'
+[ "$before" = "$(stores_now)" ] || fail "a refused store remove changed the store list"
+dd if=src2 of="$MNT/v.img" bs=1M seek=$((N1 * CS / M)) oflag=direct conv=notrunc,fsync status=none || fail "dd after store remove failed"
+cmp src12 <(head -c $(((N1 + N2) * CS)) "$MNT/v.img") || fail "v.img changed across store remove"
 stop_tessera
 info "6. bad store add input, offline"
 bad_inputs

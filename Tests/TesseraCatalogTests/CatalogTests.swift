@@ -48,10 +48,13 @@ struct Fixture {
     let catalog: Catalog
     let pool: PoolRecord
     let store: StoreRecord
+    /// The placement unit `store` serves.
+    let unitID: UnitID
     init() throws {
         catalog = try Catalog.create(at: dir.catalogPath)
         pool = try catalog.insertPool(PoolRecord(name: "p", chunkSize: 1 << 20, createdAt: 1))
-        store = try catalog.insertStore(StoreRecord(poolId: pool.id!, name: "s", kind: "dir", path: "/x", createdAt: 1))
+        (store, unitID) = try catalog.insertStore(
+            StoreRecord(poolId: pool.id!, name: "s", kind: "dir", path: "/x", createdAt: 1))
     }
     func volume(_ name: String, size: Int64 = 1 << 30) -> VolumeRecord {
         VolumeRecord(name: name, poolId: pool.id!, size: size, chunkSize: 1 << 20, now: 2)
@@ -59,7 +62,6 @@ struct Fixture {
     func insert(_ names: String...) throws -> [VolumeRecord] {
         try catalog.insertVolumes(names.map { volume($0) })
     }
-    var storeID: StoreID { StoreID(store.id!) }
 }
 
 @Suite("Catalog")
@@ -78,7 +80,7 @@ struct CatalogTests {
         #expect(c.path == dir.catalogPath)
         #expect(try c.pools().map(\.name) == ["default"])
         #expect(try c.stores().map(\.name) == ["default"])
-        #expect(try c.stores().first?.nextSerial == 1)
+        #expect(try c.units().first?.nextSerial == 1)
         let v = try #require(try c.volumes().first)
         #expect(v.name == "vm1" && v.size == 512 && v.chunkSize == 4096 && v.mode == 0o600 && v.uid == 0)
         // Opening twice in a row (re-running migrations) is harmless.
@@ -110,8 +112,8 @@ struct CatalogTests {
         let c = try Catalog.open(at: dir.catalogPath)
         let id = try c.identity()
         #expect(UUID(uuidString: id) != nil)
-        #expect(try c.stores().map(\.gcFloor) == [42])
-        #expect(try c.stores().map(\.nextSerial) == [42])
+        #expect(try c.units().map(\.gcFloor) == [42])
+        #expect(try c.units().map(\.nextSerial) == [42])
         #expect(try c.freedChunks().isEmpty)
         #expect(try c.maxVolumeIDEver() == 1)
         #expect(try c.referencedChunks() == [1 << 48 | 41])
@@ -238,15 +240,15 @@ struct CatalogTests {
         let f = try Fixture()
         let v = try f.insert("a")[0]
         let id = VolumeID(v.id!)
-        let c1 = ChunkID(store: f.storeID, serial: 1)
-        let c2 = ChunkID(store: f.storeID, serial: 2)
-        let c3 = ChunkID(store: f.storeID, serial: 3)
-        try f.catalog.commitVolume(id, size: 4 << 20, mtime: 5, changes: [0: c1, 7: c2], nextSerials: [f.storeID: 3])
+        let c1 = ChunkID(unit: f.unitID, serial: 1)
+        let c2 = ChunkID(unit: f.unitID, serial: 2)
+        let c3 = ChunkID(unit: f.unitID, serial: 3)
+        try f.catalog.commitVolume(id, size: 4 << 20, mtime: 5, changes: [0: c1, 7: c2], nextSerials: [f.unitID: 3])
         #expect(entries(f.catalog, id) == [0: c1, 7: c2])
         // Replace 0, remove 7, add 1 << 40 (a huge sparse index), remove an index that was never there.
         try f.catalog.commitVolume(
             id, size: 8 << 20, mtime: 6, changes: [0: c3, 7: .none, 1 << 40: c2, 99: .none],
-            nextSerials: [f.storeID: 4])
+            nextSerials: [f.unitID: 4])
         #expect(entries(f.catalog, id) == [0: c3, 1 << 40: c2])
         let row = try #require(try f.catalog.volumes().first)
         #expect(row.size == 8 << 20)
@@ -256,14 +258,14 @@ struct CatalogTests {
     @Test func commitRaisesSerialsAndNeverLowersThem() throws {
         let f = try Fixture()
         let id = VolumeID(try f.insert("a")[0].id!)
-        func serial() throws -> Int64 { try #require(try f.catalog.stores().first).nextSerial }
-        try f.catalog.commitVolume(id, size: 0, mtime: 0, changes: [:], nextSerials: [f.storeID: 50])
+        func serial() throws -> Int64 { try #require(try f.catalog.units().first).nextSerial }
+        try f.catalog.commitVolume(id, size: 0, mtime: 0, changes: [:], nextSerials: [f.unitID: 50])
         #expect(try serial() == 50)
-        try f.catalog.commitVolume(id, size: 0, mtime: 0, changes: [:], nextSerials: [f.storeID: 10])
+        try f.catalog.commitVolume(id, size: 0, mtime: 0, changes: [:], nextSerials: [f.unitID: 10])
         #expect(try serial() == 50, "lower high-water mark ignored")
-        try f.catalog.updateSerials([f.storeID: 49])
+        try f.catalog.updateSerials([f.unitID: 49])
         #expect(try serial() == 50)
-        try f.catalog.updateSerials([f.storeID: 51, StoreID(999): 7])  // an unknown store changes nothing
+        try f.catalog.updateSerials([f.unitID: 51, UnitID(999): 7])  // an unknown store changes nothing
         #expect(try serial() == 51)
     }
 
@@ -272,8 +274,8 @@ struct CatalogTests {
         let vs = try f.insert("a", "b")
         let a = VolumeID(vs[0].id!)
         let b = VolumeID(vs[1].id!)
-        let ca = ChunkID(store: f.storeID, serial: 1)
-        let cb = ChunkID(store: f.storeID, serial: 2)
+        let ca = ChunkID(unit: f.unitID, serial: 1)
+        let cb = ChunkID(unit: f.unitID, serial: 2)
         try f.catalog.commitVolume(a, size: 1, mtime: 0, changes: [0: ca], nextSerials: [:])
         try f.catalog.commitVolume(b, size: 1, mtime: 0, changes: [0: cb], nextSerials: [:])
         try f.catalog.setXattr(a, name: "user.x", value: [1])
@@ -308,13 +310,13 @@ struct CatalogTests {
         #expect(try f.catalog.xattrs(of: id).map(\.name) == ["user.empty"])
     }
 
-    @Test func referencedChunksCoversEveryMapIncludingHighStoreIDs() throws {
+    @Test func referencedChunksCoversEveryMapIncludingHighUnitIDs() throws {
         let f = try Fixture()
         let vs = try f.insert("a", "b")
-        // A chunk whose store lives in the top bit: its raw value does not fit Int64 and is stored by bit pattern.
-        let high = ChunkID(store: StoreID(0xFFFF), serial: (1 << 48) - 1)
-        let c1 = ChunkID(store: f.storeID, serial: 1)
-        let c2 = ChunkID(store: f.storeID, serial: 2)
+        // A chunk whose unit lives in the top bit: its raw value does not fit Int64 and is stored by bit pattern.
+        let high = ChunkID(unit: UnitID(0xFFFE), serial: (1 << 48) - 1)
+        let c1 = ChunkID(unit: f.unitID, serial: 1)
+        let c2 = ChunkID(unit: f.unitID, serial: 2)
         #expect(try f.catalog.referencedChunks().isEmpty)
         try f.catalog.commitVolume(VolumeID(vs[0].id!), size: 1, mtime: 0, changes: [0: c1, 1: high], nextSerials: [:])
         try f.catalog.commitVolume(VolumeID(vs[1].id!), size: 1, mtime: 0, changes: [5: c2], nextSerials: [:])

@@ -11,7 +11,7 @@ struct CacheLayerTests {
     static let cs = 64 * 1024
     static let bs = CacheLayer.blockSize
 
-    static func chunk(_ n: Int) -> ChunkID { ChunkID(store: StoreID(1), serial: UInt64(n) + 1) }
+    static func chunk(_ n: Int) -> ChunkID { ChunkID(unit: UnitID(1), serial: UInt64(n) + 1) }
 
     static func write(_ store: any ChunkStore, _ c: ChunkID, at offset: Int, _ bytes: [UInt8]) throws {
         try bytes.withUnsafeBytes { try store.write(c, offset: offset, from: $0) }

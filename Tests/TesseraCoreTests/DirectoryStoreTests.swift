@@ -16,7 +16,7 @@ struct DirectoryStoreTests {
         let fm = FileManager.default
         #expect(try fm.contentsOfDirectory(atPath: dir.path + "/chunks").count == 256, "chunks/00 … chunks/ff")
         let chunks = [
-            ChunkID(0x1), ChunkID(0xAB), ChunkID(0x1_0000_0000_02FF), ChunkID(store: StoreID(3), serial: 0x1234),
+            ChunkID(0x1), ChunkID(0xAB), ChunkID(0x1_0000_0000_02FF), ChunkID(unit: UnitID(3), serial: 0x1234),
         ]
         for c in chunks {
             try [UInt8](repeating: 1, count: 100).withUnsafeBytes { try store.write(c, offset: 0, from: $0) }

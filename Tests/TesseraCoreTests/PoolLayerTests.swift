@@ -17,7 +17,7 @@ struct PoolLayerTests {
         var stores: [MemoryStore] = []
         for (i, c) in capacities.enumerated() {
             let s = MemoryStore(chunkSize: Self.cs, capacity: c * UInt64(Self.cs))
-            layer.add(StoreID(Int64(i + 1)), store: s, nextSerial: 1)
+            layer.add(UnitID(Int64(i + 1)), store: s, nextSerial: 1)
             stores.append(s)
         }
         return (layer, stores)
@@ -30,14 +30,14 @@ struct PoolLayerTests {
 
     @Test func equalStoresAlternateSoSequentialChunksStripe() throws {
         let (layer, _) = pool([1000, 1000])
-        let picks = try (0..<8).map { _ in try layer.allocate().store.rawValue }
+        let picks = try (0..<8).map { _ in try layer.allocate().unit.rawValue }
         for i in 1..<picks.count { #expect(picks[i] != picks[i - 1], "consecutive chunks on one store: \(picks)") }
     }
 
     @Test func placementFollowsFreeSpace() throws {
         let (layer, _) = pool([2000, 1000])
         var counts: [Int64: Int] = [:]
-        for _ in 0..<300 { counts[try layer.allocate().store.rawValue, default: 0] += 1 }
+        for _ in 0..<300 { counts[try layer.allocate().unit.rawValue, default: 0] += 1 }
         // 2:1 free space → about 2:1 placement.
         #expect((195...205).contains(counts[1] ?? 0), "\(counts)")
         #expect((95...105).contains(counts[2] ?? 0), "\(counts)")
@@ -51,13 +51,13 @@ struct PoolLayerTests {
             try fill(layer, id)
             ids.append(id)
         }
-        #expect(ids.filter { $0.store == StoreID(1) }.count == 2)
+        #expect(ids.filter { $0.unit == UnitID(1) }.count == 2)
         #expect(throws: StoreError.noSpace) { _ = try layer.allocate() }
         // Room comes back: the pool takes chunks again.
         try layer.delete(ids[0])
         let again = try layer.allocate()
         try fill(layer, again)
-        #expect(again.store == ids[0].store)
+        #expect(again.unit == ids[0].unit)
     }
 
     @Test func aStoreThatAnswersNoSpaceIsMarkedFull() throws {
@@ -65,22 +65,22 @@ struct PoolLayerTests {
         // Store 1 believes it has room, but its medium fills up behind its back.
         let faulty = FaultyStore(wrapping: stores[0], seed: 1)
         let layer2 = PoolLayer(chunkSize: Self.cs)
-        layer2.add(StoreID(1), store: faulty, nextSerial: 1)
-        layer2.add(StoreID(2), store: stores[1], nextSerial: 1)
+        layer2.add(UnitID(1), store: faulty, nextSerial: 1)
+        layer2.add(UnitID(2), store: stores[1], nextSerial: 1)
         faulty.rules = [.init([.write], .always, .noSpace)]
         let first = try layer2.allocate()
-        let target = first.store == StoreID(1) ? first : try layer2.allocate()
-        #expect(target.store == StoreID(1))
+        let target = first.unit == UnitID(1) ? first : try layer2.allocate()
+        #expect(target.unit == UnitID(1))
         #expect(throws: StoreError.noSpace) { try fill(layer2, target) }
-        for _ in 0..<6 { #expect(try layer2.allocate().store == StoreID(2)) }
+        for _ in 0..<6 { #expect(try layer2.allocate().unit == UnitID(2)) }
     }
 
     @Test func capacityFromAStoreJoiningLater() throws {
         let (layer, _) = pool([1])
         try fill(layer, try layer.allocate())
         #expect(throws: StoreError.noSpace) { _ = try layer.allocate() }
-        layer.add(StoreID(9), store: MemoryStore(chunkSize: Self.cs, capacity: 10 * UInt64(Self.cs)), nextSerial: 1)
-        #expect(try layer.allocate().store == StoreID(9))
+        layer.add(UnitID(9), store: MemoryStore(chunkSize: Self.cs, capacity: 10 * UInt64(Self.cs)), nextSerial: 1)
+        #expect(try layer.allocate().unit == UnitID(9))
     }
 
     // MARK: Health
@@ -90,37 +90,37 @@ struct PoolLayerTests {
         let faulty = FaultyStore(wrapping: stores[0], seed: 2)
         let layer = PoolLayer(chunkSize: Self.cs)
         let health = StoreHealth()
-        layer.add(StoreID(1), store: faulty, nextSerial: 1, health: health)
-        layer.add(StoreID(2), store: stores[1], nextSerial: 1)
+        layer.add(UnitID(1), store: faulty, nextSerial: 1, health: health)
+        layer.add(UnitID(2), store: stores[1], nextSerial: 1)
         faulty.rules = [.init([.write, .read], .always, .io)]
         var target = try layer.allocate()
-        if target.store != StoreID(1) { target = try layer.allocate() }
-        #expect(target.store == StoreID(1))
+        if target.unit != UnitID(1) { target = try layer.allocate() }
+        #expect(target.unit == UnitID(1))
         #expect(throws: StoreError.io(errno: 5, chunk: target)) { try fill(layer, target) }
         #expect(!health.isReachable)
         #expect(health.snapshot.lastError?.contains("errno 5") == true, "\(health.snapshot)")
-        for _ in 0..<20 { #expect(try layer.allocate().store == StoreID(2), "an unreachable store took a new chunk") }
-        #expect(layer.placementShares()[StoreID(1)] == nil)
+        for _ in 0..<20 { #expect(try layer.allocate().unit == UnitID(2), "an unreachable store took a new chunk") }
+        #expect(layer.placementShares()[UnitID(1)] == nil)
         // A missing chunk or no space says nothing about reachability: only outages count.
         #expect(!StoreHealth.isOutage(.missing(chunk: target)) && !StoreHealth.isOutage(.noSpace))
         #expect(StoreHealth.isOutage(.readOnly))
         // Back in service (what the engine's probe does): it takes chunks again.
         faulty.rules = []
         #expect(health.markReachable())
-        let picks = try (0..<4).map { _ in try layer.allocate().store }
-        #expect(picks.contains(StoreID(1)), "\(picks)")
+        let picks = try (0..<4).map { _ in try layer.allocate().unit }
+        #expect(picks.contains(UnitID(1)), "\(picks)")
     }
 
     @Test func whenEveryStoreIsDownTheirOwnErrorShowsNotNoSpace() throws {
         let store = FaultyStore(wrapping: MemoryStore(chunkSize: Self.cs, capacity: 100 * UInt64(Self.cs)), seed: 3)
         let layer = PoolLayer(chunkSize: Self.cs)
-        layer.add(StoreID(1), store: store, nextSerial: 1)
+        layer.add(UnitID(1), store: store, nextSerial: 1)
         store.rules = [.init([.write], .always, .readOnly)]
         let c = try layer.allocate()
         #expect(throws: StoreError.readOnly) { try fill(layer, c) }
-        #expect(layer.health(StoreID(1))?.isReachable == false)
+        #expect(layer.health(UnitID(1))?.isReachable == false)
         // The last resort: still allocated on (and failing with the store's error), never ENOSPC.
-        #expect(try layer.allocate().store == StoreID(1))
+        #expect(try layer.allocate().unit == UnitID(1))
     }
 
     // MARK: Shared filesystems
@@ -134,16 +134,16 @@ struct PoolLayerTests {
 
     @Test func storesOnOneFilesystemShareItsRoomInPlacement() throws {
         let (layer, _) = pool([1000, 1000, 1000])
-        layer.updateCapacity(StoreID(1), usage(free: 1000, fs: 7, fsFree: 1000))
-        layer.updateCapacity(StoreID(2), usage(free: 1000, fs: 7, fsFree: 1000))
-        layer.updateCapacity(StoreID(3), usage(free: 1000))
+        layer.updateCapacity(UnitID(1), usage(free: 1000, fs: 7, fsFree: 1000))
+        layer.updateCapacity(UnitID(2), usage(free: 1000, fs: 7, fsFree: 1000))
+        layer.updateCapacity(UnitID(3), usage(free: 1000))
         let shares = layer.placementShares()
         // The filesystem (1000 free) weighs as much as store 3 (1000 free), split between its two stores.
-        #expect(abs((shares[StoreID(1)] ?? 0) - 0.25) < 0.01, "\(shares)")
-        #expect(abs((shares[StoreID(2)] ?? 0) - 0.25) < 0.01, "\(shares)")
-        #expect(abs((shares[StoreID(3)] ?? 0) - 0.5) < 0.01, "\(shares)")
+        #expect(abs((shares[UnitID(1)] ?? 0) - 0.25) < 0.01, "\(shares)")
+        #expect(abs((shares[UnitID(2)] ?? 0) - 0.25) < 0.01, "\(shares)")
+        #expect(abs((shares[UnitID(3)] ?? 0) - 0.5) < 0.01, "\(shares)")
         var counts: [Int64: Int] = [:]
-        for _ in 0..<400 { counts[try layer.allocate().store.rawValue, default: 0] += 1 }
+        for _ in 0..<400 { counts[try layer.allocate().unit.rawValue, default: 0] += 1 }
         #expect((190...210).contains(counts[3] ?? 0), "\(counts)")
         #expect((90...110).contains(counts[1] ?? 0) && (90...110).contains(counts[2] ?? 0), "\(counts)")
     }
@@ -151,11 +151,11 @@ struct PoolLayerTests {
     @Test func aQuotaCapsAStoreOnASharedFilesystem() throws {
         let (layer, _) = pool([1000, 1000])
         // Store 1 has a quota that leaves it 100 chunks; store 2 the whole filesystem (1000).
-        layer.updateCapacity(StoreID(1), usage(free: 100, fs: 7, fsFree: 1000))
-        layer.updateCapacity(StoreID(2), usage(free: 1000, fs: 7, fsFree: 1000))
+        layer.updateCapacity(UnitID(1), usage(free: 100, fs: 7, fsFree: 1000))
+        layer.updateCapacity(UnitID(2), usage(free: 1000, fs: 7, fsFree: 1000))
         let shares = layer.placementShares()
-        #expect(abs((shares[StoreID(1)] ?? 0) - 100.0 / 1100) < 0.02, "\(shares)")
-        #expect(abs((shares[StoreID(2)] ?? 0) - 1000.0 / 1100) < 0.02, "\(shares)")
+        #expect(abs((shares[UnitID(1)] ?? 0) - 100.0 / 1100) < 0.02, "\(shares)")
+        #expect(abs((shares[UnitID(2)] ?? 0) - 1000.0 / 1100) < 0.02, "\(shares)")
     }
 
     @Test func combinedFiguresCountASharedFilesystemOnce() throws {
@@ -179,9 +179,9 @@ struct PoolLayerTests {
         #expect(capped.freeBytes == UInt64(4 * Self.cs))
         #expect(StoreUsage.combined([capped, ub]).totalBytes == fs.totalBytes)
         let layer = PoolLayer(chunkSize: Self.cs)
-        layer.add(StoreID(1), store: a, nextSerial: 1)
-        layer.add(StoreID(2), store: b, nextSerial: 1)
-        #expect((layer.placementShares()[StoreID(1)] ?? 1) < 0.02, "a 4-chunk quota beside a whole disk")
+        layer.add(UnitID(1), store: a, nextSerial: 1)
+        layer.add(UnitID(2), store: b, nextSerial: 1)
+        #expect((layer.placementShares()[UnitID(1)] ?? 1) < 0.02, "a 4-chunk quota beside a whole disk")
     }
 
     @Test func aDirectoryStoreProbeNeedsItsLayout() throws {

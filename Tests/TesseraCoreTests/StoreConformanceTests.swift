@@ -53,13 +53,13 @@ final class StoreFixture: ConformanceFixture {
     let store: any ChunkStore
     let kind: StoreKind
     /// Store IDs a chunk may name; a PoolLayer routes by them, plain stores ignore them.
-    private let storeIDs: [Int64]
+    private let unitIDs: [Int64]
     private let dirs: [TemporaryDirectory]
 
-    private init(_ kind: StoreKind, _ store: any ChunkStore, storeIDs: [Int64], dirs: [TemporaryDirectory] = []) {
+    private init(_ kind: StoreKind, _ store: any ChunkStore, unitIDs: [Int64], dirs: [TemporaryDirectory] = []) {
         self.kind = kind
         self.store = store
-        self.storeIDs = storeIDs
+        self.unitIDs = unitIDs
         self.dirs = dirs
     }
 
@@ -73,74 +73,74 @@ final class StoreFixture: ConformanceFixture {
         let cs = chunkSize
         switch kind {
         case .memory:
-            return StoreFixture(kind, MemoryStore(chunkSize: cs), storeIDs: [1, 2])
+            return StoreFixture(kind, MemoryStore(chunkSize: cs), unitIDs: [1, 2])
         case .directory:
             let dir = try TemporaryDirectory()
-            return StoreFixture(kind, try DirectoryStore(root: dir.path, chunkSize: cs), storeIDs: [1, 2], dirs: [dir])
+            return StoreFixture(kind, try DirectoryStore(root: dir.path, chunkSize: cs), unitIDs: [1, 2], dirs: [dir])
         case .checksumOverMemory:
             let inner = MemoryStore(chunkSize: ChecksumLayer.innerChunkSize(for: cs))
-            return StoreFixture(kind, ChecksumLayer(over: inner), storeIDs: [1, 2])
+            return StoreFixture(kind, ChecksumLayer(over: inner), unitIDs: [1, 2])
         case .checksumOverDirectory:
             let dir = try TemporaryDirectory()
             let inner = try DirectoryStore(root: dir.path, chunkSize: ChecksumLayer.innerChunkSize(for: cs))
-            return StoreFixture(kind, ChecksumLayer(over: inner), storeIDs: [1, 2], dirs: [dir])
+            return StoreFixture(kind, ChecksumLayer(over: inner), unitIDs: [1, 2], dirs: [dir])
         case .poolOverChecksumOverDirectory:
             let dir = try TemporaryDirectory()
             let inner = try DirectoryStore(root: dir.path, chunkSize: ChecksumLayer.innerChunkSize(for: cs))
             let pool = PoolLayer(chunkSize: cs)
-            pool.add(StoreID(3), store: ChecksumLayer(over: inner), nextSerial: 1)
-            return StoreFixture(kind, pool, storeIDs: [3], dirs: [dir])
+            pool.add(UnitID(3), store: ChecksumLayer(over: inner), nextSerial: 1)
+            return StoreFixture(kind, pool, unitIDs: [3], dirs: [dir])
         case .poolOverTwoMemoryStores:
             let pool = PoolLayer(chunkSize: cs)
-            pool.add(StoreID(1), store: MemoryStore(chunkSize: cs), nextSerial: 1)
-            pool.add(StoreID(2), store: MemoryStore(chunkSize: cs), nextSerial: 1)
-            return StoreFixture(kind, pool, storeIDs: [1, 2])
+            pool.add(UnitID(1), store: MemoryStore(chunkSize: cs), nextSerial: 1)
+            pool.add(UnitID(2), store: MemoryStore(chunkSize: cs), nextSerial: 1)
+            return StoreFixture(kind, pool, unitIDs: [1, 2])
         case .poolOverDirectory:
             let dir = try TemporaryDirectory()
             let pool = PoolLayer(chunkSize: cs)
-            pool.add(StoreID(7), store: try DirectoryStore(root: dir.path, chunkSize: cs), nextSerial: 1)
-            return StoreFixture(kind, pool, storeIDs: [7], dirs: [dir])
+            pool.add(UnitID(7), store: try DirectoryStore(root: dir.path, chunkSize: cs), nextSerial: 1)
+            return StoreFixture(kind, pool, unitIDs: [7], dirs: [dir])
         case .checksumOverWholeChunkMemory:
             let inner = MemoryStore(chunkSize: ChecksumLayer.innerChunkSize(for: cs), wholeChunks: true)
-            return StoreFixture(kind, ChecksumLayer(over: inner), storeIDs: [1, 2])
+            return StoreFixture(kind, ChecksumLayer(over: inner), unitIDs: [1, 2])
         case .compressionOverMemory:
             let inner = MemoryStore(chunkSize: CompressionLayer.innerChunkSize(for: cs), wholeChunks: true)
-            return StoreFixture(kind, CompressionLayer(over: inner), storeIDs: [1, 2])
+            return StoreFixture(kind, CompressionLayer(over: inner), unitIDs: [1, 2])
         case .checksumOverCompressionOverMemory:
             let compressed = ChecksumLayer.innerChunkSize(for: cs)
             let inner = MemoryStore(chunkSize: CompressionLayer.innerChunkSize(for: compressed), wholeChunks: true)
-            return StoreFixture(kind, ChecksumLayer(over: CompressionLayer(over: inner)), storeIDs: [1, 2])
+            return StoreFixture(kind, ChecksumLayer(over: CompressionLayer(over: inner)), unitIDs: [1, 2])
         case .compressionOverDirectory:
             let dir = try TemporaryDirectory()
             let inner = try DirectoryStore(root: dir.path, chunkSize: CompressionLayer.innerChunkSize(for: cs))
-            return StoreFixture(kind, CompressionLayer(over: inner), storeIDs: [1, 2], dirs: [dir])
+            return StoreFixture(kind, CompressionLayer(over: inner), unitIDs: [1, 2], dirs: [dir])
         case .file:
             let dir = try TemporaryDirectory()
             let store = try FileStore.create(path: dir.path + "/store", size: 256 * UInt64(cs), chunkSize: cs)
-            return StoreFixture(kind, store, storeIDs: [1, 2], dirs: [dir])
+            return StoreFixture(kind, store, unitIDs: [1, 2], dirs: [dir])
         case .checksumOverFile:
             let dir = try TemporaryDirectory()
             let inner = ChecksumLayer.innerChunkSize(for: cs)
             let store = try FileStore.create(path: dir.path + "/store", size: 256 * UInt64(inner), chunkSize: inner)
-            return StoreFixture(kind, ChecksumLayer(over: store), storeIDs: [1, 2], dirs: [dir])
+            return StoreFixture(kind, ChecksumLayer(over: store), unitIDs: [1, 2], dirs: [dir])
         case .faultyOverMemory:
-            return StoreFixture(kind, FaultyStore(wrapping: MemoryStore(chunkSize: cs), seed: 1), storeIDs: [1, 2])
+            return StoreFixture(kind, FaultyStore(wrapping: MemoryStore(chunkSize: cs), seed: 1), unitIDs: [1, 2])
         case .cacheOverMemory:
-            return StoreFixture(kind, cache(over: MemoryStore(chunkSize: cs)), storeIDs: [1, 2])
+            return StoreFixture(kind, cache(over: MemoryStore(chunkSize: cs)), unitIDs: [1, 2])
         case .cacheOverChecksumOverDirectory:
             let dir = try TemporaryDirectory()
             let inner = try DirectoryStore(root: dir.path, chunkSize: ChecksumLayer.innerChunkSize(for: cs))
-            return StoreFixture(kind, cache(over: ChecksumLayer(over: inner)), storeIDs: [1, 2], dirs: [dir])
+            return StoreFixture(kind, cache(over: ChecksumLayer(over: inner)), unitIDs: [1, 2], dirs: [dir])
         case .cacheOverWholeChunkMemory:
-            return StoreFixture(kind, cache(over: MemoryStore(chunkSize: cs, wholeChunks: true)), storeIDs: [1, 2])
+            return StoreFixture(kind, cache(over: MemoryStore(chunkSize: cs, wholeChunks: true)), unitIDs: [1, 2])
         }
     }
 
     /// The store with how to name its chunks: consecutive numbers alternate between the stack's stores.
     var subject: ConformanceSubject {
-        let storeIDs = self.storeIDs
+        let unitIDs = self.unitIDs
         return ConformanceSubject(store: store, chunkSize: Self.chunkSize, compresses: kind.compresses) { n in
-            ChunkID(store: StoreID(storeIDs[n % storeIDs.count]), serial: UInt64(n) + 1)
+            ChunkID(unit: UnitID(unitIDs[n % unitIDs.count]), serial: UInt64(n) + 1)
         }
     }
 }

@@ -14,40 +14,6 @@ import Testing
 @Suite struct EngineDomainTests {
     static let lostDomain = "domain #2: no manifest; its name and settings are lost (rebuilt as recovered-domain-2)"
 
-    /// Rewrites the catalog of `t` as the previous release (schema v4, before domains) would have left
-    /// it: the same rows, ids and AUTOINCREMENT sequences, in that release's tables.
-    static func writeAsPreviousRelease(_ t: TestData) throws {
-        let path = t.data.catalogPath
-        let current = t.dir.path + "/current.db"
-        for suffix in ["", "-wal", "-shm"] where FileManager.default.fileExists(atPath: path + suffix) {
-            try FileManager.default.moveItem(atPath: path + suffix, toPath: current + suffix)
-        }
-        let q = try DatabaseQueue(path: path)
-        try Schema.migrator.migrate(q, upTo: "v4-catalog-identity")
-        try q.writeWithoutTransaction { db in
-            try db.execute(sql: "PRAGMA foreign_keys = OFF")
-            try db.execute(sql: "ATTACH DATABASE ? AS current", arguments: [current])
-            try db.inTransaction {
-                let tables = try String.fetchAll(
-                    db,
-                    sql: "SELECT name FROM main.sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
-                        + "AND name != 'grdb_migrations'")
-                for table in tables {
-                    let columns = try db.columns(in: table).map(\.name.quotedDatabaseIdentifier).joined(separator: ", ")
-                    try db.execute(sql: "DELETE FROM main.\(table)")
-                    try db.execute(sql: "INSERT INTO main.\(table)(\(columns)) SELECT \(columns) FROM current.\(table)")
-                }
-                try db.execute(sql: "DELETE FROM main.sqlite_sequence")
-                try db.execute(
-                    sql: "INSERT INTO main.sqlite_sequence SELECT * FROM current.sqlite_sequence "
-                        + "WHERE name IN (SELECT name FROM main.sqlite_master)")
-                return .commit
-            }
-            try db.execute(sql: "DETACH DATABASE current")
-        }
-        try q.close()
-    }
-
     @Test func aDataDirectoryOfThePreviousReleaseKeepsWorking() throws {
         let t = try TestData()
         let cs = Int(t.chunkSize)
@@ -69,7 +35,7 @@ import Testing
                 try c.contents(),
             ]
         }
-        try Self.writeAsPreviousRelease(t)
+        try t.rewriteCatalog(asOf: "v4-catalog-identity")
         let q = try DatabaseQueue(path: t.data.catalogPath)
         #expect(try q.read { db in try db.tableExists("domain") } == false, "the fixture is of the previous schema")
         try q.close()

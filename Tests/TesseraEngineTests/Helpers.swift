@@ -2,11 +2,12 @@
 // life cycle, and a Volume wired by hand over any ChunkStore (for fault injection and crash tests).
 
 import Foundation
-import TesseraCatalog
+import GRDB
 import TesseraCore
 import TesseraTestSupport
 import Testing
 
+@testable import TesseraCatalog
 @testable import TesseraEngine
 
 extension Volume {
@@ -44,6 +45,55 @@ final class TestData {
     }
 }
 
+extension TestData {
+    /// Rewrites the catalog as a release whose schema ended at `migration` would have left it: the same
+    /// rows, ids and AUTOINCREMENT sequences, in that release's tables (the columns both schemas have).
+    /// What the current schema keeps elsewhere is put back where the old one kept it.
+    func rewriteCatalog(asOf migration: String) throws {
+        let path = data.catalogPath
+        let current = dir.path + "/current.db"
+        for suffix in ["", "-wal", "-shm"] where FileManager.default.fileExists(atPath: path + suffix) {
+            try FileManager.default.moveItem(atPath: path + suffix, toPath: current + suffix)
+        }
+        let q = try DatabaseQueue(path: path)
+        try Schema.migrator.migrate(q, upTo: migration)
+        try q.writeWithoutTransaction { db in
+            try db.execute(sql: "PRAGMA foreign_keys = OFF")
+            try db.execute(sql: "ATTACH DATABASE ? AS current", arguments: [current])
+            try db.inTransaction {
+                let tables = try String.fetchAll(
+                    db,
+                    sql: "SELECT name FROM main.sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
+                        + "AND name != 'grdb_migrations'")
+                for table in tables {
+                    let now = Set(
+                        try Row.fetchAll(
+                            db, sql: "SELECT name FROM pragma_table_info(?, 'current')", arguments: [table]
+                        )
+                        .map { $0["name"] as String })
+                    let columns = try db.columns(in: table).map(\.name).filter(now.contains)
+                        .map(\.quotedDatabaseIdentifier).joined(separator: ", ")
+                    try db.execute(sql: "DELETE FROM main.\(table)")
+                    try db.execute(sql: "INSERT INTO main.\(table)(\(columns)) SELECT \(columns) FROM current.\(table)")
+                }
+                try db.execute(sql: "DELETE FROM main.sqlite_sequence")
+                try db.execute(
+                    sql: "INSERT INTO main.sqlite_sequence SELECT * FROM current.sqlite_sequence "
+                        + "WHERE name IN (SELECT name FROM main.sqlite_master)")
+                // Before placement units (v6) a store kept its unit's serial counter (and, from v4, gcFloor).
+                for column in try db.columns(in: "store").map(\.name) where ["nextSerial", "gcFloor"].contains(column) {
+                    try db.execute(
+                        sql: "UPDATE main.store SET \(column) = (SELECT u.\(column) FROM current.unit u "
+                            + "JOIN current.unit_member m ON m.unitId = u.id WHERE m.storeId = main.store.id)")
+                }
+                return .commit
+            }
+            try db.execute(sql: "DETACH DATABASE current")
+        }
+        try q.close()
+    }
+}
+
 extension Engine {
     /// Chunks on every store (what really exists on disk).
     func storedChunks() throws -> Int { try storeInfos().reduce(0) { $0 + $1.chunks } }
@@ -72,7 +122,7 @@ final class HandWiredVolume {
     let dir: TemporaryDirectory
     let catalog: Catalog
     private(set) var store: any ChunkStore
-    let storeID: StoreID
+    let unitID: UnitID
     private(set) var volume: Volume
 
     init(store: any ChunkStore, size: UInt64) throws {
@@ -80,27 +130,27 @@ final class HandWiredVolume {
         catalog = try Catalog.create(at: dir.path + "/catalog.db")
         let cs = Int64(store.chunkSize)
         let pool = try catalog.insertPool(PoolRecord(name: "p", chunkSize: cs, createdAt: 0))
-        let st = try catalog.insertStore(StoreRecord(poolId: pool.id!, name: "s", kind: "test", path: "", createdAt: 0))
-        storeID = StoreID(st.id!)
+        (_, unitID) = try catalog.insertStore(
+            StoreRecord(poolId: pool.id!, name: "s", kind: "test", path: "", createdAt: 0))
         _ = try catalog.insertVolumes([
             VolumeRecord(name: "v", poolId: pool.id!, size: Int64(size), chunkSize: cs, now: 0)
         ])
         self.store = store
-        volume = try Self.load(catalog, store, storeID)
+        volume = try Self.load(catalog, store, unitID)
     }
 
     /// A new Volume object from what the catalog committed (as after a restart), over the same store or,
     /// when a stack caches state of its own (ChecksumLayer), over a freshly built one.
     func reload(store newStore: (any ChunkStore)? = nil) throws {
         if let newStore { store = newStore }
-        volume = try Self.load(catalog, store, storeID)
+        volume = try Self.load(catalog, store, unitID)
     }
 
-    private static func load(_ catalog: Catalog, _ store: any ChunkStore, _ storeID: StoreID) throws -> Volume {
+    private static func load(_ catalog: Catalog, _ store: any ChunkStore, _ unitID: UnitID) throws -> Volume {
         let layer = PoolLayer(chunkSize: store.chunkSize)
-        let serial = try catalog.stores().first { $0.id == storeID.rawValue }!.nextSerial
-        layer.add(storeID, store: store, nextSerial: UInt64(serial))
-        for c in try store.allChunks() { layer.raiseSerial(c.store, to: c.serial + 1) }
+        let serial = try catalog.units().first { $0.id == unitID.rawValue }!.nextSerial
+        layer.add(unitID, store: store, nextSerial: UInt64(serial))
+        for c in try store.allChunks() { layer.raiseSerial(c.unit, to: c.serial + 1) }
         let record = try catalog.volumes()[0]
         var map = ChunkMap()
         for e in try catalog.chunkMap(of: VolumeID(record.id!)) {

@@ -15,13 +15,9 @@ import Testing
     /// Turns the catalog and store.json of `t` back into what the previous release wrote (schema v3,
     /// no identity, no gcFloor, no freed list; store.json without catalogID and options).
     static func downgrade(_ t: TestData) throws {
+        try t.rewriteCatalog(asOf: "v3-store-options")
         let q = try DatabaseQueue(path: t.data.catalogPath)
-        try q.writeWithoutTransaction { db in
-            try db.execute(sql: "DROP TABLE chunk_free")
-            try db.execute(sql: "ALTER TABLE store DROP COLUMN gcFloor")
-            try db.execute(sql: "DELETE FROM tessera_meta WHERE key = 'catalog-id'")
-            try db.execute(sql: "DELETE FROM grdb_migrations WHERE identifier = 'v4-catalog-identity'")
-        }
+        try q.write { db in try db.execute(sql: "DELETE FROM tessera_meta WHERE key = 'catalog-id'") }
         try q.close()
         let old =
             #"{"format":"tessera-store-1","storeID":1,"storeName":"default","kind":"dir","poolID":1,"poolName":"default","chunkSize":\#(t.chunkSize)}"#
@@ -44,7 +40,7 @@ import Testing
             try v.write(data, at: 0)
             try v.flush()
             try e.createSnapshot(name: "s1", volumes: ["a"])
-            nextSerial = try e.catalog.stores()[0].nextSerial
+            nextSerial = try e.catalog.units()[0].nextSerial
         }
         try Self.downgrade(t)
         #expect(Manifests.readStore(root: t.data.defaultStorePath)?.catalogID == nil)
@@ -58,7 +54,7 @@ import Testing
             #expect(m?.options == "{}")
             // The older release recorded no snapshot manifests: the first open writes them.
             #expect(Manifests.readSnapshots(root: t.data.defaultStorePath).map(\.name) == ["s1"])
-            #expect(try e.catalog.stores()[0].gcFloor >= nextSerial)
+            #expect(try e.catalog.units()[0].gcFloor >= nextSerial)
             let v = try #require(e.volume(named: "a"))
             #expect(try v.read(at: 0, count: 3 * cs) == data)
             #expect(e.snapshotNames() == ["s1"])

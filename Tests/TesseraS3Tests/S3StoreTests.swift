@@ -126,7 +126,7 @@ struct S3StoreTests {
         let threads = 8
         Threads.run(threads) { t in
             for n in stride(from: t, to: count, by: threads) {
-                let c = ChunkID(store: StoreID(1), serial: UInt64(n) + 1)
+                let c = ChunkID(unit: UnitID(1), serial: UInt64(n) + 1)
                 do { try [UInt8(n & 0x7f) | 1].withUnsafeBytes { try store.replace(c, with: $0) } } catch {
                     errors.withLock { $0.append("\(c): \(error)") }
                 }
@@ -139,7 +139,7 @@ struct S3StoreTests {
         }
         let listed = try f.store.allChunks()
         #expect(listed.count == count)
-        #expect(Set(listed) == Set((0..<count).map { ChunkID(store: StoreID(1), serial: UInt64($0) + 1) }))
+        #expect(Set(listed) == Set((0..<count).map { ChunkID(unit: UnitID(1), serial: UInt64($0) + 1) }))
         #expect(try f.store.usage().usedBytes == UInt64(count))
         // A reopened store counts the same space from its listing (foreign keys not included).
         let again = try f.reopen()

@@ -179,5 +179,5 @@ final class S3Fixture: @unchecked Sendable {
         store.close()
     }
 
-    func chunk(_ n: Int) -> ChunkID { ChunkID(store: StoreID(1), serial: UInt64(n) + 1) }
+    func chunk(_ n: Int) -> ChunkID { ChunkID(unit: UnitID(1), serial: UInt64(n) + 1) }
 }

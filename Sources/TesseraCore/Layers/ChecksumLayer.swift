@@ -116,7 +116,7 @@ public final class ChecksumLayer: ChunkStore {
 
     private func corrupt(_ chunk: ChunkID, _ offset: Int) -> StoreError {
         failures.add(1, ordering: .relaxed)
-        Log.error("checksum mismatch: \(chunk) (store #\(chunk.store.rawValue)) at byte \(offset)")
+        Log.error("checksum mismatch: \(chunk) (\(chunk.unit)) at byte \(offset)")
         return .corrupt(chunk: chunk, offset: offset)
     }
 
@@ -131,7 +131,7 @@ public final class ChecksumLayer: ChunkStore {
             raw = try inner.readAll(chunk)
         } catch .corrupt {
             failures.add(1, ordering: .relaxed)
-            Log.error("undecodable object: \(chunk) (store #\(chunk.store.rawValue))")
+            Log.error("undecodable object: \(chunk) (\(chunk.unit))")
             return ([UInt8](repeating: 0, count: chunkSize), Array(0..<blocks))
         }
         if raw.count < inner.chunkSize { raw.append(contentsOf: repeatElement(0, count: inner.chunkSize - raw.count)) }

@@ -250,7 +250,7 @@ public final class CompressionLayer: ChunkStore {
         guard let decoded else {
             failures.add(1, ordering: .relaxed)
             Log.error(
-                "compressed chunk damaged: \(chunk) (store #\(chunk.store.rawValue)), \(object.count) bytes stored")
+                "compressed chunk damaged: \(chunk) (\(chunk.unit)), \(object.count) bytes stored")
             throw .corrupt(chunk: chunk, offset: 0)
         }
         return decoded

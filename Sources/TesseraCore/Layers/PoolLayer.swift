@@ -1,26 +1,28 @@
-// PoolLayer — routes physical chunks to the stores of one pool and hands out new chunk IDs.
+// PoolLayer — routes chunks to the placement units of one pool and hands out new chunk IDs.
 //
-// Address space: physical chunks. A ChunkID carries its store in its top 16 bits, so routing a read or
-// write is one dictionary lookup; no table per chunk.
+// Address space: chunks. A ChunkID carries its placement unit in its top 16 bits, so routing a read or
+// write is one dictionary lookup; no table per chunk. A unit is served by a ChunkStore (today its one
+// member store's stack); which physical store that is never shows in a chunk ID, so stores can be
+// swapped under a unit without touching any map.
 //
-// State: the member stores and, per store, the next serial to hand out. Serials only grow; the
-// catalog records the high-water mark with every map commit (`nextSerials`), and on open the engine
-// raises each counter past every chunk found on the store, so an ID is never handed out twice.
+// State: the member units and, per unit, the next serial to hand out. Serials only grow; the catalog
+// records the high-water mark with every map commit (`nextSerials`), and on open the engine raises
+// each counter past every chunk found on the unit's stores, so an ID is never handed out twice.
 //
-// Placement: smooth weighted round-robin over the members, weighted by each one's free space, so
-// consecutive chunks (a sequential write) land on different stores and a store with twice the room
-// gets twice the chunks. Free space is an estimate: read from `usage()` when a store joins and on
+// Placement: smooth weighted round-robin over the units, weighted by each one's free space, so
+// consecutive chunks (a sequential write) land on different units and a unit with twice the room
+// gets twice the chunks. Free space is an estimate: read from `usage()` when a unit joins and on
 // `refreshCapacity()` / `updateCapacity` (the engine calls them periodically), lowered by one chunk per
-// allocation and raised by one per delete. A member that answered `.noSpace` is used only when no other
-// has room; a member whose estimate is 0 is skipped. With no room left anywhere, allocation refreshes
+// allocation and raised by one per delete. A unit that answered `.noSpace` is used only when no other
+// has room; a unit whose estimate is 0 is skipped. With no room left anywhere, allocation refreshes
 // the estimates (at most once a second) and then fails with `.noSpace`, which the client sees as ENOSPC.
-// Shared filesystems: members whose usage names the same filesystem (two directory stores on one
+// Shared filesystems: units whose usage names the same filesystem (two directory stores on one
 // disk) share its free space: together they weigh what the filesystem has free (each in proportion
 // to its own estimate, which a quota may cap), so the disk is not counted twice.
-// Health: each member has a StoreHealth. A data-path call that fails with an outage error (`.io`,
-// `.readOnly`) marks the store unreachable at once; an unreachable member takes no new chunks while a
-// reachable member has room (it is the last resort, so a pool whose every store is down still fails
-// with the stores' own error, not ENOSPC). Only the engine's probe returns a store to service.
+// Health: each unit has a StoreHealth. A data-path call that fails with an outage error (`.io`,
+// `.readOnly`) marks the unit unreachable at once; an unreachable unit takes no new chunks while a
+// reachable unit has room (it is the last resort, so a pool whose every unit is down still fails
+// with the stores' own error, not ENOSPC). Only the engine's probe returns a unit to service.
 // Invariants: every data-path method is written out here (no default pass-through), so a method added
 // to ChunkStore cannot silently bypass routing.
 // Lock order: members (short, never across I/O). Health is read with an atomic load, outside it.
@@ -34,6 +36,8 @@ public final class PoolLayer: ChunkStore {
         let health: StoreHealth
         var nextSerial: UInt64
         var full = false
+        /// Leaving the pool: takes no new chunk at all (its chunks stay readable).
+        var retired = false
         /// Estimated free space, in chunks (the filesystem's free space capped by the store's quota).
         var freeChunks: UInt64 = 0
         /// The filesystem this store shares with others, and its estimated free chunks.
@@ -43,8 +47,8 @@ public final class PoolLayer: ChunkStore {
         var current: Int64 = 0
     }
     private struct State {
-        var members: [StoreID: Member] = [:]
-        var order: [StoreID] = []
+        var members: [UnitID: Member] = [:]
+        var order: [UnitID] = []
         var lastRefresh: ContinuousClock.Instant?
     }
     private let state = Lock(State())
@@ -53,9 +57,9 @@ public final class PoolLayer: ChunkStore {
         self.chunkSize = chunkSize
     }
 
-    /// Adds a store; `nextSerial` is the first serial it may hand out. `health` is the store's health
+    /// Adds a unit served by `store`; `nextSerial` is the first serial it may hand out. `health` is its health
     /// record (shared with the engine's checker); a new one when nil.
-    public func add(_ id: StoreID, store: any ChunkStore, nextSerial: UInt64, health: StoreHealth? = nil) {
+    public func add(_ id: UnitID, store: any ChunkStore, nextSerial: UInt64, health: StoreHealth? = nil) {
         precondition(store.chunkSize == chunkSize, "a pool's stores share its chunk size")
         let usage = Self.usage(of: store)
         state.withLock { s in
@@ -72,7 +76,7 @@ public final class PoolLayer: ChunkStore {
         }
     }
 
-    private static func apply(_ u: StoreUsage, to id: StoreID, _ s: inout State, chunkSize: Int) {
+    private static func apply(_ u: StoreUsage, to id: UnitID, _ s: inout State, chunkSize: Int) {
         guard s.members[id] != nil else { return }
         let free = u.freeBytes / UInt64(chunkSize)
         s.members[id]!.freeChunks = free
@@ -82,7 +86,7 @@ public final class PoolLayer: ChunkStore {
     }
 
     /// Sets one member's figures (the engine's health checker read them); clears "full" where room came back.
-    public func updateCapacity(_ id: StoreID, _ usage: StoreUsage) {
+    public func updateCapacity(_ id: UnitID, _ usage: StoreUsage) {
         state.withLock { s in Self.apply(usage, to: id, &s, chunkSize: chunkSize) }
     }
 
@@ -92,7 +96,7 @@ public final class PoolLayer: ChunkStore {
         let stores = state.withLock { s in
             s.order.compactMap { id in s.members[id].flatMap { $0.health.isReachable ? (id, $0.store) : nil } }
         }
-        var fresh: [StoreID: StoreUsage] = [:]
+        var fresh: [UnitID: StoreUsage] = [:]
         for (id, store) in stores { fresh[id] = Self.usage(of: store) }
         state.withLock { s in
             s.lastRefresh = .now
@@ -100,14 +104,14 @@ public final class PoolLayer: ChunkStore {
         }
     }
 
-    /// Estimated free chunks per store (0 when full).
-    public func placementWeights() -> [StoreID: UInt64] {
+    /// Estimated free chunks per unit (0 when full).
+    public func placementWeights() -> [UnitID: UInt64] {
         state.withLock { s in s.members.mapValues { $0.full ? 0 : $0.freeChunks } }
     }
 
-    /// The share (0…1) of new chunks each store takes now: what placement would do with the current
+    /// The share (0…1) of new chunks each unit takes now: what placement would do with the current
     /// estimates, health and shared filesystems. Stores that take none are absent.
-    public func placementShares() -> [StoreID: Double] {
+    public func placementShares() -> [UnitID: Double] {
         state.withLock { s in
             let w = Self.weights(s)
             let total = Double(w.reduce(0) { $0 + $1.1 })
@@ -116,33 +120,33 @@ public final class PoolLayer: ChunkStore {
         }
     }
 
-    public var storeIDs: [StoreID] { state.withLock { $0.order } }
+    public var unitIDs: [UnitID] { state.withLock { $0.order } }
 
-    public func store(_ id: StoreID) -> (any ChunkStore)? { state.withLock { $0.members[id]?.store } }
+    public func store(_ id: UnitID) -> (any ChunkStore)? { state.withLock { $0.members[id]?.store } }
 
     /// The health record of a member.
-    public func health(_ id: StoreID) -> StoreHealth? { state.withLock { $0.members[id]?.health } }
+    public func health(_ id: UnitID) -> StoreHealth? { state.withLock { $0.members[id]?.health } }
 
-    /// The member stores in order (garbage collection and fsck walk each store's own chunks, so a
+    /// The units in order, with the store serving each (garbage collection and fsck walk each one's own chunks, so a
     /// stray file that routes nowhere is still found and removed).
-    public var members: [(id: StoreID, store: any ChunkStore)] {
+    public var members: [(id: UnitID, store: any ChunkStore)] {
         state.withLock { s in s.order.compactMap { id in s.members[id].map { (id, $0.store) } } }
     }
 
-    /// The serial each store will hand out next; what the catalog must record before maps that use
+    /// The serial each unit will hand out next; what the catalog must record before maps that use
     /// them commit.
-    public func nextSerials() -> [StoreID: UInt64] {
+    public func nextSerials() -> [UnitID: UInt64] {
         state.withLock { s in s.members.mapValues { $0.nextSerial } }
     }
 
-    /// Raises a store's counter to at least `serial`.
-    public func raiseSerial(_ id: StoreID, to serial: UInt64) {
+    /// Raises a unit's counter to at least `serial`.
+    public func raiseSerial(_ id: UnitID, to serial: UInt64) {
         state.withLock { s in
             if let m = s.members[id], m.nextSerial < serial { s.members[id]!.nextSerial = serial }
         }
     }
 
-    /// Picks a store for a new chunk and reserves an ID on it. The chunk exists once written.
+    /// Picks a unit for a new chunk and reserves an ID on it. The chunk exists once written.
     public func allocate() throws(StoreError) -> ChunkID {
         if let id = state.withLock({ Self.pick(&$0) }) { return id }
         // Every member looks full: space may have come back (deletes elsewhere on its filesystem).
@@ -159,8 +163,8 @@ public final class PoolLayer: ChunkStore {
     /// member that did is a last resort: its estimate may still show room — a transient refusal, or room
     /// freed since — and only the estimates decide that the pool is full). Unreachable members are used
     /// only when no reachable one has room.
-    private static func weights(_ s: State) -> [(StoreID, Int64)] {
-        let roomy = s.order.filter { s.members[$0]!.freeChunks > 0 }
+    private static func weights(_ s: State) -> [(UnitID, Int64)] {
+        let roomy = s.order.filter { s.members[$0]!.freeChunks > 0 && !s.members[$0]!.retired }
         let reachable = roomy.filter { s.members[$0]!.health.isReachable }
         let pool = reachable.isEmpty ? roomy : reachable
         let preferred = pool.filter { !s.members[$0]!.full }
@@ -189,7 +193,7 @@ public final class PoolLayer: ChunkStore {
     /// the total), then one chunk less free on the winner (and on its filesystem).
     private static func pick(_ s: inout State) -> ChunkID? {
         var total: Int64 = 0
-        var best: StoreID?
+        var best: UnitID?
         for (sid, weight) in weights(s) {
             total += weight
             s.members[sid]!.current += weight
@@ -206,34 +210,47 @@ public final class PoolLayer: ChunkStore {
                 if other != sid { s.members[other]!.freeChunks = min(s.members[other]!.freeChunks, left) }
             }
         }
-        return ChunkID(store: sid, serial: s.members[sid]!.nextSerial - 1)
+        return ChunkID(unit: sid, serial: s.members[sid]!.nextSerial - 1)
     }
 
-    /// Marks a store full (after it answered ENOSPC) or usable again.
-    public func setFull(_ id: StoreID, _ full: Bool) {
+    /// Takes a unit out of placement (no new chunk goes to it, whatever its room) or puts it back.
+    public func setRetired(_ id: UnitID, _ retired: Bool) {
+        state.withLock { s in if s.members[id] != nil { s.members[id]!.retired = retired } }
+    }
+
+    /// Removes a unit: its chunks route nowhere from now on (the engine removes only an empty one).
+    public func remove(_ id: UnitID) {
+        state.withLock { s in
+            s.members[id] = nil
+            s.order.removeAll { $0 == id }
+        }
+    }
+
+    /// Marks a unit full (after it answered ENOSPC) or usable again.
+    public func setFull(_ id: UnitID, _ full: Bool) {
         state.withLock { s in if s.members[id] != nil { s.members[id]!.full = full } }
     }
 
     private func route(_ chunk: ChunkID) throws(StoreError) -> (any ChunkStore, StoreHealth) {
-        guard let m = state.withLock({ $0.members[chunk.store] }) else { throw .missing(chunk: chunk) }
+        guard let m = state.withLock({ $0.members[chunk.unit] }) else { throw .missing(chunk: chunk) }
         return (m.store, m.health)
     }
 
-    /// Runs one request on `chunk`'s store; an outage error marks the store unreachable on its way out.
+    /// Runs one request on `chunk`'s unit; an outage error marks the unit unreachable on its way out.
     private func onStore<T>(
         _ chunk: ChunkID, _ body: (any ChunkStore) throws(StoreError) -> T
     ) throws(StoreError) -> T {
         let (store, health) = try route(chunk)
         do { return try body(store) } catch {
-            noticeFailure(chunk.store, health, error)
+            noticeFailure(chunk.unit, health, error)
             throw error
         }
     }
 
-    private func noticeFailure(_ id: StoreID, _ health: StoreHealth, _ error: StoreError) {
+    private func noticeFailure(_ id: UnitID, _ health: StoreHealth, _ error: StoreError) {
         guard StoreHealth.isOutage(error) else { return }
         if health.markUnreachable(StoreHealth.describe(error)) {
-            Log.error("store #\(id.rawValue) is unreachable (\(error)); it takes no new chunks until it answers again")
+            Log.error("\(id) is unreachable (\(error)); it takes no new chunks until it answers again")
         }
     }
 
@@ -245,7 +262,7 @@ public final class PoolLayer: ChunkStore {
         do throws(StoreError) {
             try onStore(chunk) { (s) throws(StoreError) in try s.write(chunk, offset: offset, from: buffer) }
         } catch .noSpace {
-            setFull(chunk.store, true)
+            setFull(chunk.unit, true)
             throw .noSpace
         }
     }
@@ -254,7 +271,7 @@ public final class PoolLayer: ChunkStore {
         do throws(StoreError) {
             try onStore(chunk) { (s) throws(StoreError) in try s.replace(chunk, with: buffer) }
         } catch .noSpace {
-            setFull(chunk.store, true)
+            setFull(chunk.unit, true)
             throw .noSpace
         }
     }
@@ -278,9 +295,9 @@ public final class PoolLayer: ChunkStore {
     public func delete(_ chunk: ChunkID) throws(StoreError) {
         try onStore(chunk) { (s) throws(StoreError) in try s.delete(chunk) }
         state.withLock { s in
-            guard let m = s.members[chunk.store] else { return }
-            s.members[chunk.store]!.full = false
-            s.members[chunk.store]!.freeChunks += 1
+            guard let m = s.members[chunk.unit] else { return }
+            s.members[chunk.unit]!.full = false
+            s.members[chunk.unit]!.freeChunks += 1
             // The room is back on the filesystem too, for every member on it (pick took it from all).
             if let fs = m.filesystem {
                 for other in s.order where s.members[other]!.filesystem == fs { s.members[other]!.filesystemFree += 1 }
@@ -316,7 +333,7 @@ public final class PoolLayer: ChunkStore {
 
     public func flush(chunks: Set<ChunkID>) throws(StoreError) {
         var failure: StoreError?
-        for (id, group) in Dictionary(grouping: chunks, by: \.store) {
+        for (id, group) in Dictionary(grouping: chunks, by: \.unit) {
             guard let m = state.withLock({ $0.members[id] }) else { continue }
             do { try m.store.flush(chunks: Set(group)) } catch {
                 noticeFailure(id, m.health, error)
