@@ -12,14 +12,14 @@
 // Waiting: `read`/`write`/`copy` here sleep on the caller's thread (control plane, tests). The FUSE
 // adapter instead calls `admit` and, when it must wait, answers the request later from a thread of
 // its own and does the I/O through `below`, so a throttled request never holds a FUSE worker.
-// Lock order: groups, then (after releasing it) a group's buckets, then the meter; none across I/O.
+// Lock order: the layer's state (groups and meter), then each group's buckets; none across I/O. Two
+// locks per capped request: the volume's own, and each group's.
 import Synchronization
 
 public final class QoSLayer: VolumeStore {
     public let below: any VolumeStore
     private let active = Atomic<Bool>(false)
-    private let groups = Lock<[ThrottleGroup]>([])
-    private let meter = Lock(Meter())
+    private let state = Lock(State())
     private let clock: @Sendable () -> Double
 
     public init(over below: any VolumeStore, clock: @escaping @Sendable () -> Double = MonotonicClock.seconds) {
@@ -29,8 +29,13 @@ public final class QoSLayer: VolumeStore {
 
     /// Replaces the groups that apply (none: unlimited). Takes effect for the next request.
     public func apply(_ groups: [ThrottleGroup]) {
-        self.groups.withLock { $0 = groups }
+        state.withLock { $0.groups = groups }
         active.store(!groups.isEmpty, ordering: .releasing)
+    }
+
+    private struct State {
+        var groups: [ThrottleGroup] = []
+        var meter = Meter()
     }
 
     /// Accounts a request of `bytes` now; returns the seconds it must wait before it goes to `below`
@@ -43,15 +48,19 @@ public final class QoSLayer: VolumeStore {
 
     private func admitCapped(write: Bool, bytes: Int) -> Double {
         let now = clock()
-        let applying = groups.withLock { $0 }
-        var wait = 0.0
-        for g in applying { wait = max(wait, g.reserve(write: write, bytes: bytes, now: now)) }
-        meter.withLock { $0.record(bytes: bytes, wait: wait, now: now) }
-        return wait
+        return state.withLock { s in
+            var wait = 0.0
+            for g in s.groups { wait = max(wait, g.reserve(write: write, bytes: bytes, now: now)) }
+            s.meter.record(bytes: bytes, wait: wait, now: now)
+            return wait
+        }
     }
 
     /// The current rate and the time spent throttled (zero while no cap applies).
-    public var stats: QoSStats { meter.withLock { $0.stats(now: clock()) } }
+    public var stats: QoSStats {
+        let now = clock()
+        return state.withLock { $0.meter.stats(now: now) }
+    }
 
     // MARK: VolumeStore
 
