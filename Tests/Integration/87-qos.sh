@@ -3,6 +3,7 @@
 #   - bad input: one line, exit 2 (3 for an unknown volume or pool, 64 for a command of the wrong
 #     shape), nothing changed;
 #   - a volume capped at 500 IOPS measures 500 ± 10 %;
+#   - data written and read through the deferred (throttled) path is intact (fio verify);
 #   - with --burst a short burst runs faster, then settles at the cap;
 #   - a cap set on a running mount applies at once (per-second IOPS log);
 #   - a capped volume, its requests waiting at depth 16, does not slow an uncapped neighbour;
@@ -83,6 +84,15 @@ throttled=$(json 'int(d["volumes"][0]["stats"]["throttledSeconds"])' <<<"$shown"
 [ "$throttled" -ge 4 ] || fail "qos show: a volume held at its cap for 8 s was throttled ${throttled}s"
 status=$(tcli status)
 grep -q '^qos capped: iops=500; ' <<<"$status" || fail "status does not show the cap: $status"
+
+info "data written and read while throttled is intact (fio verify, writes and reads deferred)"
+must tcli qos set live --bps 8M
+run_fio verify.log --name=verify --filename="$MNT/live.img" --ioengine=libaio --direct=1 --iodepth=16 \
+    --rw=randwrite --bsrange=4k-64k --size=16M --verify=crc32c --verify_fatal=1 --do_verify=1 --randrepeat=1
+grep -qE 'READ: .*io=[1-9]' verify.log || fail "fio verify read nothing back"
+[ "$(tcli qos show live --json | json 'd["volumes"][0]["stats"]["throttledRequests"] > 100')" = true ] ||
+    fail "the verify job was not throttled"
+must tcli qos clear live
 
 info "--burst: faster at first, then the cap"
 must tcli qos set bursty --iops 200 --burst 5
