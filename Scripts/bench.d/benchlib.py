@@ -246,7 +246,7 @@ def label(run):
 
 # Extra ratios, shown when both rows exist: Tessera against the products of
 # PERFORMANCE.md, and the two object-store targets against each other.
-PAIRS = [("tessera", "qsd"), ("tessera", "s3backer-local"), ("tessera-cache warm", "tessera"),
+PAIRS = [("tessera", "qsd"), ("tessera", "s3backer-local"), ("tessera-qos", "tessera"), ("tessera-cache warm", "tessera"),
          ("tessera-s3 cold", "s3backer-s3 cold"), ("tessera-s3 warm", "s3backer-s3 warm")]
 
 

@@ -40,6 +40,11 @@ static inline void tessera_conn_setup(struct fuse_conn_info *conn, unsigned max_
     conn->max_write = max_write;
     conn->max_read = 0;
     conn->max_readahead = max_write;
+    // Asynchronous requests (async direct I/O, read-ahead) in flight at once, over the whole mount:
+    // the kernel's default of 12 would let one volume whose requests wait under a QoS cap hold every
+    // slot and stall the other volumes; 256 leaves room for many queues of depth 16 or more.
+    conn->max_background = 256;
+    conn->congestion_threshold = 192;
     // Async direct I/O keeps queue depth for O_DIRECT clients (qemu cache=none).
     if (conn->capable & FUSE_CAP_ASYNC_DIO) conn->want |= FUSE_CAP_ASYNC_DIO;
     if (conn->capable & FUSE_CAP_ASYNC_READ) conn->want |= FUSE_CAP_ASYNC_READ;

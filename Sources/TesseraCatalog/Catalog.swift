@@ -85,7 +85,8 @@ public final class Catalog: Sendable {
         }
     }
 
-    private func write<T>(_ what: String, _ body: (Database) throws -> T) throws(TesseraError) -> T {
+    /// One write transaction (also for the catalog's other files: Catalog+QoS.swift).
+    func write<T>(_ what: String, _ body: (Database) throws -> T) throws(TesseraError) -> T {
         do {
             return try db.write(body)
         } catch let e as TesseraError {
@@ -97,7 +98,7 @@ public final class Catalog: Sendable {
         }
     }
 
-    private func read<T>(_ body: (Database) throws -> T) throws(TesseraError) -> T {
+    func read<T>(_ body: (Database) throws -> T) throws(TesseraError) -> T {
         do {
             return try db.read(body)
         } catch {

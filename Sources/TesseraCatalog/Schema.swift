@@ -220,6 +220,29 @@ enum Schema {
                 t.column("options", .text).notNull().defaults(to: "{}")
             }
         }
+        m.registerMigration("v7-qos") { db in
+            // QoS settings (caps, burst, floors, weight) of one volume, of one pool's volumes as a group,
+            // or of every volume as one group ('all'). Keyed by id, so a setting follows its volume
+            // through renames and goes with it when it is deleted; a clone starts without one.
+            try db.create(table: "qos_setting") { t in
+                t.autoIncrementedPrimaryKey("id")
+                t.column("scope", .text).notNull().check { ["volume", "pool", "all"].contains($0) }
+                t.column("volumeId", .integer).unique().references("volume", onDelete: .cascade)
+                t.column("poolId", .integer).unique().references("pool", onDelete: .cascade)
+                for rate in ["iops", "readIops", "writeIops", "bps", "readBps", "writeBps", "minIops", "minBps"] {
+                    t.column(rate, .integer).check { $0 == nil || $0 > 0 }
+                }
+                t.column("burst", .double).check { $0 == nil || $0 > 0 }
+                t.column("weight", .integer).check { $0 == nil || ($0 >= 1 && $0 <= 1000) }
+                t.check(
+                    sql: """
+                        (scope = 'volume' AND volumeId IS NOT NULL AND poolId IS NULL)
+                        OR (scope = 'pool' AND poolId IS NOT NULL AND volumeId IS NULL)
+                        OR (scope = 'all' AND volumeId IS NULL AND poolId IS NULL)
+                        """)
+            }
+            try db.execute(sql: "CREATE UNIQUE INDEX qos_setting_all ON qos_setting(scope) WHERE scope = 'all'")
+        }
         return m
     }
 

@@ -31,6 +31,10 @@ public enum ControlRequest: Codable, Sendable {
     case scheduleList
     case clone(source: String, name: String)
     case unmount(force: Bool)
+    /// QoS (`qos set|show|clear`): applies at once to a running mount.
+    case qosSet(target: QoSTarget, limits: QoSLimits)
+    case qosClear(target: QoSTarget)
+    case qosShow(volume: String?)
 }
 
 /// The answer: `error` set on failure, otherwise the fields the request asks for.
@@ -43,13 +47,15 @@ public struct ControlReply: Codable, Sendable {
     public var snapshots: [SnapshotInfo]?
     public var schedules: [ScheduleInfo]?
     public var scrub: ScrubReport?
+    public var qos: QoSReport?
     /// Set on the intermediate lines of a long request: (done, total). The final reply has none.
     public var progress: [Int]?
     public init(
         error: TesseraError? = nil, volumes: [VolumeInfo]? = nil, pools: [PoolInfo]? = nil,
         stores: [StoreInfo]? = nil, status: StatusInfo? = nil, snapshots: [SnapshotInfo]? = nil,
-        schedules: [ScheduleInfo]? = nil, scrub: ScrubReport? = nil, progress: [Int]? = nil
+        schedules: [ScheduleInfo]? = nil, scrub: ScrubReport? = nil, progress: [Int]? = nil, qos: QoSReport? = nil
     ) {
+        self.qos = qos
         self.error = error
         self.scrub = scrub
         self.progress = progress
@@ -100,6 +106,7 @@ public struct ControlService: Sendable {
         case .status:
             var status = engine.status(mountpoint: mountpoint)
             status.openImageNames = openImages?() ?? []
+            status.qos = try engine.qosReport().volumes.filter { $0.settings != nil || !$0.groups.isEmpty }
             return ControlReply(status: status)
         case .poolCreate(let name, let chunkSize):
             try engine.createPool(name: name, chunkSize: chunkSize)
@@ -158,6 +165,14 @@ public struct ControlService: Sendable {
             guard let unmount else { throw TesseraError(.notFound, "no mount is running for \(engine.data.path)") }
             try unmount(force)
             return ControlReply()
+        case .qosSet(let target, let limits):
+            try engine.setQoS(target, limits)
+            return ControlReply(qos: try engine.qosReport())
+        case .qosClear(let target):
+            try engine.clearQoS(target)
+            return ControlReply(qos: try engine.qosReport())
+        case .qosShow(let volume):
+            return ControlReply(qos: try engine.qosReport(volume: volume))
         }
     }
 }

@@ -60,6 +60,8 @@ public final class Engine: Sendable {
     let shares = ShareTable()
     /// The per-volume layers stacked over every volume's thin map, first lowest (Stacks.swift).
     let volumeLayers: [VolumeLayerFactory]
+    /// QoS settings in force and each live volume's QoS layer (QoS.swift).
+    let qos = QoSRegistry()
     /// Serialises snapshot, clone, revert and schedule work (control plane only).
     let snapshotLock = Mutex(())
     /// Called after a volume's name, size or attributes change outside the FUSE request that caused
@@ -137,6 +139,7 @@ public final class Engine: Sendable {
             pool.layer.add(UnitID(u.id!), store: opened.top, nextSerial: UInt64(u.nextSerial), health: opened.health)
             for (m, _) in served where m.role == .primary { s.unitOf[m.storeId] = UnitID(u.id!) }
         }
+        qos.load(try catalog.qosSettings())
         for v in try catalog.volumes() {  // ids grow, so a clone's parent is loaded before it
             guard let pool = s.pools[v.poolId] else {
                 throw TesseraError(.catalog, "volume \(v.name) names pool #\(v.poolId), which is missing")
@@ -496,6 +499,7 @@ public final class Engine: Sendable {
     private func releaseUnlinked(_ v: Volume) {
         recordReleased(v.releaseAllChunks())
         state.withLock { _ = $0.stacks.removeValue(forKey: v.id) }
+        qos.forget(v.id)
     }
 
     private func recordReleased(_ deltas: [ChunkID: Int]) {

@@ -139,6 +139,8 @@ public struct StatusInfo: Codable, Sendable, Equatable {
     public var deadMount: String?
     /// Every store's health.
     public var storeHealth: [StoreHealthInfo] = []
+    /// Volumes under a QoS setting (their own or a group's), with their figures.
+    public var qos: [QoSVolumeInfo]?
 }
 
 /// A pool's RAM cache: size, hit rates, dirty bytes.

@@ -6,8 +6,9 @@
 // layer routes each placement unit's chunks to the unit's store (today its one member store's stack),
 // and the RAM cache (when the mount has one) sits over it.
 // Volume side (volume bytes), per volume bottom up: the thin map (`Volume`, over its pool's stack) → the
-// engine's volume layers in order (QoS, the CDP journal; none by default). A clone is made here like any
-// other volume, so its stack has the same shape.
+// engine's volume layers in order (the CDP journal; none by default) → QoS, always on top (QoS.swift: it
+// costs one atomic load per request while no cap applies, and a cap set later applies at once). A clone
+// is made here like any other volume, so its stack has the same shape.
 // The engine keeps typed handles on the layers it reports or drives (the cache, the checksum and
 // compression layers' figures), never a downcast. Map-level operations (snapshot, revert, clone) work on
 // the map itself, under its quiesce; everything else goes through the top of the volume's stack.
@@ -121,7 +122,8 @@ extension Engine {
             pool: pool.layer, io: pool.io, catalog: catalog, shares: shares, parent: parent)
         s.volumes[v.id] = v
         if record.domainId == DomainRecord.defaultID { s.byName[record.name] = v.id }  // the one the engine names
-        s.stacks[v.id] = volumeLayers.reduce(v as any VolumeStore) { below, layer in layer(v, below) }
+        let below = volumeLayers.reduce(v as any VolumeStore) { below, layer in layer(v, below) }
+        s.stacks[v.id] = qos.layer(for: v.id, pool: record.poolId, over: below)
         return v
     }
 

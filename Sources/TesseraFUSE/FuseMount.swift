@@ -31,6 +31,8 @@ public final class FuseMount: @unchecked Sendable {
     /// libfuse worker threads: enough for a queue depth of 16 from one client plus a few control
     /// requests (libfuse's default is 10); all kept when idle, so a burst never waits for a thread.
     static let maxThreads: UInt32 = 16
+    /// Throttled reads and writes wait here instead of on a worker thread (QoS).
+    let deferred = DeferredRequests()
     /// Every open file handle (registered in `attach`, removed in `release`), to name what keeps the
     /// mount busy. Touched on open and close only, never per I/O.
     let openHandles = Mutex<[ObjectIdentifier: OpenImage]>([:])
@@ -79,6 +81,7 @@ public final class FuseMount: @unchecked Sendable {
         guard let se = session else { return }
         startSignalThread()
         let rc = tessera_session_loop_mt(se, Self.maxThreads, Self.maxThreads, 1)
+        deferred.drain()  // every throttled request still gets its one reply while the session exists
         fuse_session_unmount(se)
         fuse_session_destroy(se)
         session = nil

@@ -97,6 +97,13 @@ enum FuseOperations {
     }
 }
 
+/// A request answered later, from another thread (DeferredRequests). `@unchecked Sendable`: libfuse lets
+/// any thread reply to a request, exactly once; the handler that deferred it never touches it again.
+struct PendingRequest: @unchecked Sendable {
+    let req: fuse_req_t?
+    init(_ req: fuse_req_t?) { self.req = req }
+}
+
 /// A handler's failure: the errno for the kernel and, for real failures (not ENOENT on lookup), the
 /// line to log once.
 struct FuseFailure: Error {
@@ -343,7 +350,7 @@ extension FuseMount {
 
     /// A handle on the live image of `v`: the top of its volume stack.
     private func live(_ v: Volume, _ req: fuse_req_t?) -> OpenImage {
-        OpenImage(v, io: engine.stack(of: v), pid: Self.caller(req))
+        OpenImage(v, io: engine.stack(of: v), throttle: engine.throttle(of: v), pid: Self.caller(req))
     }
 
     /// Gives the open file a retained reference to its volume (released in `release`).
@@ -369,9 +376,21 @@ extension FuseMount {
         throws(FuseFailure)
     {
         let image = Self.image(fi)
+        // A throttled read waits in DeferredRequests, not on this worker thread.
+        if let wait = image.throttle?.admit(write: false, bytes: size), wait > 0 {
+            let pending = PendingRequest(req)
+            deferred.after(wait) {
+                FuseOperations.handle(pending.req) { try $0.readAdmitted(pending.req, size, off, image) }
+            }
+            return
+        }
+        try readAdmitted(req, size, off, image)
+    }
+
+    private func readAdmitted(_ req: fuse_req_t?, _ size: Int, _ off: off_t, _ image: OpenImage) throws(FuseFailure) {
         do {
             try ReadBuffer.with(size) { buffer throws(StoreError) in
-                let n = try image.io.read(at: UInt64(off), into: buffer)
+                let n = try image.admitted.read(at: UInt64(off), into: buffer)
                 fuse_reply_buf(req, buffer.baseAddress?.assumingMemoryBound(to: CChar.self), n)
             }
         } catch {
@@ -385,12 +404,30 @@ extension FuseMount {
     ) throws(FuseFailure) {
         let image = try Self.writable(fi)
         guard off >= 0, UInt64(off) + UInt64(size) <= Engine.maxVolumeSize else { throw FuseFailure(EFBIG) }
-        do {
-            try image.io.write(at: UInt64(off), from: UnsafeRawBufferPointer(start: buf, count: size))
-        } catch {
-            throw fail(image.volume, "write of \(size) bytes", off, error)
+        let data = UnsafeRawBufferPointer(start: buf, count: size)
+        // A throttled write waits in DeferredRequests with a copy of its data (libfuse reuses `buf`).
+        if let wait = image.throttle?.admit(write: true, bytes: size), wait > 0 {
+            let pending = PendingRequest(req)
+            let copy = [UInt8](data)
+            deferred.after(wait) {
+                FuseOperations.handle(pending.req) { mount in
+                    try copy.withUnsafeBytes { try mount.writeAdmitted(pending.req, $0, off, image) }
+                }
+            }
+            return
         }
-        fuse_reply_write(req, size)
+        try writeAdmitted(req, data, off, image)
+    }
+
+    private func writeAdmitted(_ req: fuse_req_t?, _ data: UnsafeRawBufferPointer, _ off: off_t, _ image: OpenImage)
+        throws(FuseFailure)
+    {
+        do {
+            try image.admitted.write(at: UInt64(off), from: data)
+        } catch {
+            throw fail(image.volume, "write of \(data.count) bytes", off, error)
+        }
+        fuse_reply_write(req, data.count)
     }
 
     func fsync(_ req: fuse_req_t?, _ dataOnly: Bool, _ fi: UnsafeMutablePointer<fuse_file_info>) throws(FuseFailure) {

@@ -29,6 +29,14 @@ struct StatusCommand: ParsableCommand {
                     + " since \(timestamp(h.since))"
                     + (h.health == "ok" ? "" : error))
         }
+        for q in s.qos ?? [] {
+            let under = ([q.settings?.summary].compactMap { $0 } + q.groups.map { "group \($0)" })
+            print(
+                String(
+                    format: "qos %@: %@; %.0f IOPS, %@/s; throttled %.1fs", q.volume,
+                    under.joined(separator: ", "), q.stats.opsPerSecond, human(UInt64(q.stats.bytesPerSecond)),
+                    q.stats.throttledSeconds))
+        }
         if s.mounted && s.caches.isEmpty { print("RAM cache: off (mount --cache-size SIZE)") }
         for c in s.caches {
             let st = c.stats

@@ -73,14 +73,20 @@ final class CountingLayer: VolumeStore {
 func shape(_ top: any VolumeStore) -> [String] {
     var names = [String(describing: type(of: top))]
     var store = top
-    while let layer = store as? CountingLayer {
-        store = layer.below
+    while true {
+        if let layer = store as? CountingLayer {
+            store = layer.below
+        } else if let layer = store as? QoSLayer {
+            store = layer.below
+        } else {
+            return names
+        }
         names.append(String(describing: type(of: store)))
     }
-    return names
 }
 
-/// An initialised data directory and an engine over it whose every volume has a CountingLayer on top.
+/// An initialised data directory and an engine over it whose every volume has a CountingLayer over its map
+/// (under the QoS layer, which is always on top).
 final class CountedEngine {
     let dir: TemporaryDirectory
     let data: DataDirectory
@@ -102,7 +108,7 @@ final class CountedEngine {
     /// The handle FUSE's open gives a live image.
     func open(_ name: String) throws -> OpenImage {
         let v = try #require(engine.volume(named: name))
-        return OpenImage(v, io: engine.stack(of: v), pid: 0)
+        return OpenImage(v, io: engine.stack(of: v), throttle: engine.throttle(of: v), pid: 0)
     }
 }
 
@@ -113,7 +119,8 @@ final class CountedEngine {
         let t = try CountedEngine()
         try t.engine.createVolumes(name: "vm", size: 8 * cs)
         let image = try t.open("vm")
-        #expect(image.io is CountingLayer)
+        #expect(image.io is QoSLayer)  // always on top (Stacks.swift)
+        #expect(image.admitted is CountingLayer)
         #expect(image.io.bottom === image.volume)
         #expect(!image.readOnly)
 
@@ -175,7 +182,7 @@ final class CountedEngine {
         try live.io.write([UInt8](repeating: 5, count: 10), at: 0)
         let clone = try t.engine.clone("vm", as: "copy")
         let stack = t.engine.stack(of: clone)
-        #expect(shape(stack) == ["CountingLayer", "Volume"])
+        #expect(shape(stack) == ["QoSLayer", "CountingLayer", "Volume"])
         #expect(shape(stack) == shape(live.io))
         #expect(stack.bottom === clone)
         let writes = t.tally["write"]
@@ -199,7 +206,7 @@ final class CountedEngine {
         let engine = try CountedEngine.open(data, tally)
         for name in ["vm", "copy"] {
             let v = try #require(engine.volume(named: name))
-            #expect(shape(engine.stack(of: v)) == ["CountingLayer", "Volume"])
+            #expect(shape(engine.stack(of: v)) == ["QoSLayer", "CountingLayer", "Volume"])
             #expect(engine.stack(of: v).bottom === v)
         }
     }
@@ -217,13 +224,14 @@ final class CountedEngine {
         #expect(t.engine.stack(of: image.volume) === image.volume)
     }
 
-    @Test func withoutLayersTheMapIsTheStack() throws {
+    @Test func withoutLayersQoSSitsOnTheMap() throws {
         let dir = try TemporaryDirectory(prefix: "tessera-stack-test")
         let data = DataDirectory(path: dir.path + "/data")
         try Engine.initialize(data, chunkSize: CountedEngine.chunkSize)
         let engine = try Engine(data)
         let v = try engine.createVolumes(name: "vm", size: 4 * cs)[0]
-        #expect(engine.stack(of: v) === v)
+        #expect(shape(engine.stack(of: v)) == ["QoSLayer", "Volume"])
+        #expect(engine.throttle(of: v) === engine.stack(of: v))
     }
 }
 
