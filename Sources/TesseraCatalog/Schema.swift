@@ -177,6 +177,10 @@ enum Schema {
                 t.uniqueKey(["domainId", "name"])
             }
         }
+        m.registerMigration("v8-domain-policy") { db in
+            // The pools a domain's volumes may be placed in (a JSON array of pool names; NULL: any pool).
+            try db.alter(table: "domain") { t in t.add(column: "pools", .text) }
+        }
         return m
     }
 

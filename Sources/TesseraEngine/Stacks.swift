@@ -104,7 +104,7 @@ extension Engine {
             record: record, map: map, retained: retained, xattrs: xattrs, poolName: pool.record.name,
             pool: pool.layer, io: pool.io, catalog: catalog, shares: shares, parent: parent)
         s.volumes[v.id] = v
-        if record.domainId == DomainRecord.defaultID { s.byName[record.name] = v.id }  // the one the engine names
+        s.byName[VolumeKey(record.domainId, record.name)] = v.id
         s.stacks[v.id] = volumeLayers.reduce(v as any VolumeStore) { below, layer in layer(v, below) }
         return v
     }
