@@ -56,6 +56,22 @@ import Testing
         }
     }
 
+    @Test func schedulesRunInTheirDomain() throws {
+        let t = try TestData()
+        try t.withEngine { e in
+            try e.createDomain("team", DomainSettings(quotaSnapshots: 2))
+            _ = try e.createVolumes(name: "a", size: t.chunkSize)
+            _ = try e.createVolumes(name: "a", size: t.chunkSize, domain: "team")
+            try e.setSchedule(target: "a", every: 60, keep: 5, domain: "team")
+            let start = Date()
+            for minute in 0..<4 { e.runDueSchedules(now: start.addingTimeInterval(Double(minute * 61))) }
+            #expect(e.snapshotInfos().isEmpty, "the default domain's a has no schedule")
+            let taken = try e.snapshotInfos(domain: "team")
+            #expect(taken.count == 2, "the snapshot quota stops the schedule: \(taken.map(\.name))")
+            #expect(taken.allSatisfy { $0.volumes == ["a"] && $0.domain == "team" && $0.scheduled })
+        }
+    }
+
     @Test func quotasRefuseAndChangeNothing() throws {
         let t = try TestData()
         let cs = UInt64(t.chunkSize)
