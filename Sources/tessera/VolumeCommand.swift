@@ -33,7 +33,10 @@ struct VolumeCommand: ParsableCommand {
                 domain.wrap(
                     .volumeCreate(name: name, size: try parseSize(size, option: "--size"), pool: pool, count: count)),
                 data.directory)
-            for v in reply.volumes ?? [] { print("created \(v.name) (\(human(v.size)), pool \(v.pool))") }
+            for v in reply.volumes ?? [] {
+                let domain = v.domain.flatMap { $0 == Engine.defaultDomain ? nil : ", domain \($0)" } ?? ""
+                print("created \(v.name) (\(human(v.size)), pool \(v.pool)\(domain))")
+            }
         }
     }
 
