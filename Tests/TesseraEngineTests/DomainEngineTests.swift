@@ -132,6 +132,21 @@ import Testing
         try t.withEngine { e throws in #expect(try e.catalog.domains().map(\.name) == ["default"]) }
     }
 
+    @Test func aRebuildRestoresQuotasAndPolicy() throws {
+        let t = try TestData()
+        try t.withEngine { e in
+            try e.createDomain("team", DomainSettings(quotaVolumes: 4, quotaSize: 1 << 30, pools: ["default"]))
+            _ = try e.createVolumes(name: "a", size: t.chunkSize, domain: "team")
+        }
+        OwnershipTests.removeCatalog(t)
+        let report = try CatalogRebuild.rebuild(t.data, extraStores: [])
+        #expect(report.domains == 1 && report.lost.isEmpty, "\(report.lost)")
+        try t.withEngine { e in
+            let d = try e.domainInfo("team")
+            #expect(d.quotaVolumes == 4 && d.quotaSize == 1 << 30 && d.pools == ["default"] && d.volumes == 1)
+        }
+    }
+
     @Test func thePoolsPolicyPlacesNewVolumes() throws {
         let t = try TestData()
         try t.withEngine { e in
