@@ -18,6 +18,8 @@ public indirect enum ControlRequest: Codable, Sendable {
     /// Without a pool, the domain's policy places the volume (pool "default" when it has none).
     case volumeCreate(name: String, size: UInt64, pool: String?, count: Int?)
     case volumeList
+    /// The volumes of every domain, by domain and name.
+    case volumeListAllDomains
     case volumeShow(name: String)
     /// Shrinking needs `shrink`; an open image is shrunk only with `force`.
     case volumeResize(name: String, size: UInt64, shrink: Bool, force: Bool)
@@ -148,6 +150,8 @@ public struct ControlService: Sendable {
             return ControlReply(volumes: created.map(engine.info))
         case .volumeList:
             return ControlReply(volumes: try engine.volumeInfos(domain: domain))
+        case .volumeListAllDomains:
+            return ControlReply(volumes: engine.volumeInfosOfAllDomains())
         case .volumeShow(let name):
             return ControlReply(volumes: [try engine.volumeInfo(name, domain: domain)])
         case .volumeResize(let name, let size, let shrink, let force):

@@ -417,6 +417,14 @@ public final class Engine: Sendable {
         return allVolumes().filter { $0.record.domainId == id && !$0.isUnlinked }.map(info)
     }
 
+    /// Every domain's volumes, by domain and name.
+    public func volumeInfosOfAllDomains() -> [VolumeInfo] {
+        let order = Dictionary(uniqueKeysWithValues: domainNames().map { ($0.name, $0.id) })
+        return allVolumes().filter { !$0.isUnlinked }.map(info).sorted {
+            (order[$0.domain ?? ""] ?? 0, $0.name) < (order[$1.domain ?? ""] ?? 0, $1.name)
+        }
+    }
+
     /// The default domain's volumes.
     public func volumeInfos() -> [VolumeInfo] {
         allVolumes().filter { $0.record.domainId == DomainRecord.defaultID && !$0.isUnlinked }.map(info)

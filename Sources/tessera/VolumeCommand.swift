@@ -41,18 +41,24 @@ struct VolumeCommand: ParsableCommand {
     }
 
     struct List: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List volumes.")
+        static let configuration = CommandConfiguration(abstract: "List the volumes of a domain (or of all).")
         @OptionGroup var data: DataOptions
         @OptionGroup var domain: DomainOptions
         @OptionGroup var output: OutputOptions
+        @Flag(help: "List the volumes of every domain, with a DOMAIN column.") var allDomains = false
+
+        func validate() throws {
+            if allDomains && domain.domain != nil { throw invalid("give --domain or --all-domains, not both") }
+        }
 
         func run() throws {
-            let volumes = try perform(domain.wrap(.volumeList), data.directory).volumes ?? []
+            let request = allDomains ? ControlRequest.volumeListAllDomains : domain.wrap(.volumeList)
+            let volumes = try perform(request, data.directory).volumes ?? []
             if output.json { return printJSON(volumes) }
             printTable(
-                ["NAME", "SIZE", "ALLOCATED", "POOL", "MODE", "OWNER", "OPEN"],
+                (allDomains ? ["DOMAIN"] : []) + ["NAME", "SIZE", "ALLOCATED", "POOL", "MODE", "OWNER", "OPEN"],
                 volumes.map {
-                    [
+                    (allDomains ? [$0.domain ?? "?"] : []) + [
                         $0.name, human($0.size), human($0.allocated), $0.pool, $0.mode, "\($0.uid):\($0.gid)",
                         $0.open ? "yes" : "no",
                     ]

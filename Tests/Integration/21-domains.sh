@@ -57,6 +57,12 @@ expect_fail --code 2 tcli domain create green --quota-size 12Q
 expect_fail --code 2,64 tcli domain create green --quota-volumes -1
 expect_fail --code 2 tcli domain set red
 expect_fail --code 2 tcli domain set red --quota-volumes 3 --no-quota-volumes
+expect_fail --code 2 tcli domain set red --pools default --any-pool
+expect_fail --code 2 tcli domain create green --pools default,default
+expect_fail --code 3 tcli domain set nowhere --quota-volumes 1
+expect_fail --code 3 tcli snapshot create vm --name s --domain nowhere
+expect_fail --code 3 tcli clone vm x --domain nowhere
+expect_fail --code 2 tcli volume list --all-domains --domain red
 expect_fail --code 3 tcli volume create v --size 1M --domain nowhere
 expect_fail --code 3 tcli volume list --domain nowhere
 expect_fail --code 2 tcli volume create v --size 1M --domain .x
@@ -68,6 +74,9 @@ must tcli volume create vm --size 8M
 must tcli volume create vm --size 16M --domain red
 must tcli volume create vm --size 4M --domain blue
 expect_fail --code 4 tcli volume create vm --size 1M --domain red
+assert_eq "$(tcli volume list --all-domains --json | json '" ".join(v["domain"] + "/" + v["name"] for v in d)')" \
+    "default/vm red/vm blue/vm" "volume list --all-domains"
+expect_fail --code 3 tcli volume show nothere --domain red
 
 start_tessera --no-init
 info "mount layout"
