@@ -260,6 +260,12 @@ public final class Catalog: Sendable {
         }
     }
 
+    /// Deletes a domain row. The catalog refuses (foreign keys) while a volume, snapshot or schedule
+    /// names it; the engine checks first to say which.
+    public func deleteDomain(_ id: Int64) throws(TesseraError) {
+        try write("delete domain #\(id)") { db in _ = try DomainRecord.deleteOne(db, key: id) }
+    }
+
     // MARK: Volumes
 
     public func volumes() throws(TesseraError) -> [VolumeRecord] {

@@ -16,6 +16,8 @@ public struct DomainRecord: Codable, Sendable, Equatable, FetchableRecord, Mutab
     public var quotaVolumes: Int64?
     public var quotaSize: Int64?
     public var quotaSnapshots: Int64?
+    /// The pools its volumes may be placed in, by name (nil: any pool). Stored as a JSON array.
+    public var pools: [String]?
     public init(name: String, createdAt: Double) {
         self.name = name
         self.createdAt = createdAt

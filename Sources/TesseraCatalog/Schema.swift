@@ -243,6 +243,10 @@ enum Schema {
             }
             try db.execute(sql: "CREATE UNIQUE INDEX qos_setting_all ON qos_setting(scope) WHERE scope = 'all'")
         }
+        m.registerMigration("v8-domain-policy") { db in
+            // The pools a domain's volumes may be placed in (a JSON array of pool names; NULL: any pool).
+            try db.alter(table: "domain") { t in t.add(column: "pools", .text) }
+        }
         return m
     }
 

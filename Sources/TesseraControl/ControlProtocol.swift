@@ -2,8 +2,9 @@ import TesseraCore
 import TesseraEngine
 
 /// One request from the CLI. Sent as one line of JSON over the control socket, or handled in-process
-/// when no mount is running.
-public enum ControlRequest: Codable, Sendable {
+/// when no mount is running. A request that names volumes, snapshots or schedules acts in the default
+/// domain unless wrapped in `.inDomain`.
+public indirect enum ControlRequest: Codable, Sendable {
     case status
     case poolCreate(name: String, chunkSize: UInt64)
     case poolList
@@ -16,8 +17,11 @@ public enum ControlRequest: Codable, Sendable {
     case storeRemove(name: String)
     /// Verifies every chunk (of one store); the mount streams progress lines before the reply.
     case scrub(store: String?)
-    case volumeCreate(name: String, size: UInt64, pool: String, count: Int?)
+    /// Without a pool, the domain's policy places the volume (pool "default" when it has none).
+    case volumeCreate(name: String, size: UInt64, pool: String?, count: Int?)
     case volumeList
+    /// The volumes of every domain, by domain and name.
+    case volumeListAllDomains
     case volumeShow(name: String)
     /// Shrinking needs `shrink`; an open image is shrunk only with `force`.
     case volumeResize(name: String, size: UInt64, shrink: Bool, force: Bool)
@@ -35,6 +39,13 @@ public enum ControlRequest: Codable, Sendable {
     case qosSet(target: QoSTarget, limits: QoSLimits)
     case qosClear(target: QoSTarget)
     case qosShow(volume: String?)
+    case domainCreate(name: String, settings: DomainSettings)
+    case domainList
+    case domainShow(name: String)
+    case domainSet(name: String, settings: DomainSettings)
+    case domainDelete(name: String)
+    /// `request` acting in domain `domain` (`--domain D`).
+    case inDomain(domain: String, request: ControlRequest)
 }
 
 /// The answer: `error` set on failure, otherwise the fields the request asks for.
@@ -48,15 +59,18 @@ public struct ControlReply: Codable, Sendable {
     public var schedules: [ScheduleInfo]?
     public var scrub: ScrubReport?
     public var qos: QoSReport?
+    public var domains: [DomainInfo]?
     /// Set on the intermediate lines of a long request: (done, total). The final reply has none.
     public var progress: [Int]?
     public init(
         error: TesseraError? = nil, volumes: [VolumeInfo]? = nil, pools: [PoolInfo]? = nil,
         stores: [StoreInfo]? = nil, status: StatusInfo? = nil, snapshots: [SnapshotInfo]? = nil,
-        schedules: [ScheduleInfo]? = nil, scrub: ScrubReport? = nil, progress: [Int]? = nil, qos: QoSReport? = nil
+        schedules: [ScheduleInfo]? = nil, scrub: ScrubReport? = nil, progress: [Int]? = nil, qos: QoSReport? = nil,
+        domains: [DomainInfo]? = nil
     ) {
         self.qos = qos
         self.error = error
+        self.domains = domains
         self.scrub = scrub
         self.progress = progress
         self.snapshots = snapshots
@@ -98,9 +112,24 @@ public struct ControlService: Sendable {
         }
     }
 
-    private func perform(_ request: ControlRequest, _ progress: (Int, Int) -> Void) throws(TesseraError) -> ControlReply
-    {
+    private func perform(
+        _ request: ControlRequest, _ progress: (Int, Int) -> Void, domain: String = Engine.defaultDomain
+    ) throws(TesseraError) -> ControlReply {
         switch request {
+        case .inDomain(let d, let inner):
+            if case .inDomain = inner { throw TesseraError(.invalid, "a request names its domain once") }
+            return try perform(inner, progress, domain: d)
+        case .domainCreate(let name, let settings):
+            return ControlReply(domains: [try engine.createDomain(name, settings)])
+        case .domainList:
+            return ControlReply(domains: try engine.domainInfos())
+        case .domainShow(let name):
+            return ControlReply(domains: [try engine.domainInfo(name)])
+        case .domainSet(let name, let settings):
+            return ControlReply(domains: [try engine.setDomain(name, settings)])
+        case .domainDelete(let name):
+            try engine.deleteDomain(name)
+            return ControlReply()
         case .scrub(let store):
             return ControlReply(scrub: try engine.scrub(store: store, progress: progress))
         case .status:
@@ -129,38 +158,42 @@ public struct ControlService: Sendable {
             if found.isEmpty { throw TesseraError(.notFound, "no store named '\(name)'") }
             return ControlReply(stores: found)
         case .volumeCreate(let name, let size, let pool, let count):
-            let created = try engine.createVolumes(name: name, count: count, size: size, pool: pool)
+            let created = try engine.createVolumes(name: name, count: count, size: size, pool: pool, domain: domain)
             return ControlReply(volumes: created.map(engine.info))
         case .volumeList:
-            return ControlReply(volumes: engine.volumeInfos())
+            return ControlReply(volumes: try engine.volumeInfos(domain: domain))
+        case .volumeListAllDomains:
+            return ControlReply(volumes: engine.volumeInfosOfAllDomains())
         case .volumeShow(let name):
-            return ControlReply(volumes: [try engine.volumeInfo(name)])
+            return ControlReply(volumes: [try engine.volumeInfo(name, domain: domain)])
         case .volumeResize(let name, let size, let shrink, let force):
-            try engine.resizeVolume(name, to: size, shrink: shrink, force: force)
-            return ControlReply(volumes: [try engine.volumeInfo(name)])
+            try engine.resizeVolume(name, to: size, shrink: shrink, force: force, domain: domain)
+            return ControlReply(volumes: [try engine.volumeInfo(name, domain: domain)])
         case .volumeDelete(let name, let withSnapshots):
-            try engine.deleteVolume(name, withSnapshots: withSnapshots)
+            try engine.deleteVolume(name, withSnapshots: withSnapshots, domain: domain)
             return ControlReply()
         case .snapshotCreate(let name, let volumes, let all):
-            return ControlReply(snapshots: [try engine.createSnapshot(name: name, volumes: volumes, all: all)])
+            return ControlReply(snapshots: [
+                try engine.createSnapshot(name: name, volumes: volumes, all: all, domain: domain)
+            ])
         case .snapshotList:
-            return ControlReply(snapshots: engine.snapshotInfos())
+            return ControlReply(snapshots: try engine.snapshotInfos(domain: domain))
         case .snapshotDelete(let name):
-            try engine.deleteSnapshot(name)
+            try engine.deleteSnapshot(name, domain: domain)
             return ControlReply()
         case .snapshotRevert(let volume, let snapshot):
-            try engine.revert(volume, to: snapshot)
-            return ControlReply(volumes: [try engine.volumeInfo(volume)])
+            try engine.revert(volume, to: snapshot, domain: domain)
+            return ControlReply(volumes: [try engine.volumeInfo(volume, domain: domain)])
         case .scheduleSet(let target, let every, let keep):
-            try engine.setSchedule(target: target, every: every, keep: keep)
-            return ControlReply(schedules: try engine.scheduleInfos())
+            try engine.setSchedule(target: target, every: every, keep: keep, domain: domain)
+            return ControlReply(schedules: try engine.scheduleInfos(domain: domain))
         case .scheduleRemove(let target):
-            try engine.removeSchedule(target: target)
-            return ControlReply(schedules: try engine.scheduleInfos())
+            try engine.removeSchedule(target: target, domain: domain)
+            return ControlReply(schedules: try engine.scheduleInfos(domain: domain))
         case .scheduleList:
-            return ControlReply(schedules: try engine.scheduleInfos())
+            return ControlReply(schedules: try engine.scheduleInfos(domain: domain))
         case .clone(let source, let name):
-            return ControlReply(volumes: [engine.info(try engine.clone(source, as: name))])
+            return ControlReply(volumes: [engine.info(try engine.clone(source, as: name, domain: domain))])
         case .unmount(let force):
             guard let unmount else { throw TesseraError(.notFound, "no mount is running for \(engine.data.path)") }
             try unmount(force)

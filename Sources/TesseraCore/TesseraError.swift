@@ -15,6 +15,8 @@ public struct TesseraError: Error, Equatable, Sendable, Codable, CustomStringCon
         case io = 7
         /// No room left.
         case noSpace = 8
+        /// The change would take a domain past one of its quotas (EDQUOT for a file gesture).
+        case quota = 9
     }
     public var code: Code
     public var message: String

@@ -2,8 +2,8 @@
 // point and the data path's source of Volume objects.
 //
 // State: pools (record + storage stack), stores (record + opened store, and the placement unit each
-// serves), volumes by id and, for the
-// default domain, by name (Domains.swift), and the top of each volume's stack (every stack is built in
+// serves), domains, volumes by id and by (domain, name) (Domains.swift), and the top of each volume's
+// stack (every stack is built in
 // Stacks.swift).
 // Invariants:
 // - Exactly one Engine per data directory at a time (DirectoryLock).
@@ -48,8 +48,10 @@ public final class Engine: Sendable {
         /// The placement unit each store serves.
         var unitOf: [Int64: UnitID] = [:]
         var volumes: [VolumeID: Volume] = [:]
-        /// The default domain's volumes (the only domain the engine names yet).
-        var byName: [String: VolumeID] = [:]
+        /// Every domain by id (the default one included).
+        var domains: [Int64: DomainRecord] = [:]
+        /// Volumes by domain and name (an unlinked volume, still open, is no longer here).
+        var byName: [VolumeKey: VolumeID] = [:]
         /// The top of each volume's stack (kept for an unlinked volume until its last close).
         var stacks: [VolumeID: any VolumeStore] = [:]
         var snapshots: [Int64: SnapshotRecord] = [:]
@@ -118,6 +120,7 @@ public final class Engine: Sendable {
         catalog = try Self.openCatalog(data)
         catalogID = try catalog.identity()
         var s = State()
+        for d in try catalog.domains() { s.domains[d.id!] = d }
         let pools = try catalog.pools()
         let stamped = try Self.checkOwnership(
             try catalog.stores(),
@@ -252,14 +255,17 @@ public final class Engine: Sendable {
         state.withLock { s in s.volumes.values.sorted { $0.id.rawValue < $1.id.rawValue } }
     }
 
-    public func volume(named name: String) -> Volume? {
-        state.withLock { s in s.byName[name].flatMap { s.volumes[$0] } }
+    /// Volume `name` of the domain with id `domainID` (the default domain unless told).
+    public func volume(named name: String, domainID: Int64 = DomainRecord.defaultID) -> Volume? {
+        state.withLock { s in s.byName[VolumeKey(domainID, name)].flatMap { s.volumes[$0] } }
     }
 
     public func volume(id: VolumeID) -> Volume? { state.withLock { $0.volumes[id] } }
 
-    func requireVolume(_ name: String) throws(TesseraError) -> Volume {
-        guard let v = volume(named: name) else { throw TesseraError(.notFound, "no volume named '\(name)'") }
+    func requireVolume(_ name: String, domainID: Int64 = DomainRecord.defaultID) throws(TesseraError) -> Volume {
+        guard let v = volume(named: name, domainID: domainID) else {
+            throw TesseraError(.notFound, "no volume named '\(name)'\(inDomain(domainID))")
+        }
         return v
     }
 
@@ -417,17 +423,42 @@ public final class Engine: Sendable {
             chunkSize: UInt64(v.chunkSize), uid: r.uid, gid: r.gid,
             mode: "0" + String(r.mode & 0o7777, radix: 8), open: v.isOpen,
             referenced: v.referencedBytes, exclusive: v.exclusiveBytes, heldBySnapshots: v.retainedBytes,
-            snapshots: snaps, parent: v.parent?.name, unfolded: v.unfoldedBytes)
+            snapshots: snaps, parent: v.parent?.name, unfolded: v.unfoldedBytes,
+            domain: state.withLock { $0.domains[r.domainId]?.name })
     }
 
-    public func volumeInfos() -> [VolumeInfo] { allVolumes().map(info) }
+    /// The volumes of `domain`.
+    public func volumeInfos(domain: String) throws(TesseraError) -> [VolumeInfo] {
+        let id = try domainID(domain)
+        return allVolumes().filter { $0.record.domainId == id && !$0.isUnlinked }.map(info)
+    }
 
-    public func volumeInfo(_ name: String) throws(TesseraError) -> VolumeInfo { info(try requireVolume(name)) }
+    /// Every domain's volumes, by domain and name.
+    public func volumeInfosOfAllDomains() -> [VolumeInfo] {
+        let order = Dictionary(uniqueKeysWithValues: domainNames().map { ($0.name, $0.id) })
+        return allVolumes().filter { !$0.isUnlinked }.map(info).sorted {
+            (order[$0.domain ?? ""] ?? 0, $0.name) < (order[$1.domain ?? ""] ?? 0, $1.name)
+        }
+    }
 
-    /// Creates `name` (or, with `count`, name-1 … name-N) in one transaction: all or none.
+    /// The default domain's volumes.
+    public func volumeInfos() -> [VolumeInfo] {
+        allVolumes().filter { $0.record.domainId == DomainRecord.defaultID && !$0.isUnlinked }.map(info)
+    }
+
+    public func volumeInfo(_ name: String, domain: String = DomainRecord.defaultName) throws(TesseraError)
+        -> VolumeInfo
+    {
+        info(try requireVolume(name, domainID: try domainID(domain)))
+    }
+
+    /// Creates `name` (or, with `count`, name-1 … name-N) in `domain`, in one transaction: all or none.
+    /// Without a pool, the domain's policy places it (Domains.swift; pool "default" when it has none).
+    /// Refused (code `.quota`) past the domain's volume or size quota.
     @discardableResult
     public func createVolumes(
-        name: String, count: Int? = nil, size: UInt64, pool poolName: String = "default",
+        name: String, count: Int? = nil, size: UInt64, pool poolName: String? = nil,
+        domain: String = DomainRecord.defaultName,
         uid: Int64 = 0, gid: Int64 = 0, mode: Int64 = 0o600, allowZeroSize: Bool = false
     ) throws(TesseraError) -> [Volume] {
         try Self.checkName(name, "volume")
@@ -437,19 +468,23 @@ public final class Engine: Sendable {
         }
         let names = count.map { n in (1...n).map { "\(name)-\($0)" } } ?? [name]
         for n in names { try Self.checkName(n, "volume") }
-        let pool = try pool(named: poolName)
-        if pool.layer.unitIDs.isEmpty { throw TesseraError(.invalid, "pool '\(poolName)' has no store") }
+        let domainID = try domainID(domain)
+        let pool = try placementPool(poolName, domainID: domainID)
+        if pool.layer.unitIDs.isEmpty { throw TesseraError(.invalid, "pool '\(pool.record.name)' has no store") }
         let now = Date().timeIntervalSince1970
+        let inThatDomain = inDomain(domainID)
         // Holding state across the insert keeps two creators of one name from racing; the insert is a
         // short local transaction.
         let created = try state.withLock { s throws(TesseraError) in
-            if let taken = names.first(where: { s.byName[$0] != nil }) {
-                throw TesseraError(.exists, "a volume named '\(taken)' already exists")
+            if let taken = names.first(where: { s.byName[VolumeKey(domainID, $0)] != nil }) {
+                throw TesseraError(.exists, "a volume named '\(taken)' already exists\(inThatDomain)")
             }
+            try Self.checkQuota(domainID, in: s, volumes: names.count, size: size * UInt64(names.count))
             let records = try catalog.insertVolumes(
                 names.map {
                     VolumeRecord(
-                        name: $0, poolId: pool.record.id!, size: Int64(size), chunkSize: pool.record.chunkSize,
+                        name: $0, domainId: domainID, poolId: pool.record.id!, size: Int64(size),
+                        chunkSize: pool.record.chunkSize,
                         uid: uid, gid: gid, mode: mode, now: now)
                 })
             return records.map { r in addVolume(r, pool: pool, to: &s) }
@@ -458,11 +493,12 @@ public final class Engine: Sendable {
         return created
     }
 
-    /// `volume delete`: refuses an open image. `unlink` (FUSE) uses `unlink(_:)` instead.
     /// `volume delete`: refuses an open image, and a volume with snapshots unless `withSnapshots`
     /// (they go with it) or with clones (delete those first). `unlink` (FUSE) uses `unlink(_:)`.
-    public func deleteVolume(_ name: String, withSnapshots: Bool = false) throws(TesseraError) {
-        let v = try requireVolume(name)
+    public func deleteVolume(_ name: String, withSnapshots: Bool = false, domain: String = DomainRecord.defaultName)
+        throws(TesseraError)
+    {
+        let v = try requireVolume(name, domainID: try domainID(domain))
         if v.isOpen { throw TesseraError(.busy, "volume '\(name)' is open; close it first") }
         try refuseIfReferenced(v, allowSnapshots: withSnapshots)
         if withSnapshots {
@@ -478,8 +514,9 @@ public final class Engine: Sendable {
         try catalog.deleteVolume(v.id)
         Manifests.removeVolume(v.id, roots: manifestRoots(pool: v.poolName))
         v.markUnlinked()
+        let key = VolumeKey(v.record.domainId, v.name)
         state.withLock { s in
-            s.byName[v.name] = nil
+            s.byName[key] = nil
             s.volumes[v.id] = nil
         }
         if !v.isOpen { releaseUnlinked(v) }
@@ -509,12 +546,15 @@ public final class Engine: Sendable {
         }
     }
 
-    /// Renames; an existing target is replaced (rename(2) semantics) unless `noReplace`.
-    public func renameVolume(_ from: String, to: String, noReplace: Bool = false) throws(TesseraError) {
+    /// Renames within `domain`; an existing target is replaced (rename(2) semantics) unless `noReplace`.
+    public func renameVolume(
+        _ from: String, to: String, noReplace: Bool = false, domain: String = DomainRecord.defaultName
+    ) throws(TesseraError) {
         try Self.checkName(to, "volume")
-        let v = try requireVolume(from)
+        let domainID = try domainID(domain)
+        let v = try requireVolume(from, domainID: domainID)
         if from == to { return }
-        if let target = volume(named: to) {
+        if let target = volume(named: to, domainID: domainID) {
             if noReplace { throw TesseraError(.exists, "a volume named '\(to)' already exists") }
             try unlink(target)
         }
@@ -527,8 +567,8 @@ public final class Engine: Sendable {
             throw error
         }
         state.withLock { s in
-            s.byName[from] = nil
-            s.byName[to] = v.id
+            s.byName[VolumeKey(domainID, from)] = nil
+            s.byName[VolumeKey(domainID, to)] = v.id
         }
         recordManifest([v])
         notify(v.id)
@@ -537,11 +577,12 @@ public final class Engine: Sendable {
     /// `volume resize`: shrinking drops every byte past the new end, so it must be asked for (`shrink`,
     /// as qemu-img and virsh do) and is refused while the image is open (as `volume delete` and
     /// `snapshot revert` are) unless `force`. Growing needs neither. Refusals change nothing.
-    public func resizeVolume(_ name: String, to size: UInt64, shrink: Bool = false, force: Bool = false)
-        throws(TesseraError)
-    {
+    public func resizeVolume(
+        _ name: String, to size: UInt64, shrink: Bool = false, force: Bool = false,
+        domain: String = DomainRecord.defaultName
+    ) throws(TesseraError) {
         try Self.checkSectorSize(size)
-        let v = try requireVolume(name)
+        let v = try requireVolume(name, domainID: try domainID(domain))
         let old = v.size
         if size < old {
             guard shrink else {
@@ -559,8 +600,10 @@ public final class Engine: Sendable {
     }
 
     /// Resize used by both the CLI and FUSE setattr (any byte size: `checkSize`); durable when it returns.
+    /// Growing past the domain's size quota is refused (`.quota`) and changes nothing.
     public func resize(_ v: Volume, to size: UInt64) throws(TesseraError) {
         try Self.checkSize(size, allowZero: true)
+        try checkGrowth(v, to: size)
         let top = stack(of: v)
         do {
             // Shrinking drops data: first prove the stores take a flush, so a failing store refuses the

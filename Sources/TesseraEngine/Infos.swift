@@ -24,6 +24,8 @@ public struct VolumeInfo: Codable, Sendable, Equatable {
     /// Bytes that small writes after a snapshot have not copied in yet (sub-chunk copy-on-write; the
     /// next fsync, snapshot or periodic flush copies them). Optional: a daemon of an earlier release does not send it.
     public var unfolded: UInt64?
+    /// The domain it belongs to (optional: a daemon of an earlier release does not send it).
+    public var domain: String? = nil
 }
 
 /// What `snapshot list/show` prints.
@@ -37,6 +39,8 @@ public struct SnapshotInfo: Codable, Sendable, Equatable {
     /// Bytes that deleting this snapshot would free.
     public var freeable: UInt64
     public var scheduled: Bool
+    /// The domain it belongs to (optional, as in VolumeInfo).
+    public var domain: String? = nil
 }
 
 /// What `snapshot schedule --list` prints.

@@ -42,25 +42,36 @@ extension Engine {
         }
     }
 
-    /// Snapshot `name` of the default domain (the only one the engine names yet) and its members.
-    private func snapshot(named name: String) -> (SnapshotRecord, [SnapshotMemberRecord])? {
+    /// Snapshot `name` of domain `domainID` and its members.
+    private func snapshot(named name: String, domainID: Int64) -> (SnapshotRecord, [SnapshotMemberRecord])? {
         state.withLock { s in
-            s.snapshots.values.first { $0.domainId == DomainRecord.defaultID && $0.name == name }
+            s.snapshots.values.first { $0.domainId == domainID && $0.name == name }
                 .map { ($0, s.members[$0.id!] ?? []) }
         }
     }
 
-    private func requireSnapshot(_ name: String) throws(TesseraError) -> (SnapshotRecord, [SnapshotMemberRecord]) {
-        guard let found = snapshot(named: name) else { throw TesseraError(.notFound, "no snapshot named '\(name)'") }
+    private func requireSnapshot(_ name: String, domainID: Int64) throws(TesseraError) -> (
+        SnapshotRecord, [SnapshotMemberRecord]
+    ) {
+        guard let found = snapshot(named: name, domainID: domainID) else {
+            throw TesseraError(.notFound, "no snapshot named '\(name)'\(inDomain(domainID))")
+        }
         return found
     }
 
-    /// The images of snapshot `name` (for the mount's .snapshots directories).
-    public func snapshotImages(_ name: String) -> [SnapshotImage]? {
-        guard let (snap, members) = try? requireSnapshot(name) else { return nil }
+    /// The images of snapshot `name` of domain `domainID` (for the mount's .snapshots directories).
+    public func snapshotImages(_ name: String, domainID: Int64 = DomainRecord.defaultID) -> [SnapshotImage]? {
+        snapshot(named: name, domainID: domainID).flatMap { snapshotImages(id: $0.0.id!) }
+    }
+
+    /// The images of snapshot `id`, by volume name.
+    public func snapshotImages(id: Int64) -> [SnapshotImage]? {
+        guard let members = state.withLock({ s in s.snapshots[id].map { _ in s.members[id] ?? [] } }) else {
+            return nil
+        }
         return members.compactMap { m in
             volume(id: VolumeID(m.volumeId)).map {
-                SnapshotImage(snapshotID: snap.id!, volume: $0, epoch: UInt64(m.epoch), size: UInt64(m.size))
+                SnapshotImage(snapshotID: id, volume: $0, epoch: UInt64(m.epoch), size: UInt64(m.size))
             }
         }.sorted { $0.volume.name < $1.volume.name }
     }
@@ -68,20 +79,30 @@ extension Engine {
     public func snapshotName(id: Int64) -> String? { state.withLock { $0.snapshots[id]?.name } }
 
     public func snapshotImage(snapshot id: Int64, volume: VolumeID) -> SnapshotImage? {
-        guard let name = snapshotName(id: id) else { return nil }
-        return snapshotImages(name)?.first { $0.volume.id == volume }
+        snapshotImages(id: id)?.first { $0.volume.id == volume }
     }
 
-    public func snapshotNames() -> [String] {
-        state.withLock { s in s.snapshots.values.sorted { ($0.createdAt, $0.id!) < ($1.createdAt, $1.id!) }.map(\.name)
+    /// The names of domain `domainID`'s snapshots, oldest first.
+    public func snapshotNames(domainID: Int64 = DomainRecord.defaultID) -> [String] {
+        state.withLock { s in
+            s.snapshots.values.filter { $0.domainId == domainID }
+                .sorted { ($0.createdAt, $0.id!) < ($1.createdAt, $1.id!) }.map(\.name)
         }
     }
 
-    public func snapshotInfos() -> [SnapshotInfo] {
+    /// The snapshots of `domain`, oldest first.
+    public func snapshotInfos(domain: String) throws(TesseraError) -> [SnapshotInfo] {
+        snapshotInfos(domainID: try domainID(domain))
+    }
+
+    /// The default domain's snapshots, oldest first.
+    public func snapshotInfos() -> [SnapshotInfo] { snapshotInfos(domainID: DomainRecord.defaultID) }
+
+    func snapshotInfos(domainID: Int64) -> [SnapshotInfo] {
+        let domain = domainName(id: domainID)
         let snaps = state.withLock { s in
-            s.snapshots.values.sorted { ($0.createdAt, $0.id!) < ($1.createdAt, $1.id!) }.map {
-                ($0, s.members[$0.id!] ?? [])
-            }
+            s.snapshots.values.filter { $0.domainId == domainID }
+                .sorted { ($0.createdAt, $0.id!) < ($1.createdAt, $1.id!) }.map { ($0, s.members[$0.id!] ?? []) }
         }
         return snaps.map { snap, members in
             var names: [String] = []
@@ -95,30 +116,34 @@ extension Engine {
             }
             return SnapshotInfo(
                 id: snap.id!, name: snap.name, createdAt: snap.createdAt, volumes: names, sizes: sizes,
-                freeable: freeable, scheduled: snap.scheduleId != nil)
+                freeable: freeable, scheduled: snap.scheduleId != nil, domain: domain)
         }
     }
 
     // MARK: Create and delete
 
-    /// Snapshots `volumes` (or every volume with `all`) at one instant, as `name`.
+    /// Snapshots `volumes` of `domain` (or every volume of it with `all`) at one instant, as `name`.
+    /// Refused (`.quota`) past the domain's snapshot quota.
     @discardableResult
-    public func createSnapshot(name: String, volumes names: [String], all: Bool = false, scheduleID: Int64? = nil)
-        throws(TesseraError) -> SnapshotInfo
-    {
+    public func createSnapshot(
+        name: String, volumes names: [String], all: Bool = false, domain: String = DomainRecord.defaultName,
+        scheduleID: Int64? = nil
+    ) throws(TesseraError) -> SnapshotInfo {
         try Self.checkName(name, "snapshot")
         if !all && names.isEmpty { throw TesseraError(.invalid, "name at least one volume, or --all") }
-        var chosen: [Volume] = all ? allVolumes() : []
+        let domainID = try domainID(domain)
+        var chosen: [Volume] = all ? allVolumes().filter { $0.record.domainId == domainID && !$0.isUnlinked } : []
         for n in names where !all {
-            let v = try requireVolume(n)
+            let v = try requireVolume(n, domainID: domainID)
             if !chosen.contains(where: { $0 === v }) { chosen.append(v) }
         }
         if chosen.isEmpty { throw TesseraError(.invalid, "there is no volume to snapshot") }
         chosen.sort { $0.id.rawValue < $1.id.rawValue }
         return try snapshotLock.withLock { _ throws(TesseraError) in
-            if snapshot(named: name) != nil {
-                throw TesseraError(.exists, "a snapshot named '\(name)' already exists")
+            if snapshot(named: name, domainID: domainID) != nil {
+                throw TesseraError(.exists, "a snapshot named '\(name)' already exists\(inDomain(domainID))")
             }
+            try state.withLock { s throws(TesseraError) in try Self.checkQuota(domainID, in: s, snapshots: 1) }
             // Flush once while the guest still writes: it copies in the partial chunks of small writes and
             // makes data durable, so the flush under the quiesce below (guest I/O waits) has only what came
             // in since.
@@ -137,7 +162,8 @@ extension Engine {
             var members: [VolumeID: (epoch: UInt64, size: UInt64)] = [:]
             for v in chosen { members[v.id] = v.captureInstant() }
             let record = try catalog.insertSnapshot(
-                SnapshotRecord(name: name, createdAt: Date().timeIntervalSince1970, scheduleId: scheduleID),
+                SnapshotRecord(
+                    name: name, domainId: domainID, createdAt: Date().timeIntervalSince1970, scheduleId: scheduleID),
                 members: members)
             for v in chosen { v.holdAndAdvance(members[v.id]!.epoch) }
             state.withLock { s in
@@ -148,14 +174,15 @@ extension Engine {
                 }
             }
             recordSnapshotManifest(record.id!)  // (volume manifests keep their epoch: a rebuild derives it)
-            return snapshotInfos().first { $0.id == record.id! }!
+            return snapshotInfos(domainID: domainID).first { $0.id == record.id! }!
         }
     }
 
-    /// Deletes snapshot `name`; the space only it held is freed.
-    public func deleteSnapshot(_ name: String) throws(TesseraError) {
+    /// Deletes snapshot `name` of `domain`; the space only it held is freed.
+    public func deleteSnapshot(_ name: String, domain: String = DomainRecord.defaultName) throws(TesseraError) {
+        let domainID = try domainID(domain)
         try snapshotLock.withLock { _ throws(TesseraError) in
-            let (snap, members) = try requireSnapshot(name)
+            let (snap, members) = try requireSnapshot(name, domainID: domainID)
             try catalog.deleteSnapshot(snap.id!)  // the catalog first: a crash now only leaks (pruned at open)
             state.withLock { s in
                 s.snapshots[snap.id!] = nil
@@ -198,9 +225,12 @@ extension Engine {
 
     /// Brings `volumeName` back to snapshot `snapshotName`. Refused while the image is open: a guest
     /// must not see its disk change under it.
-    public func revert(_ volumeName: String, to snapshotName: String) throws(TesseraError) {
-        let v = try requireVolume(volumeName)
-        let (_, members) = try requireSnapshot(snapshotName)
+    public func revert(_ volumeName: String, to snapshotName: String, domain: String = DomainRecord.defaultName)
+        throws(TesseraError)
+    {
+        let domainID = try domainID(domain)
+        let v = try requireVolume(volumeName, domainID: domainID)
+        let (_, members) = try requireSnapshot(snapshotName, domainID: domainID)
         guard let m = members.first(where: { $0.volumeId == v.id.rawValue }) else {
             throw TesseraError(.notFound, "snapshot '\(snapshotName)' does not hold volume '\(volumeName)'")
         }
@@ -221,26 +251,38 @@ extension Engine {
     }
 
     /// Makes `newName` a writable clone of `source`: "SNAPSHOT/VOLUME" (as captured) or "VOLUME" (as it is
-    /// now). O(1): the clone shares every chunk until either side writes it.
+    /// now), all in `domain`. O(1): the clone shares every chunk until either side writes it. It counts
+    /// against the domain's volume and size quotas.
     @discardableResult
-    public func clone(_ source: String, as newName: String) throws(TesseraError) -> Volume {
+    public func clone(_ source: String, as newName: String, domain: String = DomainRecord.defaultName)
+        throws(TesseraError) -> Volume
+    {
         try Self.checkName(newName, "volume")
-        if volume(named: newName) != nil { throw TesseraError(.exists, "a volume named '\(newName)' already exists") }
+        let domainID = try domainID(domain)
+        if volume(named: newName, domainID: domainID) != nil {
+            throw TesseraError(.exists, "a volume named '\(newName)' already exists\(inDomain(domainID))")
+        }
         let parts = source.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
         guard parts.count == 1 || parts.count == 2 else {
             throw TesseraError(.invalid, "clone source must be VOLUME or SNAPSHOT/VOLUME, not '\(source)'")
         }
-        let parent = try requireVolume(parts.last!)
+        let parent = try requireVolume(parts.last!, domainID: domainID)
         return try snapshotLock.withLock { _ throws(TesseraError) -> Volume in
             let epoch: UInt64
             let size: UInt64
             if parts.count == 2 {
-                let (_, members) = try requireSnapshot(parts[0])
+                let (_, members) = try requireSnapshot(parts[0], domainID: domainID)
                 guard let m = members.first(where: { $0.volumeId == parent.id.rawValue }) else {
                     throw TesseraError(.notFound, "snapshot '\(parts[0])' does not hold volume '\(parent.name)'")
                 }
                 (epoch, size) = (UInt64(m.epoch), UInt64(m.size))
+                try state.withLock { s throws(TesseraError) in
+                    try Self.checkQuota(domainID, in: s, volumes: 1, size: size)
+                }
             } else {
+                try state.withLock { s throws(TesseraError) in
+                    try Self.checkQuota(domainID, in: s, volumes: 1, size: parent.size)
+                }
                 parent.quiesce()
                 defer { parent.resume() }
                 do { try parent.flush(quiesced: true) } catch {
@@ -254,7 +296,8 @@ extension Engine {
             }
             let pool = try self.pool(named: parent.poolName)
             var r = VolumeRecord(
-                name: newName, poolId: pool.record.id!, size: Int64(size), chunkSize: Int64(parent.chunkSize),
+                name: newName, domainId: domainID, poolId: pool.record.id!, size: Int64(size),
+                chunkSize: Int64(parent.chunkSize),
                 uid: parent.record.uid, gid: parent.record.gid, mode: parent.record.mode,
                 now: Date().timeIntervalSince1970)
             r.parentId = parent.id.rawValue
@@ -305,9 +348,7 @@ extension Engine {
         recordManifest(allVolumes())
         for id in state.withLock({ Array($0.snapshots.keys) }) { recordSnapshotManifest(id) }
         recordSchedules()
-        do { try recordDomains(roots: allManifestRoots()) } catch {
-            Log.error("domain manifest not written (fsck --rebuild-catalog may miss domains): \(error)")
-        }
+        recordDomainsManifest()
     }
 
     /// A new store of `pool` gets the manifests of the pool's snapshots, every schedule and every domain.
@@ -324,27 +365,36 @@ extension Engine {
 
     // MARK: Schedules
 
-    public func setSchedule(target: String, every: Int64, keep: Int64) throws(TesseraError) {
-        if target != "*" { _ = try requireVolume(target) }
+    /// Sets the schedule of `target` (a volume of `domain`, or "*" for all of them).
+    public func setSchedule(target: String, every: Int64, keep: Int64, domain: String = DomainRecord.defaultName)
+        throws(TesseraError)
+    {
+        let domainID = try domainID(domain)
+        if target != "*" { _ = try requireVolume(target, domainID: domainID) }
         guard every >= 60 else { throw TesseraError(.invalid, "--every must be at least 1m") }
         guard keep >= 1 && keep <= 10_000 else { throw TesseraError(.invalid, "--keep must be between 1 and 10000") }
-        var record = try catalog.schedule(target: target) ?? ScheduleRecord(target: target, every: every, keep: keep)
+        var record =
+            try catalog.schedule(target: target, in: domainID)
+            ?? ScheduleRecord(target: target, domainId: domainID, every: every, keep: keep)
         record.every = every
         record.keep = keep
         _ = try catalog.saveSchedule(record)
         recordSchedules()
     }
 
-    public func removeSchedule(target: String) throws(TesseraError) {
-        guard let record = try catalog.schedule(target: target) else {
-            throw TesseraError(.notFound, "no schedule for '\(target)'")
+    public func removeSchedule(target: String, domain: String = DomainRecord.defaultName) throws(TesseraError) {
+        let domainID = try domainID(domain)
+        guard let record = try catalog.schedule(target: target, in: domainID) else {
+            throw TesseraError(.notFound, "no schedule for '\(target)'\(inDomain(domainID))")
         }
         try catalog.deleteSchedule(record.id!)
         recordSchedules()
     }
 
-    public func scheduleInfos() throws(TesseraError) -> [ScheduleInfo] {
-        try catalog.schedules().map {
+    /// The schedules of `domain`.
+    public func scheduleInfos(domain: String = DomainRecord.defaultName) throws(TesseraError) -> [ScheduleInfo] {
+        let domainID = try domainID(domain)
+        return try catalog.schedules().filter { $0.domainId == domainID }.map {
             ScheduleInfo(id: $0.id!, target: $0.target, everySeconds: $0.every, keep: $0.keep, lastRun: $0.lastRun)
         }
     }
@@ -356,13 +406,15 @@ extension Engine {
         let stamp = DateFormatter()
         stamp.dateFormat = "yyyyMMdd-HHmmss"
         stamp.timeZone = TimeZone(identifier: "UTC")
-        for var sch in schedules where sch.domainId == DomainRecord.defaultID {  // the domain the engine names
+        for var sch in schedules {
+            guard let domain = domainName(id: sch.domainId) else { continue }
             if let last = sch.lastRun, now.timeIntervalSince1970 - last < Double(sch.every) { continue }
             let all = sch.target == "*"
-            if !all && volume(named: sch.target) == nil { continue }
+            if !all && volume(named: sch.target, domainID: sch.domainId) == nil { continue }
             let name = "\(all ? "all" : sch.target)-\(stamp.string(from: now))"
             do {
-                try createSnapshot(name: name, volumes: all ? [] : [sch.target], all: all, scheduleID: sch.id)
+                try createSnapshot(
+                    name: name, volumes: all ? [] : [sch.target], all: all, domain: domain, scheduleID: sch.id)
                 Log.info("schedule: took snapshot \(name)")
             } catch {
                 Log.error("schedule \(sch.target): \(error)")
@@ -374,7 +426,7 @@ extension Engine {
                 s.snapshots.values.filter { $0.scheduleId == sch.id }.sorted { $0.createdAt < $1.createdAt }
             }
             for old in mine.dropLast(Int(sch.keep)) {
-                do { try deleteSnapshot(old.name) } catch { Log.error("schedule retention: \(error)") }
+                do { try deleteSnapshot(old.name, domain: domain) } catch { Log.error("schedule retention: \(error)") }
             }
         }
     }

@@ -121,7 +121,7 @@ extension Engine {
             record: record, map: map, retained: retained, xattrs: xattrs, poolName: pool.record.name,
             pool: pool.layer, io: pool.io, catalog: catalog, shares: shares, parent: parent)
         s.volumes[v.id] = v
-        if record.domainId == DomainRecord.defaultID { s.byName[record.name] = v.id }  // the one the engine names
+        s.byName[VolumeKey(record.domainId, record.name)] = v.id
         let below = volumeLayers.reduce(v as any VolumeStore) { below, layer in layer(v, below) }
         s.stacks[v.id] = qos.layer(for: v.id, pool: record.poolId, over: below)
         return v

@@ -27,6 +27,7 @@ extension TesseraError {
         case .busy: return EBUSY
         case .catalog, .io: return EIO
         case .noSpace: return ENOSPC
+        case .quota: return EDQUOT
         }
     }
 }

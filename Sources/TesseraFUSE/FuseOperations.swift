@@ -139,11 +139,23 @@ extension FuseMount {
 
     private func volume(named file: String, in parent: Node) throws(FuseFailure) -> Volume {
         if parent.isSnapshotDirectory { throw FuseFailure(EROFS) }
-        guard parent == .root else { throw FuseFailure(ENOTDIR) }
-        guard let name = Node.volumeName(fromFile: file), let v = engine.volume(named: name) else {
+        guard let domain = parent.volumesOf else { throw FuseFailure(ENOTDIR) }
+        guard let name = Node.volumeName(fromFile: file), let v = engine.volume(named: name, domainID: domain) else {
             throw FuseFailure(ENOENT)
         }
         return v
+    }
+
+    /// The name of domain `id` (ENOENT once it is gone).
+    private func domainName(_ id: Int64) throws(FuseFailure) -> String {
+        guard let name = engine.domainName(id: id) else { throw FuseFailure(ENOENT) }
+        return name
+    }
+
+    /// A domain's directory in the root: `name` names a domain other than the default one.
+    private func domainDirectory(_ name: String) -> Node? {
+        guard let id = try? engine.domainID(name), id != Engine.defaultDomainID else { return nil }
+        return .domain(id)
     }
 
     // MARK: Attributes
@@ -206,14 +218,18 @@ extension FuseMount {
         if name.utf8.count > 255 { throw FuseFailure(ENAMETOOLONG) }
         var e: fuse_entry_param
         switch Node(parent) {
-        case .root where name == Node.snapshotsName:
-            e = entry(directoryAttr(.snapshots))
-        case .snapshots:
-            guard let id = engine.snapshotImages(name)?.first?.snapshotID else { throw FuseFailure(ENOENT) }
+        case let node where node.volumesOf != nil && name == Node.snapshotsName:
+            e = entry(directoryAttr(.snapshots(of: node.volumesOf!)))
+        case .root where domainDirectory(name) != nil:
+            e = entry(directoryAttr(domainDirectory(name)!))
+        case let node where node.snapshotsOf != nil:
+            guard let id = engine.snapshotImages(name, domainID: node.snapshotsOf!)?.first?.snapshotID else {
+                throw FuseFailure(ENOENT)
+            }
             e = entry(directoryAttr(.snapshotDir(id)))
         case .snapshotDir(let snap):
-            guard let snapName = engine.snapshotName(id: snap), let vol = Node.volumeName(fromFile: name),
-                let image = engine.snapshotImages(snapName)?.first(where: { $0.volume.name == vol })
+            guard let vol = Node.volumeName(fromFile: name),
+                let image = engine.snapshotImages(id: snap)?.first(where: { $0.volume.name == vol })
             else { throw FuseFailure(ENOENT) }
             e = entry(attr(image))
         case let node:
@@ -227,6 +243,9 @@ extension FuseMount {
         var st: stat
         switch Node(ino) {
         case let node where node == .root || node == .snapshots:
+            st = directoryAttr(node)
+        case let node where node.volumesOf != nil || node.snapshotsOf != nil:
+            _ = try domainName(node.volumesOf ?? node.snapshotsOf!)
             st = directoryAttr(node)
         case .snapshotDir(let snap):
             guard engine.snapshotName(id: snap) != nil else { throw FuseFailure(ENOENT) }
@@ -251,7 +270,7 @@ extension FuseMount {
     ) throws(FuseFailure) {
         let node = Node(ino)
         switch node {
-        case .snapshots, .snapshotDir, .snapshotImage: throw FuseFailure(EROFS)
+        case .snapshots, .domainSnapshots, .snapshotDir, .snapshotImage: throw FuseFailure(EROFS)
         default: break
         }
         let v: Volume
@@ -291,18 +310,28 @@ extension FuseMount {
         let node = Node(ino)
         var names: [(String, stat)] = [(".", directoryAttr(node)), ("..", directoryAttr(.root))]
         switch node {
-        case .root:
-            names.append((Node.snapshotsName, directoryAttr(.snapshots)))
-            for v in engine.allVolumes() { names.append((v.name + Node.imageSuffix, attr(v))) }
-        case .snapshots:
-            for name in engine.snapshotNames() {
-                if let id = engine.snapshotImages(name)?.first?.snapshotID {
+        case let node where node.volumesOf != nil:
+            let domain = node.volumesOf!
+            if domain != Engine.defaultDomainID { _ = try domainName(domain) }
+            names.append((Node.snapshotsName, directoryAttr(.snapshots(of: domain))))
+            if node == .root {
+                for d in engine.domainNames() where d.id != Engine.defaultDomainID {
+                    names.append((d.name, directoryAttr(.domain(d.id))))
+                }
+            }
+            for v in engine.allVolumes() where v.record.domainId == domain && !v.isUnlinked {
+                names.append((v.name + Node.imageSuffix, attr(v)))
+            }
+        case let node where node.snapshotsOf != nil:
+            let domain = node.snapshotsOf!
+            for name in engine.snapshotNames(domainID: domain) {
+                if let id = engine.snapshotImages(name, domainID: domain)?.first?.snapshotID {
                     names.append((name, directoryAttr(.snapshotDir(id))))
                 }
             }
         case .snapshotDir(let snap):
-            guard let snapName = engine.snapshotName(id: snap) else { throw FuseFailure(ENOENT) }
-            for image in engine.snapshotImages(snapName) ?? [] {
+            guard let images = engine.snapshotImages(id: snap) else { throw FuseFailure(ENOENT) }
+            for image in images {
                 var st = stat()
                 st.st_ino = UInt(Node.snapshotImage(snapshot: image.snapshotID, volume: image.volume.id).ino)
                 st.st_mode = S_IFREG
@@ -404,6 +433,7 @@ extension FuseMount {
     ) throws(FuseFailure) {
         let image = try Self.writable(fi)
         guard off >= 0, UInt64(off) + UInt64(size) <= Engine.maxVolumeSize else { throw FuseFailure(EFBIG) }
+        try checkGrowth(image.volume, to: UInt64(off) + UInt64(size))
         let data = UnsafeRawBufferPointer(start: buf, count: size)
         // A throttled write waits in DeferredRequests with a copy of its data (libfuse reuses `buf`).
         if let wait = image.throttle?.admit(write: true, bytes: size), wait > 0 {
@@ -428,6 +458,13 @@ extension FuseMount {
             throw fail(image.volume, "write of \(data.count) bytes", off, error)
         }
         fuse_reply_write(req, data.count)
+    }
+
+    /// EDQUOT before a write, fallocate or copy that would grow `v` past its domain's size quota.
+    @inline(__always)
+    private func checkGrowth(_ v: Volume, to end: UInt64) throws(FuseFailure) {
+        guard end > v.size else { return }
+        do { try engine.checkGrowth(v, to: end) } catch { throw FuseFailure(error.errno) }
     }
 
     func fsync(_ req: fuse_req_t?, _ dataOnly: Bool, _ fi: UnsafeMutablePointer<fuse_file_info>) throws(FuseFailure) {
@@ -458,8 +495,9 @@ extension FuseMount {
     ) throws(FuseFailure) {
         let node = Node(parent)
         if node.isSnapshotDirectory { throw FuseFailure(EROFS) }
-        guard node == .root else { throw FuseFailure(EPERM) }
+        guard let domainID = node.volumesOf else { throw FuseFailure(EPERM) }
         if file.utf8.count > 255 { throw FuseFailure(ENAMETOOLONG) }
+        let domain = try domainName(domainID)
         guard let name = Node.volumeName(fromFile: file) else {
             throw FuseFailure(EINVAL, "create \(file): images must be named NAME.img")
         }
@@ -467,7 +505,7 @@ extension FuseMount {
         let v: Volume
         do {
             v = try engine.createVolumes(
-                name: name, size: 0, uid: Int64(ctx.uid), gid: Int64(ctx.gid),
+                name: name, size: 0, domain: domain, uid: Int64(ctx.uid), gid: Int64(ctx.gid),
                 mode: Int64(mode & ~ctx.umask & 0o7777), allowZeroSize: true)[0]
         } catch {
             throw FuseFailure(error)
@@ -489,11 +527,14 @@ extension FuseMount {
     ) throws(FuseFailure) {
         let v = try volume(named: file, in: Node(parent))
         let target = Node(newParent)
-        guard target == .root else { throw FuseFailure(target.isSnapshotDirectory ? EROFS : EXDEV) }
+        // A volume stays in its domain: a rename into another domain's directory is a cross-device one.
+        guard target == Node(parent) else { throw FuseFailure(target.isSnapshotDirectory ? EROFS : EXDEV) }
         guard let newName = Node.volumeName(fromFile: newFile) else { throw FuseFailure(EINVAL) }
         if flags & RENAME_EXCHANGE_ != 0 { throw FuseFailure(EINVAL) }
+        let domain = try domainName(target.volumesOf!)
         do throws(TesseraError) {
-            try engine.renameVolume(v.name, to: newName, noReplace: flags & RENAME_NOREPLACE_ != 0)
+            try engine.renameVolume(
+                v.name, to: newName, noReplace: flags & RENAME_NOREPLACE_ != 0, domain: domain)
         } catch {
             throw FuseFailure(error)
         }
@@ -502,21 +543,31 @@ extension FuseMount {
 
     // MARK: Snapshot directories
 
-    /// `mkdir MOUNT/.snapshots/NAME` snapshots every volume at one instant.
+    /// `mkdir MOUNT/.snapshots/NAME` snapshots every volume at one instant (`MOUNT/D/.snapshots/NAME`:
+    /// every volume of domain D).
     func mkdir(_ req: fuse_req_t?, _ parent: fuse_ino_t, _ name: String) throws(FuseFailure) {
         let node = Node(parent)
-        guard node == .snapshots else { throw FuseFailure(node.isSnapshotDirectory ? EROFS : EPERM) }
-        do { try engine.createSnapshot(name: name, volumes: [], all: true) } catch { throw FuseFailure(error) }
-        guard let id = engine.snapshotImages(name)?.first?.snapshotID else { throw FuseFailure(EIO) }
+        guard let domainID = node.snapshotsOf else { throw FuseFailure(node.isSnapshotDirectory ? EROFS : EPERM) }
+        let domain = try domainName(domainID)
+        do { try engine.createSnapshot(name: name, volumes: [], all: true, domain: domain) } catch {
+            throw FuseFailure(error)
+        }
+        guard let id = engine.snapshotImages(name, domainID: domainID)?.first?.snapshotID else {
+            throw FuseFailure(EIO)
+        }
         var e = entry(directoryAttr(.snapshotDir(id)))
         fuse_reply_entry(req, &e)
     }
 
-    /// `rmdir MOUNT/.snapshots/NAME` deletes the snapshot.
+    /// `rmdir MOUNT/.snapshots/NAME` (or `MOUNT/D/.snapshots/NAME`) deletes the snapshot.
     func rmdir(_ req: fuse_req_t?, _ parent: fuse_ino_t, _ name: String) throws(FuseFailure) {
         let node = Node(parent)
-        guard node == .snapshots else { throw FuseFailure(node == .root ? ENOTDIR : EROFS) }
-        do { try engine.deleteSnapshot(name) } catch { throw FuseFailure(error) }
+        guard let domainID = node.snapshotsOf else {
+            if node == .root && domainDirectory(name) != nil { throw FuseFailure(EPERM) }  // `domain delete`
+            throw FuseFailure(node.volumesOf != nil ? ENOTDIR : EROFS)
+        }
+        let domain = try domainName(domainID)
+        do { try engine.deleteSnapshot(name, domain: domain) } catch { throw FuseFailure(error) }
         fuse_reply_err(req, 0)
     }
 
@@ -593,11 +644,15 @@ extension FuseMount {
         do {
             switch mode & ~FALLOC_FL_KEEP_SIZE_ {
             case 0:  // preallocate: thin volumes allocate on write; only the size may change
-                if !keepSize { try image.io.extend(to: end) }
+                if !keepSize {
+                    try checkGrowth(image.volume, to: end)
+                    try image.io.extend(to: end)
+                }
             case FALLOC_FL_PUNCH_HOLE_:
                 guard keepSize else { throw FuseFailure(EOPNOTSUPP) }
                 try image.io.discard(at: UInt64(off), length: UInt64(len))
             case FALLOC_FL_ZERO_RANGE_:
+                if !keepSize { try checkGrowth(image.volume, to: end) }
                 try image.io.discard(at: UInt64(off), length: UInt64(len))
                 if !keepSize { try image.io.extend(to: end) }
             default:
@@ -631,6 +686,7 @@ extension FuseMount {
         guard offIn >= 0, offOut >= 0, UInt64(offOut) + UInt64(len) <= Engine.maxVolumeSize else {
             throw FuseFailure(EINVAL)
         }
+        try checkGrowth(dst.volume, to: UInt64(offOut) + UInt64(len))
         do {
             let n = try dst.io.copy(from: src.io, at: UInt64(offIn), to: UInt64(offOut), length: UInt64(len))
             fuse_reply_write(req, Int(n))

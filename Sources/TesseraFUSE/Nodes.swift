@@ -1,19 +1,24 @@
 import TesseraCore
+import TesseraEngine
 
-/// What an inode number of the mount names, decoded in this one place. Volume and snapshot IDs are never
-/// reused, so a number is stable for the life of what it names and never names something else later.
-///   1 root · 2 .snapshots · 16+V volume V · 2^40+S snapshot directory S · 2^48 | S<<24 | V image of V in S
-/// (0 and 3…15 name nothing: `.none`).
+/// What an inode number of the mount names, decoded in this one place. Volume, snapshot and domain IDs
+/// are never reused, so a number is stable for the life of what it names and never names something else.
+///   1 root · 2 .snapshots · 16+V volume V · 2^40+S snapshot directory S · 2^44+2D directory of domain D ·
+///   2^44+2D+1 its .snapshots · 2^48 | S<<24 | V image of V in S   (0 and 3…15 name nothing: `.none`).
+/// The root and its .snapshots are the default domain's directories; `.domain` is never the default one.
 enum Node: Equatable {
     case root
     case snapshots
     case volume(VolumeID)
     case snapshotDir(Int64)
+    case domain(Int64)
+    case domainSnapshots(Int64)
     case snapshotImage(snapshot: Int64, volume: VolumeID)
     case none
 
     private static let volumeBase: UInt64 = 16
     private static let snapshotDirBase: UInt64 = 1 << 40
+    private static let domainBase: UInt64 = 1 << 44
     private static let snapshotImageBase: UInt64 = 1 << 48
 
     init(_ ino: UInt64) {
@@ -21,7 +26,10 @@ enum Node: Equatable {
         case 1: self = .root
         case 2: self = .snapshots
         case Self.volumeBase..<Self.snapshotDirBase: self = .volume(VolumeID(Int64(ino - Self.volumeBase)))
-        case Self.snapshotDirBase..<Self.snapshotImageBase: self = .snapshotDir(Int64(ino - Self.snapshotDirBase))
+        case Self.snapshotDirBase..<Self.domainBase: self = .snapshotDir(Int64(ino - Self.snapshotDirBase))
+        case Self.domainBase..<Self.snapshotImageBase:
+            let rest = ino - Self.domainBase
+            self = rest & 1 == 0 ? .domain(Int64(rest >> 1)) : .domainSnapshots(Int64(rest >> 1))
         case Self.snapshotImageBase...:
             let rest = ino - Self.snapshotImageBase
             self = .snapshotImage(snapshot: Int64(rest >> 24), volume: VolumeID(Int64(rest & 0xff_ffff)))
@@ -35,18 +43,44 @@ enum Node: Equatable {
         case .snapshots: 2
         case .volume(let id): Self.volumeBase + UInt64(id.rawValue)
         case .snapshotDir(let id): Self.snapshotDirBase + UInt64(id)
+        case .domain(let id): Self.domainBase + UInt64(id) << 1
+        case .domainSnapshots(let id): Self.domainBase + UInt64(id) << 1 + 1
         case .snapshotImage(let snapshot, let volume):
             Self.snapshotImageBase | UInt64(snapshot) << 24 | UInt64(volume.rawValue)
         case .none: 0
         }
     }
 
-    /// `.snapshots` or a snapshot's directory: read-only directories (EROFS for changes in them).
+    /// `.snapshots` (of any domain) or a snapshot's directory: read-only directories (EROFS for changes).
     var isSnapshotDirectory: Bool {
         switch self {
-        case .snapshots, .snapshotDir: true
+        case .snapshots, .domainSnapshots, .snapshotDir: true
         default: false
         }
+    }
+
+    /// For a directory that holds volume images (the root, a domain's): the domain whose they are.
+    var volumesOf: Int64? {
+        switch self {
+        case .root: Engine.defaultDomainID
+        case .domain(let id): id
+        default: nil
+        }
+    }
+
+    /// For a `.snapshots` directory: the domain whose snapshots it lists.
+    var snapshotsOf: Int64? {
+        switch self {
+        case .snapshots: Engine.defaultDomainID
+        case .domainSnapshots(let id): id
+        default: nil
+        }
+    }
+
+    /// The directory holding a domain's images (the root for the default domain) and its .snapshots.
+    static func volumes(of domain: Int64) -> Node { domain == Engine.defaultDomainID ? .root : .domain(domain) }
+    static func snapshots(of domain: Int64) -> Node {
+        domain == Engine.defaultDomainID ? .snapshots : .domainSnapshots(domain)
     }
 
     static let imageSuffix = ".img"

@@ -12,6 +12,22 @@ struct DataOptions: ParsableArguments {
     var directory: DataDirectory { DataDirectory.resolve(data) }
 }
 
+/// `--domain D`, shared by every command that names volumes, snapshots or schedules.
+struct DomainOptions: ParsableArguments {
+    @Option(name: .long, help: "The domain to act in (default: the default domain, MOUNT/VOL.img).")
+    var domain: String?
+
+    func validate() throws {
+        if let domain { try checkName(domain, "domain") }
+    }
+
+    /// `request` in the chosen domain (as it is for the default domain).
+    func wrap(_ request: ControlRequest) -> ControlRequest {
+        guard let domain, domain != Engine.defaultDomain else { return request }
+        return .inDomain(domain: domain, request: request)
+    }
+}
+
 /// `--json`, shared by listings.
 struct OutputOptions: ParsableArguments {
     @Flag(name: .long, help: "Print JSON instead of a table.")

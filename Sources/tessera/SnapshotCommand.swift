@@ -13,9 +13,11 @@ struct SnapshotCommand: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Snapshot one or more volumes at one instant (a consistency group).")
         @OptionGroup var data: DataOptions
+        @OptionGroup var domain: DomainOptions
         @Argument(help: "Volumes to capture together.") var volumes: [String] = []
-        @Option(help: "Snapshot name (shows as MOUNT/.snapshots/NAME).") var name: String
-        @Flag(help: "Capture every volume.") var all = false
+        @Option(help: "Snapshot name (shows as MOUNT/.snapshots/NAME, or MOUNT/D/.snapshots/NAME in domain D).")
+        var name: String
+        @Flag(help: "Capture every volume (of the domain).") var all = false
 
         func validate() throws {
             try checkName(name, "snapshot")
@@ -26,7 +28,8 @@ struct SnapshotCommand: ParsableCommand {
 
         func run() throws {
             let start = Date()
-            let s = try perform(.snapshotCreate(name: name, volumes: volumes, all: all), data.directory).snapshots?
+            let s = try perform(domain.wrap(.snapshotCreate(name: name, volumes: volumes, all: all)), data.directory)
+                .snapshots?
                 .first
             let ms = Date().timeIntervalSince(start) * 1000
             print("snapshot \(name) of \(s?.volumes.joined(separator: ", ") ?? "?") (\(String(format: "%.1f", ms)) ms)")
@@ -36,10 +39,11 @@ struct SnapshotCommand: ParsableCommand {
     struct List: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List snapshots and the space each would free.")
         @OptionGroup var data: DataOptions
+        @OptionGroup var domain: DomainOptions
         @OptionGroup var output: OutputOptions
 
         func run() throws {
-            let snaps = try perform(.snapshotList, data.directory).snapshots ?? []
+            let snaps = try perform(domain.wrap(.snapshotList), data.directory).snapshots ?? []
             if output.json { return printJSON(snaps) }
             let fmt = DateFormatter()
             fmt.dateFormat = "yyyy-MM-dd HH:mm:ss"
@@ -57,10 +61,11 @@ struct SnapshotCommand: ParsableCommand {
     struct Delete: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Delete a snapshot; frees what only it held.")
         @OptionGroup var data: DataOptions
+        @OptionGroup var domain: DomainOptions
         @Argument var name: String
 
         func run() throws {
-            _ = try perform(.snapshotDelete(name: name), data.directory)
+            _ = try perform(domain.wrap(.snapshotDelete(name: name)), data.directory)
             print("deleted snapshot \(name)")
         }
     }
@@ -69,11 +74,12 @@ struct SnapshotCommand: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Bring a volume back to a snapshot (refused while its image is open).")
         @OptionGroup var data: DataOptions
+        @OptionGroup var domain: DomainOptions
         @Argument var volume: String
         @Argument var snapshot: String
 
         func run() throws {
-            _ = try perform(.snapshotRevert(volume: volume, snapshot: snapshot), data.directory)
+            _ = try perform(domain.wrap(.snapshotRevert(volume: volume, snapshot: snapshot)), data.directory)
             print("reverted \(volume) to \(snapshot)")
         }
     }
@@ -82,6 +88,7 @@ struct SnapshotCommand: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Snapshot a volume (or --all) every interval, keeping the newest N; run by the mount.")
         @OptionGroup var data: DataOptions
+        @OptionGroup var domain: DomainOptions
         @OptionGroup var output: OutputOptions
         @Argument var volume: String?
         @Flag(help: "Schedule snapshots of every volume together.") var all = false
@@ -110,7 +117,7 @@ struct SnapshotCommand: ParsableCommand {
             } else {
                 request = .scheduleSet(target: target, every: try parseInterval(every!), keep: keep!)
             }
-            let schedules = try perform(request, data.directory).schedules ?? []
+            let schedules = try perform(domain.wrap(request), data.directory).schedules ?? []
             if output.json { return printJSON(schedules) }
             printTable(
                 ["TARGET", "EVERY", "KEEP", "LAST RUN"],
@@ -138,13 +145,14 @@ struct CloneCommand: ParsableCommand {
         commandName: "clone",
         abstract: "Make a writable volume from SNAPSHOT/VOLUME or a live VOLUME, sharing its chunks (O(1)).")
     @OptionGroup var data: DataOptions
+    @OptionGroup var domain: DomainOptions
     @Argument(help: "SNAPSHOT/VOLUME, or VOLUME for its current contents.") var source: String
     @Argument(help: "Name of the new volume.") var name: String
 
     func validate() throws { try checkName(name, "volume") }
 
     func run() throws {
-        _ = try perform(.clone(source: source, name: name), data.directory)
+        _ = try perform(domain.wrap(.clone(source: source, name: name)), data.directory)
         print("cloned \(source) as \(name)")
     }
 }

@@ -9,8 +9,8 @@ struct Tessera: ParsableCommand {
         version: tesseraVersion,
         subcommands: [
             InitCommand.self, MountCommand.self, UnmountCommand.self, StatusCommand.self, PoolCommand.self,
-            StoreCommand.self, VolumeCommand.self, SnapshotCommand.self, CloneCommand.self, FsckCommand.self,
-            ScrubCommand.self, QoSCommand.self,
+            StoreCommand.self, VolumeCommand.self, SnapshotCommand.self, CloneCommand.self, DomainCommand.self,
+            FsckCommand.self, ScrubCommand.self, QoSCommand.self,
         ])
 
     /// Every error ends as one line on stderr: ours carry their exit code (ExitCode, printed already);

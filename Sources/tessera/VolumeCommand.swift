@@ -11,15 +11,18 @@ struct VolumeCommand: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Create a thin volume (with --count N: NAME-1 … NAME-N, all or none).")
         @OptionGroup var data: DataOptions
+        @OptionGroup var domain: DomainOptions
         @Argument var name: String
         @Option(help: "Virtual size in whole 512-byte sectors, e.g. 40G (truncate may later make any size).")
         var size: String
-        @Option(help: "Pool to carve it from.") var pool: String = "default"
+        @Option(
+            help: "Pool to carve it from (default: the domain's allowed pool with the most free room, else 'default').")
+        var pool: String?
         @Option(help: "Create NAME-1 … NAME-N in one transaction.") var count: Int?
 
         func validate() throws {
             try checkName(name, "volume")
-            try checkName(pool, "pool")
+            if let pool { try checkName(pool, "pool") }
             let bytes = try parseSize(size, option: "--size")
             do { try Engine.checkSectorSize(bytes) } catch { throw invalid(error.message) }
             if let count, count < 1 || count > 10_000 { throw invalid("--count must be between 1 and 10000") }
@@ -27,24 +30,35 @@ struct VolumeCommand: ParsableCommand {
 
         func run() throws {
             let reply = try perform(
-                .volumeCreate(name: name, size: try parseSize(size, option: "--size"), pool: pool, count: count),
+                domain.wrap(
+                    .volumeCreate(name: name, size: try parseSize(size, option: "--size"), pool: pool, count: count)),
                 data.directory)
-            for v in reply.volumes ?? [] { print("created \(v.name) (\(human(v.size)), pool \(v.pool))") }
+            for v in reply.volumes ?? [] {
+                let domain = v.domain.flatMap { $0 == Engine.defaultDomain ? nil : ", domain \($0)" } ?? ""
+                print("created \(v.name) (\(human(v.size)), pool \(v.pool)\(domain))")
+            }
         }
     }
 
     struct List: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List volumes.")
+        static let configuration = CommandConfiguration(abstract: "List the volumes of a domain (or of all).")
         @OptionGroup var data: DataOptions
+        @OptionGroup var domain: DomainOptions
         @OptionGroup var output: OutputOptions
+        @Flag(help: "List the volumes of every domain, with a DOMAIN column.") var allDomains = false
+
+        func validate() throws {
+            if allDomains && domain.domain != nil { throw invalid("give --domain or --all-domains, not both") }
+        }
 
         func run() throws {
-            let volumes = try perform(.volumeList, data.directory).volumes ?? []
+            let request = allDomains ? ControlRequest.volumeListAllDomains : domain.wrap(.volumeList)
+            let volumes = try perform(request, data.directory).volumes ?? []
             if output.json { return printJSON(volumes) }
             printTable(
-                ["NAME", "SIZE", "ALLOCATED", "POOL", "MODE", "OWNER", "OPEN"],
+                (allDomains ? ["DOMAIN"] : []) + ["NAME", "SIZE", "ALLOCATED", "POOL", "MODE", "OWNER", "OPEN"],
                 volumes.map {
-                    [
+                    (allDomains ? [$0.domain ?? "?"] : []) + [
                         $0.name, human($0.size), human($0.allocated), $0.pool, $0.mode, "\($0.uid):\($0.gid)",
                         $0.open ? "yes" : "no",
                     ]
@@ -55,15 +69,19 @@ struct VolumeCommand: ParsableCommand {
     struct Show: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Show one volume.")
         @OptionGroup var data: DataOptions
+        @OptionGroup var domain: DomainOptions
         @OptionGroup var output: OutputOptions
         @Argument var name: String
 
         func run() throws {
-            guard let v = try perform(.volumeShow(name: name), data.directory).volumes?.first else { return }
+            guard let v = try perform(domain.wrap(.volumeShow(name: name)), data.directory).volumes?.first else {
+                return
+            }
             if output.json { return printJSON(v) }
             print(
                 """
                 name:       \(v.name)
+                domain:     \(v.domain ?? Engine.defaultDomain)
                 pool:       \(v.pool)
                 size:       \(human(v.size)) (\(v.size) bytes)
                 allocated:  \(human(v.allocated)) (\(v.allocated) bytes)
@@ -88,6 +106,7 @@ struct VolumeCommand: ParsableCommand {
                 unless --force is given too.
                 """)
         @OptionGroup var data: DataOptions
+        @OptionGroup var domain: DomainOptions
         @Argument var name: String
         @Option(help: "New virtual size, in whole 512-byte sectors (e.g. 80G).") var size: String
         @Flag(help: "Allow a smaller size (the data past the new end is lost).") var shrink = false
@@ -104,7 +123,7 @@ struct VolumeCommand: ParsableCommand {
         func run() throws {
             let request = ControlRequest.volumeResize(
                 name: name, size: try parseSize(size, option: "--size"), shrink: shrink, force: force)
-            let v = try perform(request, data.directory).volumes?.first
+            let v = try perform(domain.wrap(request), data.directory).volumes?.first
             print("resized \(name) to \(human(v?.size ?? 0))")
         }
     }
@@ -112,13 +131,14 @@ struct VolumeCommand: ParsableCommand {
     struct Delete: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Delete a volume and free its space.")
         @OptionGroup var data: DataOptions
+        @OptionGroup var domain: DomainOptions
         @Argument var name: String
         @Flag(help: "Also delete the volume's snapshots (its image leaves group snapshots).") var withSnapshots = false
 
         func validate() throws { try checkName(name, "volume") }
 
         func run() throws {
-            _ = try perform(.volumeDelete(name: name, withSnapshots: withSnapshots), data.directory)
+            _ = try perform(domain.wrap(.volumeDelete(name: name, withSnapshots: withSnapshots)), data.directory)
             print("deleted \(name)")
         }
     }

@@ -29,6 +29,8 @@ touch "$T_WORK/afile"
 must tcli volume create v --size 16M
 must tcli volume create e-2 --size 1M
 must tcli pool create p1
+must tcli domain create full --quota-volumes 1 --quota-size 1M --quota-snapshots 0
+must tcli volume create fv --size 1M --domain full
 
 # ---------------------------------------------------------------------------------------------------------
 # the table: ROWS[i] = "CODES ARGS..." (printf %q-quoted); CODES = allowed exit codes, comma-separated
@@ -54,6 +56,7 @@ for n in "${BAD_NAMES[@]}"; do
     row 2       store add "$n" --pool default --dir "$SDIR"
     row 2,3     volume create okname --size 1M --pool "$n"
     row 2,3     store add okstore --pool "$n" --dir "$SDIR"
+    row 2       domain create "$n"
 done
 
 BAD_SIZES=(0 -1 abc 1.5G 1Q 513 2P 99999999999999999999 '' ' ' '1 G' 0x100 1M1 1125899906843136 -512 1e6)
@@ -83,6 +86,12 @@ row 3       pool show nop
 row 3       volume create x --size 1M --pool nop
 row 3       store add s9 --pool nop --dir "$SDIR"
 row 6       volume list --data "$T_WORK/nodata"
+# domains (the rest of their bad input is in 21-domains.sh)
+row 3       volume create x --size 1M --domain nod
+row 9       volume create fv2 --size 512 --domain full     # 1 volume at most
+row 9       volume resize fv --size 2M --domain full       # 1M at most
+row 2       domain delete default
+row 5       domain delete full
 
 # duplicates
 row 4       volume create v --size 1M
@@ -90,6 +99,7 @@ row 4       volume create e --size 1M --count 3       # e-2 exists: all or none
 row 4       pool create default
 row 4       pool create p1
 row 4       store add default --pool default --dir "$SDIR"
+row 4       domain create full
 row 2,4     store add s2 --pool p1 --dir "$DATA/stores/default"   # a directory another store uses
 row 2,4     store add s3 --pool p1 --dir "$DATA"                  # the data directory itself
 

@@ -121,7 +121,7 @@ trap '[ -e "$T_WORK/.timed-out" ] && fail "timed out after ${T_TIMEOUT}s (FUSE c
 # assertions
 
 # expect_fail [--code N[,M...]] CMD ARGS...: CMD must exit non-zero (not by a signal), print a message on
-# stderr, and, if --code is given, exit with one of the listed codes. Codes 2-8 (Tessera's own errors)
+# stderr, and, if --code is given, exit with one of the listed codes. Codes 2-9 (Tessera's own errors)
 # must come with exactly one line on stderr. Sets EF_ERR to CMD's stderr.
 expect_fail() {
     local codes=""
@@ -137,7 +137,7 @@ expect_fail() {
     if [ -n "$codes" ] && [[ ",$codes," != *",$rc,"* ]]; then
         fail "expected exit code in {$codes}, got $rc: $shown; stderr: $EF_ERR"
     fi
-    if [ "$rc" -ge 2 ] && [ "$rc" -le 8 ] && [ "$(wc -l <"$err")" -gt 1 ]; then
+    if [ "$rc" -ge 2 ] && [ "$rc" -le 9 ] && [ "$(wc -l <"$err")" -gt 1 ]; then
         fail "expected one line on stderr (exit $rc), got $(wc -l <"$err"): $shown:"$'\n'"$EF_ERR"
     fi
     if grep -qiE 'fatal error|stack dump|backtrace|Swift runtime failure' "$err"; then
