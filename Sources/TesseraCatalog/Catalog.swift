@@ -85,7 +85,7 @@ public final class Catalog: Sendable {
         }
     }
 
-    private func write<T>(_ what: String, _ body: (Database) throws -> T) throws(TesseraError) -> T {
+    func write<T>(_ what: String, _ body: (Database) throws -> T) throws(TesseraError) -> T {
         do {
             return try db.write(body)
         } catch let e as TesseraError {
@@ -97,7 +97,7 @@ public final class Catalog: Sendable {
         }
     }
 
-    private func read<T>(_ body: (Database) throws -> T) throws(TesseraError) -> T {
+    func read<T>(_ body: (Database) throws -> T) throws(TesseraError) -> T {
         do {
             return try db.read(body)
         } catch {

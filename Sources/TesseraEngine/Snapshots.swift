@@ -27,6 +27,10 @@ extension Engine {
     func clones(of v: Volume) -> [Volume] { allVolumes().filter { $0.parent === v } }
 
     func refuseIfReferenced(_ v: Volume, allowSnapshots: Bool) throws(TesseraError) {
+        if cdp.journal(for: v.id).isActive {
+            throw TesseraError(
+                .busy, "volume '\(v.name)' is protected by CDP; run 'tessera cdp disable \(v.name)' first")
+        }
         let kids = clones(of: v)
         if !kids.isEmpty {
             throw TesseraError(
@@ -50,14 +54,19 @@ extension Engine {
         }
     }
 
+    /// A snapshot a user may name: the hidden bases of CDP (".cdp.…") are not among them.
     private func requireSnapshot(_ name: String) throws(TesseraError) -> (SnapshotRecord, [SnapshotMemberRecord]) {
-        guard let found = snapshot(named: name) else { throw TesseraError(.notFound, "no snapshot named '\(name)'") }
+        guard !Self.isHidden(name), let found = snapshot(named: name) else { throw TesseraError(.notFound, "no snapshot named '\(name)'") }
         return found
     }
 
     /// The images of snapshot `name` (for the mount's .snapshots directories).
     public func snapshotImages(_ name: String) -> [SnapshotImage]? {
         guard let (snap, members) = try? requireSnapshot(name) else { return nil }
+        return images(snap, members)
+    }
+
+    func images(_ snap: SnapshotRecord, _ members: [SnapshotMemberRecord]) -> [SnapshotImage] {
         return members.compactMap { m in
             volume(id: VolumeID(m.volumeId)).map {
                 SnapshotImage(snapshotID: snap.id!, volume: $0, epoch: UInt64(m.epoch), size: UInt64(m.size))
@@ -73,13 +82,14 @@ extension Engine {
     }
 
     public func snapshotNames() -> [String] {
-        state.withLock { s in s.snapshots.values.sorted { ($0.createdAt, $0.id!) < ($1.createdAt, $1.id!) }.map(\.name)
+        state.withLock { s in s.snapshots.values.filter { !Self.isHidden($0.name) }.sorted { ($0.createdAt, $0.id!) < ($1.createdAt, $1.id!) }.map(\.name)
         }
     }
 
-    public func snapshotInfos() -> [SnapshotInfo] {
+    /// Every snapshot a user sees (`hidden`: the bases of CDP too).
+    public func snapshotInfos(hidden: Bool = false) -> [SnapshotInfo] {
         let snaps = state.withLock { s in
-            s.snapshots.values.sorted { ($0.createdAt, $0.id!) < ($1.createdAt, $1.id!) }.map {
+            s.snapshots.values.filter { hidden || !Self.isHidden($0.name) }.sorted { ($0.createdAt, $0.id!) < ($1.createdAt, $1.id!) }.map {
                 ($0, s.members[$0.id!] ?? [])
             }
         }
@@ -114,7 +124,14 @@ extension Engine {
             if !chosen.contains(where: { $0 === v }) { chosen.append(v) }
         }
         if chosen.isEmpty { throw TesseraError(.invalid, "there is no volume to snapshot") }
-        chosen.sort { $0.id.rawValue < $1.id.rawValue }
+        return try snapshot(chosen, as: name, scheduleID: scheduleID)
+    }
+
+    /// Snapshots `chosen` at one instant as `name` (also a hidden CDP base: no name check here).
+    func snapshot(_ volumes: [Volume], as name: String, scheduleID: Int64? = nil) throws(TesseraError)
+        -> SnapshotInfo
+    {
+        let chosen = volumes.sorted { $0.id.rawValue < $1.id.rawValue }
         return try snapshotLock.withLock { _ throws(TesseraError) in
             if snapshot(named: name) != nil {
                 throw TesseraError(.exists, "a snapshot named '\(name)' already exists")
@@ -148,14 +165,22 @@ extension Engine {
                 }
             }
             recordSnapshotManifest(record.id!)  // (volume manifests keep their epoch: a rebuild derives it)
-            return snapshotInfos().first { $0.id == record.id! }!
+            return snapshotInfos(hidden: true).first { $0.id == record.id! }!
         }
     }
 
     /// Deletes snapshot `name`; the space only it held is freed.
     public func deleteSnapshot(_ name: String) throws(TesseraError) {
+        _ = try requireSnapshot(name)
+        try dropSnapshot(name)
+    }
+
+    /// Deletes snapshot `name`, hidden or not.
+    func dropSnapshot(_ name: String) throws(TesseraError) {
         try snapshotLock.withLock { _ throws(TesseraError) in
-            let (snap, members) = try requireSnapshot(name)
+            guard let (snap, members) = snapshot(named: name) else {
+                throw TesseraError(.notFound, "no snapshot named '\(name)'")
+            }
             try catalog.deleteSnapshot(snap.id!)  // the catalog first: a crash now only leaks (pruned at open)
             state.withLock { s in
                 s.snapshots[snap.id!] = nil
@@ -205,6 +230,10 @@ extension Engine {
             throw TesseraError(.notFound, "snapshot '\(snapshotName)' does not hold volume '\(volumeName)'")
         }
         if v.isOpen { throw TesseraError(.busy, "volume '\(volumeName)' is open; close it before reverting") }
+        if cdp.journal(for: v.id).isActive {  // a revert changes the map under the journal
+            throw TesseraError(
+                .busy, "volume '\(volumeName)' is protected by CDP; use 'tessera cdp restore' (or cdp disable first)")
+        }
         try snapshotLock.withLock { _ throws(TesseraError) in
             v.quiesce()
             defer { v.resume() }
@@ -224,6 +253,14 @@ extension Engine {
     /// now). O(1): the clone shares every chunk until either side writes it.
     @discardableResult
     public func clone(_ source: String, as newName: String) throws(TesseraError) -> Volume {
+        if let snap = source.split(separator: "/").first, source.contains("/"), Self.isHidden(String(snap)) {
+            throw TesseraError(.notFound, "no snapshot named '\(snap)'")
+        }
+        return try cloneVolume(source, as: newName)
+    }
+
+    /// `clone`, also from a hidden CDP base ("BASE/VOLUME").
+    func cloneVolume(_ source: String, as newName: String) throws(TesseraError) -> Volume {
         try Self.checkName(newName, "volume")
         if volume(named: newName) != nil { throw TesseraError(.exists, "a volume named '\(newName)' already exists") }
         let parts = source.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
@@ -235,7 +272,9 @@ extension Engine {
             let epoch: UInt64
             let size: UInt64
             if parts.count == 2 {
-                let (_, members) = try requireSnapshot(parts[0])
+                guard let (_, members) = snapshot(named: parts[0]) else {
+                    throw TesseraError(.notFound, "no snapshot named '\(parts[0])'")
+                }
                 guard let m = members.first(where: { $0.volumeId == parent.id.rawValue }) else {
                     throw TesseraError(.notFound, "snapshot '\(parts[0])' does not hold volume '\(parent.name)'")
                 }

@@ -5,8 +5,9 @@
 // for s3) → checksums (always: every chunk on every store is verified on every read). Per pool: the pool
 // layer routes to the top of each store's stack, and the RAM cache (when the mount has one) sits over it.
 // Volume side (volume bytes), per volume bottom up: the thin map (`Volume`, over its pool's stack) → the
-// engine's volume layers in order (QoS, the CDP journal; none by default). A clone is made here like any
-// other volume, so its stack has the same shape.
+// CDP journal (CDPLayer, on every volume: it passes through until the volume is protected) → the volume
+// layers the engine was given, in order (QoS). A clone is made here like any other volume, so its stack
+// has the same shape.
 // The engine keeps typed handles on the layers it reports or drives (the cache, the checksum and
 // compression layers' figures), never a downcast. Map-level operations (snapshot, revert, clone) work on
 // the map itself, under its quiesce; everything else goes through the top of the volume's stack.
@@ -92,6 +93,12 @@ extension Engine {
     }
 
     // MARK: Volume side
+
+    /// The CDP journal layer of a volume, over its thin map (the lowest volume layer: what it records is
+    /// what reached the map, after any throttling above it).
+    static func cdpLayer(_ registry: CDPRegistry) -> VolumeLayerFactory {
+        { volume, below in CDPLayer(over: below, journal: registry.journal(for: volume.id)) }
+    }
 
     /// Makes a volume (its thin map over `pool`'s stack, then the volume layers over the map) and
     /// registers both in `s`. The one place a Volume is constructed: loaded, created or cloned.

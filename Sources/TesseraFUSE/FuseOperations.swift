@@ -180,6 +180,39 @@ extension FuseMount {
         return st
     }
 
+    /// A volume at an instant (MOUNT/.cdp/VOL@TIME.img): read-only, its size then; its blocks are those of
+    /// the base it is read over.
+    private func attr(_ image: CDPImage, _ v: Volume, handle: UInt64) -> stat {
+        var st = attr(v)
+        st.st_ino = UInt(Node.cdpImage(handle).ino)
+        st.st_mode = S_IFREG | (st.st_mode & 0o7777 & ~0o222)
+        st.st_nlink = 1
+        st.st_size = off_t(image.size)
+        let base = (image.base.bottom as? VolumeView).map { $0.volume.allocatedBytes(at: $0.epoch, viewSize: $0.size) }
+        st.st_blocks = blkcnt_t(min(base ?? image.size, image.size) / 512)
+        return st
+    }
+
+    /// The image `.cdp/VOL@SPEC.img` names (SPEC: an RFC 3339 time or a mark); its number and volume.
+    private func cdpImage(named file: String) throws(FuseFailure) -> (CDPImage, Volume, UInt64) {
+        guard let stem = Node.volumeName(fromFile: file), let at = stem.lastIndex(of: "@") else {
+            throw FuseFailure(ENOENT)
+        }
+        guard let v = engine.volume(named: String(stem[..<at])) else { throw FuseFailure(ENOENT) }
+        do {
+            let image = try engine.cdpImage(v.name, at: String(stem[stem.index(after: at)...]))
+            return (image, v, engine.cdp.handle(CDPImageKey(volume: v.id, time: image.time)))
+        } catch {
+            throw FuseFailure(error)
+        }
+    }
+
+    /// The image numbered `handle` (named by an earlier lookup).
+    private func cdpImage(_ handle: UInt64) throws(FuseFailure) -> (CDPImage, Volume) {
+        guard let key = engine.cdp.key(handle), let v = engine.volume(id: key.volume) else { throw FuseFailure(ENOENT) }
+        do { return (try engine.cdpImage(v, at: key.time), v) } catch { throw FuseFailure(error) }
+    }
+
     private func snapshotImage(_ snapshot: Int64, _ volume: VolumeID) throws(FuseFailure) -> SnapshotImage {
         guard let image = engine.snapshotImage(snapshot: snapshot, volume: volume) else { throw FuseFailure(ENOENT) }
         return image
@@ -201,6 +234,11 @@ extension FuseMount {
         switch Node(parent) {
         case .root where name == Node.snapshotsName:
             e = entry(directoryAttr(.snapshots))
+        case .root where name == Node.cdpName:
+            e = entry(directoryAttr(.cdp))
+        case .cdp:
+            let (image, v, handle) = try cdpImage(named: name)
+            e = entry(attr(image, v, handle: handle))
         case .snapshots:
             guard let id = engine.snapshotImages(name)?.first?.snapshotID else { throw FuseFailure(ENOENT) }
             e = entry(directoryAttr(.snapshotDir(id)))
@@ -219,8 +257,11 @@ extension FuseMount {
     {
         var st: stat
         switch Node(ino) {
-        case let node where node == .root || node == .snapshots:
+        case let node where node == .root || node == .snapshots || node == .cdp:
             st = directoryAttr(node)
+        case .cdpImage(let handle):
+            let (image, v) = try cdpImage(handle)
+            st = attr(image, v, handle: handle)
         case .snapshotDir(let snap):
             guard engine.snapshotName(id: snap) != nil else { throw FuseFailure(ENOENT) }
             st = directoryAttr(.snapshotDir(snap))
@@ -244,7 +285,7 @@ extension FuseMount {
     ) throws(FuseFailure) {
         let node = Node(ino)
         switch node {
-        case .snapshots, .snapshotDir, .snapshotImage: throw FuseFailure(EROFS)
+        case .snapshots, .snapshotDir, .snapshotImage, .cdp, .cdpImage: throw FuseFailure(EROFS)
         default: break
         }
         let v: Volume
@@ -293,6 +334,13 @@ extension FuseMount {
                     names.append((name, directoryAttr(.snapshotDir(id))))
                 }
             }
+        case .cdp:
+            for (name, key) in engine.cdpListing() {
+                var st = stat()
+                st.st_ino = UInt(Node.cdpImage(engine.cdp.handle(key)).ino)
+                st.st_mode = S_IFREG
+                names.append((name + Node.imageSuffix, st))
+            }
         case .snapshotDir(let snap):
             guard let snapName = engine.snapshotName(id: snap) else { throw FuseFailure(ENOENT) }
             for image in engine.snapshotImages(snapName) ?? [] {
@@ -326,6 +374,10 @@ extension FuseMount {
             if fi.pointee.flags & O_ACCMODE != O_RDONLY || fi.pointee.flags & O_TRUNC != 0 { throw FuseFailure(EROFS) }
             let image = try snapshotImage(snap, vol)
             attach(OpenImage(image.volume, io: engine.view(of: image), pid: Self.caller(req)), fi)
+        case .cdpImage(let handle):
+            if fi.pointee.flags & O_ACCMODE != O_RDONLY || fi.pointee.flags & O_TRUNC != 0 { throw FuseFailure(EROFS) }
+            let (image, v) = try cdpImage(handle)
+            attach(OpenImage(v, io: image, pid: Self.caller(req)), fi)
         case .volume(let id):
             let v = try volume(id)
             // libfuse asks for atomic O_TRUNC: the kernel passes the flag here instead of a SETATTR.
@@ -491,7 +543,7 @@ extension FuseMount {
     ) throws(FuseFailure) {
         let id: VolumeID
         switch Node(ino) {
-        case .snapshotImage: throw FuseFailure(EROFS)
+        case .snapshotImage, .cdpImage: throw FuseFailure(EROFS)
         case .volume(let volume): id = volume
         default: throw FuseFailure(ENOTSUP)
         }

@@ -73,8 +73,14 @@ final class CountingLayer: VolumeStore {
 func shape(_ top: any VolumeStore) -> [String] {
     var names = [String(describing: type(of: top))]
     var store = top
-    while let layer = store as? CountingLayer {
-        store = layer.below
+    while true {
+        if let layer = store as? CountingLayer {
+            store = layer.below
+        } else if let layer = store as? CDPLayer {
+            store = layer.below
+        } else {
+            break
+        }
         names.append(String(describing: type(of: store)))
     }
     return names
@@ -175,7 +181,7 @@ final class CountedEngine {
         try live.io.write([UInt8](repeating: 5, count: 10), at: 0)
         let clone = try t.engine.clone("vm", as: "copy")
         let stack = t.engine.stack(of: clone)
-        #expect(shape(stack) == ["CountingLayer", "Volume"])
+        #expect(shape(stack) == ["CountingLayer", "CDPLayer", "Volume"])
         #expect(shape(stack) == shape(live.io))
         #expect(stack.bottom === clone)
         let writes = t.tally["write"]
@@ -199,7 +205,7 @@ final class CountedEngine {
         let engine = try CountedEngine.open(data, tally)
         for name in ["vm", "copy"] {
             let v = try #require(engine.volume(named: name))
-            #expect(shape(engine.stack(of: v)) == ["CountingLayer", "Volume"])
+            #expect(shape(engine.stack(of: v)) == ["CountingLayer", "CDPLayer", "Volume"])
             #expect(engine.stack(of: v).bottom === v)
         }
     }
@@ -217,13 +223,15 @@ final class CountedEngine {
         #expect(t.engine.stack(of: image.volume) === image.volume)
     }
 
-    @Test func withoutLayersTheMapIsTheStack() throws {
+    /// Every stack has the CDP journal layer over the map (passing through until the volume is protected).
+    @Test func withoutLayersTheStackIsTheJournalOverTheMap() throws {
         let dir = try TemporaryDirectory(prefix: "tessera-stack-test")
         let data = DataDirectory(path: dir.path + "/data")
         try Engine.initialize(data, chunkSize: CountedEngine.chunkSize)
         let engine = try Engine(data)
         let v = try engine.createVolumes(name: "vm", size: 4 * cs)[0]
-        #expect(engine.stack(of: v) === v)
+        #expect(shape(engine.stack(of: v)) == ["CDPLayer", "Volume"])
+        #expect(engine.stack(of: v).bottom === v)
     }
 }
 
@@ -231,7 +239,7 @@ final class CountedEngine {
     @Test(arguments: [
         Node.root, .snapshots, .volume(VolumeID(1)), .volume(VolumeID(1 << 30)), .snapshotDir(1), .snapshotDir(77),
         .snapshotImage(snapshot: 3, volume: VolumeID(9)),
-        .snapshotImage(snapshot: 1 << 20, volume: VolumeID(0xff_ffff)),
+        .snapshotImage(snapshot: 1 << 20, volume: VolumeID(0xff_ffff)), .cdp, .cdpImage(0), .cdpImage(1 << 40),
     ])
     func decodesWhatItEncodes(_ node: Node) {
         #expect(Node(node.ino) == node)
@@ -243,7 +251,9 @@ final class CountedEngine {
         #expect(Node(16 + 5) == .volume(VolumeID(5)))
         #expect(Node((1 << 40) + 4) == .snapshotDir(4))
         #expect(Node(1 << 48 | 3 << 24 | 7) == .snapshotImage(snapshot: 3, volume: VolumeID(7)))
-        for ino: UInt64 in [0, 3, 15] { #expect(Node(ino) == .none) }
+        #expect(Node(3) == .cdp)
+        #expect(Node(1 << 60 | 9) == .cdpImage(9))
+        for ino: UInt64 in [0, 4, 15] { #expect(Node(ino) == .none) }
         #expect(Node.snapshots.isSnapshotDirectory && Node.snapshotDir(1).isSnapshotDirectory)
         #expect(
             !Node.root.isSnapshotDirectory && !Node.snapshotImage(snapshot: 1, volume: VolumeID(1)).isSnapshotDirectory)
