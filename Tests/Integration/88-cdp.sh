@@ -26,7 +26,9 @@ now() { date -u +%Y-%m-%dT%H:%M:%S.%NZ; }
 declare -a T=()
 step() {
     py '
-import os, random, sys
+import ctypes, os, random, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]
 p, i, sync = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1"
 r = random.Random(i)
 fd = os.open(p, os.O_WRONLY)
@@ -34,7 +36,8 @@ for _ in range(4):
     os.pwrite(fd, bytes([i + 1]) * 4096, r.randrange(0, 4096) * 4096)
 os.pwrite(fd, r.randbytes(1 << 20), r.randrange(0, 15) << 20)
 if i % 3 == 2:
-    os.fallocate(fd, 0x03, r.randrange(0, 16) << 20, 1 << 19)   # PUNCH_HOLE | KEEP_SIZE
+    if libc.fallocate(fd, 0x03, r.randrange(0, 16) << 20, 1 << 19) != 0:   # PUNCH_HOLE | KEEP_SIZE
+        sys.exit("punch hole: errno %d" % ctypes.get_errno())
 if sync:
     os.fsync(fd)
 os.close(fd)

@@ -2,7 +2,8 @@
 // formatter keeps milliseconds only, and a restore point may be finer.
 public enum CDPTime {
     /// "2026-12-02T11:20:05Z", "2026-12-02T11:20:05.123456789+01:00" (T or t or a space; Z or z or an
-    /// offset) → ns since 1970; nil when malformed or out of range (years 1970–9999).
+    /// offset) → ns since 1970; nil when malformed or before 1970. Instants past what 64 bits of ns hold
+    /// (2262) are Int64.max: far in the future, not malformed.
     public static func parse(_ text: String) -> Int64? {
         let b = Array(text.utf8)
         func num(_ from: Int, _ count: Int) -> Int? {
@@ -50,7 +51,8 @@ public enum CDPTime {
         let days = daysFromCivil(year, month, day)
         let seconds = Int64(days) * 86400 + Int64(hour * 3600 + minute * 60 + second) - Int64(offset)
         guard seconds >= 0 else { return nil }
-        return seconds * 1_000_000_000 + fraction
+        let (ns, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
+        return overflow || ns > Int64.max - fraction ? Int64.max : ns + fraction
     }
 
     /// ns since 1970 → "2026-12-02T11:20:05.123456789Z" (the fraction only when not zero, trailing zeros cut).
