@@ -141,7 +141,9 @@ VID=$(json '[v["id"] for v in d if v["name"] == "vm"][0]' <<<"$(tcli volume list
 must tcli cdp disable vm
 [ -e "$DATA/cdp/$VID" ] && fail "cdp disable left $DATA/cdp/$VID"
 stat "$MNT/.cdp/vm@${T[6]}.img" >/dev/null 2>&1 && fail "a .cdp image outlived cdp disable"
-[ "$(tcli snapshot list --json)" = "[]" ] || fail "cdp left snapshots behind: $(tcli snapshot list --json)"
+SNAPS=$(tcli snapshot list --json)
+[ "$(json 'len(d)' <<<"$SNAPS")" = 0 ] || fail "cdp left snapshots behind: $SNAPS"
+[ -z "$(ls "$DATA/cdp")" ] || fail "cdp disable left files in $DATA/cdp: $(ls "$DATA/cdp")"
 expect_fail --code 3 tcli cdp disable vm
 stop_tessera
 must tcli cdp enable vm --window 30m              # on an unmounted data directory
