@@ -167,11 +167,12 @@ public struct ControlService: Sendable {
             return ControlReply(cdp: try engine.cdpInfos(volume))
         case .cdpMark(let volume, let name):
             let mark = try engine.markCDP(volume, mark: name)
-            return ControlReply(cdp: try engine.cdpInfos(volume).map { info in
-                var i = info
-                i.marks = [mark]
-                return i
-            })
+            return ControlReply(
+                cdp: try engine.cdpInfos(volume).map { info in
+                    var i = info
+                    i.marks = [mark]
+                    return i
+                })
         case .cdpRestore(let volume, let at, let name):
             return ControlReply(volumes: [try engine.restoreCDP(volume, at: at, as: name)])
         case .unmount(let force):

@@ -253,7 +253,8 @@ extension Engine {
                 .invalid, "\(CDPTime.format(time)) is before the CDP window of '\(v.name)' (it starts at \(start))")
         }
         let fromSeq = j.firstSeq(of: base.generation) ?? 0
-        return CDPImage(base: stack(of: v).view(at: base.epoch, size: base.size), journal: j, fromSeq: fromSeq, time: time)
+        return CDPImage(
+            base: stack(of: v).view(at: base.epoch, size: base.size), journal: j, fromSeq: fromSeq, time: time)
     }
 
     /// What `ls MOUNT/.cdp` shows: each protected volume at its window start, and every mark.
@@ -290,7 +291,8 @@ extension Engine {
             var warnings: [String] = []
             if let note = r.note { warnings.append(note) }
             if let cap = r.maxSize, retained > UInt64(cap) {
-                warnings.append("journal (\(ByteSize.format(retained))) is over --max-size \(ByteSize.format(UInt64(cap)))")
+                warnings.append(
+                    "journal (\(ByteSize.format(retained))) is over --max-size \(ByteSize.format(UInt64(cap)))")
             }
             if !j.isActive { warnings.append("journal not open") }
             return CDPInfo(

@@ -56,7 +56,9 @@ extension Engine {
 
     /// A snapshot a user may name: the hidden bases of CDP (".cdp.…") are not among them.
     private func requireSnapshot(_ name: String) throws(TesseraError) -> (SnapshotRecord, [SnapshotMemberRecord]) {
-        guard !Self.isHidden(name), let found = snapshot(named: name) else { throw TesseraError(.notFound, "no snapshot named '\(name)'") }
+        guard !Self.isHidden(name), let found = snapshot(named: name) else {
+            throw TesseraError(.notFound, "no snapshot named '\(name)'")
+        }
         return found
     }
 
@@ -82,14 +84,19 @@ extension Engine {
     }
 
     public func snapshotNames() -> [String] {
-        state.withLock { s in s.snapshots.values.filter { !Self.isHidden($0.name) }.sorted { ($0.createdAt, $0.id!) < ($1.createdAt, $1.id!) }.map(\.name)
+        state.withLock { s in
+            s.snapshots.values.filter { !Self.isHidden($0.name) }.sorted {
+                ($0.createdAt, $0.id!) < ($1.createdAt, $1.id!)
+            }.map(\.name)
         }
     }
 
     /// Every snapshot a user sees (`hidden`: the bases of CDP too).
     public func snapshotInfos(hidden: Bool = false) -> [SnapshotInfo] {
         let snaps = state.withLock { s in
-            s.snapshots.values.filter { hidden || !Self.isHidden($0.name) }.sorted { ($0.createdAt, $0.id!) < ($1.createdAt, $1.id!) }.map {
+            s.snapshots.values.filter { hidden || !Self.isHidden($0.name) }.sorted {
+                ($0.createdAt, $0.id!) < ($1.createdAt, $1.id!)
+            }.map {
                 ($0, s.members[$0.id!] ?? [])
             }
         }

@@ -37,7 +37,8 @@ struct CDPCommand: ParsableCommand {
             let reply = try perform(
                 .cdpEnable(volume: volume, window: try parseInterval(window), maxSize: size), data.directory)
             let start = reply.cdp?.first?.windowStart ?? "?"
-            print("protecting \(volume) (window \(window)\(maxSize.map { ", max \($0)" } ?? "")); first instant \(start)")
+            print(
+                "protecting \(volume) (window \(window)\(maxSize.map { ", max \($0)" } ?? "")); first instant \(start)")
         }
     }
 

@@ -66,7 +66,8 @@ import Testing
         #expect(before == 11)
         // A torn record at the end: its header claims a payload that is not all there.
         let seg = try #require(try FileManager.default.contentsOfDirectory(atPath: dir.path + "/j").sorted().last)
-        let h = CDPRecordHeader(kind: .write, seq: 12, time: CDPJournal.now(), offset: 0, length: 4096, volumeSize: 0, payload: 4096)
+        let h = CDPRecordHeader(
+            kind: .write, seq: 12, time: CDPJournal.now(), offset: 0, length: 4096, volumeSize: 0, payload: 4096)
         let payload = [UInt8](repeating: 9, count: 4096)
         var torn = payload.withUnsafeBytes { CDPFormat.encode(h, payload: $0) }
         torn += payload[0..<100]

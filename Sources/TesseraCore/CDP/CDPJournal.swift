@@ -156,7 +156,8 @@ public final class CDPJournal: Sendable {
         let size = UInt64(CDPFormat.headerSize) + UInt64(payload?.count ?? 0)
         let reserved = try state.withLock { s throws(StoreError) -> (CDPSegment, UInt64, CDPRecordHeader)? in
             guard s.active else { return nil }
-            if s.current == nil || (s.tail + size > CDPFormat.segmentLimit && s.tail > UInt64(CDPFormat.segmentHeaderSize))
+            if s.current == nil
+                || (s.tail + size > CDPFormat.segmentLimit && s.tail > UInt64(CDPFormat.segmentHeaderSize))
             {
                 try Self.startSegment(&s, directory: directory)
             }

@@ -61,7 +61,8 @@ public final class CDPSegment: @unchecked Sendable {
         let done: Int = header.withUnsafeBytes { h in
             var iov = [iovec(iov_base: UnsafeMutableRawPointer(mutating: h.baseAddress), iov_len: h.count)]
             if let payload, payload.count > 0 {
-                iov.append(iovec(iov_base: UnsafeMutableRawPointer(mutating: payload.baseAddress), iov_len: payload.count))
+                iov.append(
+                    iovec(iov_base: UnsafeMutableRawPointer(mutating: payload.baseAddress), iov_len: payload.count))
             }
             while true {
                 let n = pwritev(fd.rawValue, iov, Int32(iov.count), off_t(at))
