@@ -19,6 +19,7 @@ public final class CDPRegistry: Sendable {
     let root: String
     private let journals = Mutex<[VolumeID: CDPJournal]>([:])
     private let names = Mutex<(ids: [String: UInt64], keys: [UInt64: CDPImageKey])>(([:], [:]))
+    private let diffs = Mutex<(ids: [String: UInt64], names: [String])>(([:], []))
 
     init(root: String) { self.root = root }
 
@@ -45,6 +46,21 @@ public final class CDPRegistry: Sendable {
     }
 
     public func key(_ handle: UInt64) -> CDPImageKey? { names.withLock { $0.keys[handle] } }
+
+    /// A stable number for a name of the mount's `.diff` tree (a "FROM..TO" directory, or "VOL@FROM..TO").
+    public func diffHandle(_ name: String) -> UInt64 {
+        diffs.withLock { d in
+            if let id = d.ids[name] { return id }
+            let id = UInt64(d.names.count)
+            d.ids[name] = id
+            d.names.append(name)
+            return id
+        }
+    }
+
+    public func diffName(_ handle: UInt64) -> String? {
+        diffs.withLock { d in handle < d.names.count ? d.names[Int(handle)] : nil }
+    }
 }
 
 /// A volume at an instant (ns since 1970).
@@ -205,8 +221,8 @@ extension Engine {
     /// `cdp mark`: names the current instant (after making the journal durable up to it).
     public func markCDP(_ name: String, mark: String) throws(TesseraError) -> CDPMarkInfo {
         try Self.checkName(mark, "mark")
-        if mark.contains("@") || CDPTime.parse(mark) != nil {
-            throw TesseraError(.invalid, "a mark name may not contain '@' or be a time: '\(mark)'")
+        if mark.contains("@") || mark.contains("..") || CDPTime.parse(mark) != nil {
+            throw TesseraError(.invalid, "a mark name may not contain '@' or '..', or be a time: '\(mark)'")
         }
         let (v, _) = try requireProtected(name)
         if try catalog.cdpMarks().contains(where: { $0.volumeId == v.id.rawValue && $0.name == mark }) {
@@ -255,6 +271,24 @@ extension Engine {
         let fromSeq = j.firstSeq(of: base.generation) ?? 0
         return CDPImage(
             base: stack(of: v).view(at: base.epoch, size: base.size), journal: j, fromSeq: fromSeq, time: time)
+    }
+
+    /// `MOUNT/.diff/FROM..TO/VOL.img`: volume `name` at `to` with every range unchanged since `from` a
+    /// hole (FROM and TO: times or marks, both inside the window, FROM not after TO).
+    public func cdpDiff(_ name: String, from: String, to: String) throws(TesseraError) -> CDPDiffImage {
+        let (v, _) = try requireProtected(name)
+        let (start, end) = (try instant(v, from), try instant(v, to))
+        if start > end { throw TesseraError(.invalid, "\(from) is after \(to)") }
+        _ = try cdpImage(v, at: start)  // inside the window
+        let image = try cdpImage(v, at: end)
+        let (blocks, ranges) = cdp.journal(for: v.id).withIndex { index in
+            (
+                index.blocksWritten(after: start, until: end),
+                index.ranges(overlapping: 0, .max, from: 0, until: end).filter { $0.time > start }
+            )
+        }
+        let regions = Self.regions(blocks: blocks, ranges: ranges).map { (start: $0.0, end: $0.1) }
+        return CDPDiffImage(image: image, regions: regions)
     }
 
     /// What `ls MOUNT/.cdp` shows: each protected volume at its window start, and every mark.

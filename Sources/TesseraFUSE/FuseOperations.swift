@@ -207,6 +207,38 @@ extension FuseMount {
         }
     }
 
+    /// A diff image (MOUNT/.diff/FROM..TO/VOL.img): the image at TO, its blocks those of the changed ranges.
+    private func attr(_ diff: CDPDiffImage, _ v: Volume, handle: UInt64) -> stat {
+        var st = attr(diff.image, v, handle: 0)
+        st.st_ino = UInt(Node.diffImage(handle).ino)
+        st.st_blocks = blkcnt_t(diff.regions.reduce(0) { $0 + $1.end - $1.start } / 512)
+        return st
+    }
+
+    /// The diff image of volume file `file` in directory `range` ("FROM..TO"), and its number.
+    private func diffImage(_ file: String, in range: String) throws(FuseFailure) -> (CDPDiffImage, Volume, UInt64) {
+        guard let name = Node.volumeName(fromFile: file), let v = engine.volume(named: name),
+            let dots = range.range(of: "..")
+        else { throw FuseFailure(ENOENT) }
+        do {
+            let diff = try engine.cdpDiff(
+                v.name, from: String(range[..<dots.lowerBound]), to: String(range[dots.upperBound...]))
+            return (diff, v, engine.cdp.diffHandle(v.name + "/" + range))
+        } catch {
+            throw FuseFailure(error)
+        }
+    }
+
+    /// The diff image numbered `handle` (named by an earlier lookup).
+    private func diffImage(_ handle: UInt64) throws(FuseFailure) -> (CDPDiffImage, Volume) {
+        guard let key = engine.cdp.diffName(handle), let slash = key.firstIndex(of: "/") else {
+            throw FuseFailure(ENOENT)
+        }
+        let (diff, v, _) = try diffImage(
+            String(key[..<slash]) + Node.imageSuffix, in: String(key[key.index(after: slash)...]))
+        return (diff, v)
+    }
+
     /// The image numbered `handle` (named by an earlier lookup).
     private func cdpImage(_ handle: UInt64) throws(FuseFailure) -> (CDPImage, Volume) {
         guard let key = engine.cdp.key(handle), let v = engine.volume(id: key.volume) else { throw FuseFailure(ENOENT) }
@@ -236,6 +268,15 @@ extension FuseMount {
             e = entry(directoryAttr(.snapshots))
         case .root where name == Node.cdpName:
             e = entry(directoryAttr(.cdp))
+        case .root where name == Node.diffName:
+            e = entry(directoryAttr(.diff))
+        case .diff:
+            guard name.contains("..") else { throw FuseFailure(ENOENT) }
+            e = entry(directoryAttr(.diffDir(engine.cdp.diffHandle(name))))
+        case .diffDir(let n):
+            guard let range = engine.cdp.diffName(n) else { throw FuseFailure(ENOENT) }
+            let (diff, v, handle) = try diffImage(name, in: range)
+            e = entry(attr(diff, v, handle: handle))
         case .cdp:
             let (image, v, handle) = try cdpImage(named: name)
             e = entry(attr(image, v, handle: handle))
@@ -257,8 +298,14 @@ extension FuseMount {
     {
         var st: stat
         switch Node(ino) {
-        case let node where node == .root || node == .snapshots || node == .cdp:
+        case let node where node == .root || node == .snapshots || node == .cdp || node == .diff:
             st = directoryAttr(node)
+        case .diffDir(let n):
+            guard engine.cdp.diffName(n) != nil else { throw FuseFailure(ENOENT) }
+            st = directoryAttr(.diffDir(n))
+        case .diffImage(let handle):
+            let (diff, v) = try diffImage(handle)
+            st = attr(diff, v, handle: handle)
         case .cdpImage(let handle):
             let (image, v) = try cdpImage(handle)
             st = attr(image, v, handle: handle)
@@ -285,7 +332,8 @@ extension FuseMount {
     ) throws(FuseFailure) {
         let node = Node(ino)
         switch node {
-        case .snapshots, .snapshotDir, .snapshotImage, .cdp, .cdpImage: throw FuseFailure(EROFS)
+        case .snapshots, .snapshotDir, .snapshotImage, .cdp, .cdpImage, .diff, .diffDir, .diffImage:
+            throw FuseFailure(EROFS)
         default: break
         }
         let v: Volume
@@ -334,6 +382,16 @@ extension FuseMount {
                     names.append((name, directoryAttr(.snapshotDir(id))))
                 }
             }
+        case .diff: break  // FROM..TO directories are found by name
+        case .diffDir(let n):
+            guard let range = engine.cdp.diffName(n) else { throw FuseFailure(ENOENT) }
+            for v in engine.allVolumes() {
+                guard let (_, _, handle) = try? diffImage(v.name + Node.imageSuffix, in: range) else { continue }
+                var st = stat()
+                st.st_ino = UInt(Node.diffImage(handle).ino)
+                st.st_mode = S_IFREG
+                names.append((v.name + Node.imageSuffix, st))
+            }
         case .cdp:
             for (name, key) in engine.cdpListing() {
                 var st = stat()
@@ -378,6 +436,10 @@ extension FuseMount {
             if fi.pointee.flags & O_ACCMODE != O_RDONLY || fi.pointee.flags & O_TRUNC != 0 { throw FuseFailure(EROFS) }
             let (image, v) = try cdpImage(handle)
             attach(OpenImage(v, io: image, pid: Self.caller(req)), fi)
+        case .diffImage(let handle):
+            if fi.pointee.flags & O_ACCMODE != O_RDONLY || fi.pointee.flags & O_TRUNC != 0 { throw FuseFailure(EROFS) }
+            let (diff, v) = try diffImage(handle)
+            attach(OpenImage(v, io: diff, pid: Self.caller(req)), fi)
         case .volume(let id):
             let v = try volume(id)
             // libfuse asks for atomic O_TRUNC: the kernel passes the flag here instead of a SETATTR.
@@ -543,7 +605,7 @@ extension FuseMount {
     ) throws(FuseFailure) {
         let id: VolumeID
         switch Node(ino) {
-        case .snapshotImage, .cdpImage: throw FuseFailure(EROFS)
+        case .snapshotImage, .cdpImage, .diffImage: throw FuseFailure(EROFS)
         case .volume(let volume): id = volume
         default: throw FuseFailure(ENOTSUP)
         }

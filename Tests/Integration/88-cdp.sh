@@ -118,6 +118,35 @@ cmp "$MNT/r2.img" exp.2 || fail "restore --as differs from the image at ${T[2]}"
 must tcli cdp restore vm --mark before-upgrade --as r4
 cmp "$MNT/r4.img" exp.4 || fail "restore --mark --as differs from the mark's image"
 
+info "a diff (.diff/FROM..TO/vm.img) applied over FROM gives TO"
+DIFF="$MNT/.diff/before-upgrade..${T[6]}/vm.img"
+py '
+import os, shutil, sys
+diff, base, out = sys.argv[1], sys.argv[2], sys.argv[3]
+shutil.copyfile(base, out)
+fd = os.open(diff, os.O_RDONLY)
+size = os.fstat(fd).st_size
+data = 0
+with open(out, "r+b") as f:
+    at = 0
+    while at < size:
+        try:
+            start = os.lseek(fd, at, os.SEEK_DATA)
+        except OSError:
+            break
+        end = os.lseek(fd, start, os.SEEK_HOLE)
+        f.seek(start)
+        f.write(os.pread(fd, end - start, start))
+        data += end - start
+        at = end
+if data >= size:
+    sys.exit("the diff has no holes")
+' "$DIFF" "$MARK_EXP" rebuilt6.img
+cmp rebuilt6.img exp.6 || fail "exp.4 + the diff before-upgrade..T6 differs from the image at T6"
+DIFF_LIST=$(ls "$MNT/.diff/before-upgrade..${T[6]}")
+[ "$DIFF_LIST" = vm.img ] || fail "the diff directory lists '$DIFF_LIST', not vm.img"
+stat "$MNT/.diff/${T[6]}..before-upgrade/vm.img" >/dev/null 2>&1 && fail "a diff from after its end exists"
+
 info "kill -9 and remount keep every instant up to the last fsync"
 step 7 1
 SYNCED=7

@@ -178,6 +178,47 @@ struct CDPTests {
         }
     }
 
+    /// A diff applied over the image at FROM (its data ranges, by SEEK_DATA/SEEK_HOLE) gives the image at TO.
+    @Test func aDiffAppliedOverFromGivesTo() throws {
+        let t = try TestData()
+        try t.withEngine { e in
+            let v = try e.createVolumes(name: "vm", size: Self.size)[0]
+            let top = e.stack(of: v)
+            try top.write(.pattern(Int(Self.size), seed: 1), at: 0)
+            _ = try e.enableCDP("vm", window: 3600, maxSize: nil)
+            try top.write(.pattern(10000, seed: 2), at: 5000)
+            _ = try e.markCDP("vm", mark: "from")
+            let from = try v.contents()
+            _ = try Self.workload(e, v, steps: 40, seed: 4)
+            _ = try e.markCDP("vm", mark: "to")
+            let to = try v.contents()
+            try top.write(.pattern(4096, seed: 5), at: 0)  // after TO: not in the diff
+
+            let diff = try e.cdpDiff("vm", from: "from", to: "to")
+            #expect(diff.size == Self.size)
+            var rebuilt = from
+            var at: UInt64 = 0
+            var data: UInt64 = 0
+            while let start = diff.seek(from: at, data: true) {
+                let end = diff.seek(from: start, data: false) ?? diff.size
+                let bytes = try diff.read(at: start, count: Int(end - start))
+                rebuilt.replaceSubrange(Int(start)..<Int(end), with: bytes)
+                data += end - start
+                at = end
+                if at >= diff.size { break }
+            }
+            #expect(rebuilt == to)
+            #expect(data < Self.size)
+            let whole = try Self.contents(diff)
+            for r in diff.regions {
+                #expect(Array(whole[Int(r.start)..<Int(r.end)]) == Array(to[Int(r.start)..<Int(r.end)]))
+            }
+            expectCode(.invalid) { _ = try e.cdpDiff("vm", from: "to", to: "from") }
+            expectCode(.notFound) { _ = try e.cdpDiff("vm", from: "nope", to: "to") }
+            expectCode(.invalid) { _ = try e.markCDP("vm", mark: "a..b") }
+        }
+    }
+
     @Test func badInputChangesNothing() throws {
         let t = try TestData()
         try t.withEngine { e in

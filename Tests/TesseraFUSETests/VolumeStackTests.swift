@@ -239,7 +239,8 @@ final class CountedEngine {
     @Test(arguments: [
         Node.root, .snapshots, .volume(VolumeID(1)), .volume(VolumeID(1 << 30)), .snapshotDir(1), .snapshotDir(77),
         .snapshotImage(snapshot: 3, volume: VolumeID(9)),
-        .snapshotImage(snapshot: 1 << 20, volume: VolumeID(0xff_ffff)), .cdp, .cdpImage(0), .cdpImage(1 << 40),
+        .snapshotImage(snapshot: 1 << 20, volume: VolumeID(0xff_ffff)), .cdp, .cdpImage(0), .cdpImage(1 << 40), .diff,
+        .diffDir(0), .diffDir(7), .diffImage(0), .diffImage(1 << 40),
     ])
     func decodesWhatItEncodes(_ node: Node) {
         #expect(Node(node.ino) == node)
@@ -253,7 +254,8 @@ final class CountedEngine {
         #expect(Node(1 << 48 | 3 << 24 | 7) == .snapshotImage(snapshot: 3, volume: VolumeID(7)))
         #expect(Node(3) == .cdp)
         #expect(Node(1 << 60 | 9) == .cdpImage(9))
-        for ino: UInt64 in [0, 4, 15] { #expect(Node(ino) == .none) }
+        #expect(Node(4) == .diff)
+        for ino: UInt64 in [0, 5, 15] { #expect(Node(ino) == .none) }
         #expect(Node.snapshots.isSnapshotDirectory && Node.snapshotDir(1).isSnapshotDirectory)
         #expect(
             !Node.root.isSnapshotDirectory && !Node.snapshotImage(snapshot: 1, volume: VolumeID(1)).isSnapshotDirectory)

@@ -98,6 +98,11 @@ public struct CDPIndex: Sendable {
         blocks.compactMap { b, list in list.last.map { $0.seq >= from && $0.time > after ? b : nil } ?? nil }.sorted()
     }
 
+    /// Blocks written by a record stamped in `after <.. until` (sorted): what a diff shows changed.
+    public func blocksWritten(after: Int64, until: Int64) -> [UInt64] {
+        blocks.compactMap { b, list in list.contains { $0.time > after && $0.time <= until } ? b : nil }.sorted()
+    }
+
     private static func firstIndex(_ list: [CDPEntry], from: UInt64) -> Int {
         var lo = 0
         var hi = list.count
