@@ -229,9 +229,10 @@ def cmd_run(argv):
     return 0 if ok else 1
 
 
-JOB_ORDER = ["4k-randread", "4k-randwrite", "4k-snapwrite", "1m-read", "1m-write"]
+JOB_ORDER = ["4k-randread", "4k-randwrite", "4k-snapwrite", "4k-cdpwrite", "1m-read", "1m-write", "1m-cdpwrite"]
 JOB_TITLE = {"4k-randread": "4k randread", "4k-randwrite": "4k randwrite", "4k-snapwrite": "4k after snap",
-             "1m-read": "1M seq read", "1m-write": "1M seq write"}
+             "4k-cdpwrite": "4k write CDP", "1m-read": "1M seq read", "1m-write": "1M seq write",
+             "1m-cdpwrite": "1M write CDP"}
 
 
 def metric(job, fio):
@@ -374,6 +375,13 @@ def cmd_report(argv):
             after, before = summary[t]["4k-snapwrite"]["median"], summary[t]["4k-randwrite"]["median"]
             if after and before:
                 lines.append(f"{t}: 4k random write right after a snapshot / without one: {after / before:.2f}x")
+    for on, off in (("4k-cdpwrite", "4k-randwrite"), ("1m-cdpwrite", "1m-write")):
+        if on in jobs and off in jobs:
+            # The cost of continuous data protection: the same writes with the volume's CDP journal on.
+            for t in targets:
+                a, b = summary[t][on]["median"], summary[t][off]["median"]
+                if a and b:
+                    lines.append(f"{t}: {JOB_TITLE[on]} / without CDP: {a / b:.2f}x")
     daemons = [t for t in targets if any("daemon_cpu_seconds_per_io" in summary[t][j] for j in jobs)]
     if daemons:
         lines.append("")

@@ -247,6 +247,25 @@ enum Schema {
             // The pools a domain's volumes may be placed in (a JSON array of pool names; NULL: any pool).
             try db.alter(table: "domain") { t in t.add(column: "pools", .text) }
         }
+        // Continuous data protection: which volumes are protected and how long / how much is kept, and the
+        // named instants (marks). The bases are hidden snapshots (".cdp.VOLUME-ID.GENERATION"); the writes
+        // themselves live in journal segment files under DATA/cdp/VOLUME-ID/, not in the catalog.
+        m.registerMigration("v9-cdp") { db in
+            try db.create(table: "cdp") { t in
+                t.primaryKey("volumeId", .integer).references("volume", onDelete: .cascade)
+                t.column("windowSeconds", .integer).notNull().check { $0 > 0 }
+                t.column("maxSize", .integer).check { $0 > 0 }
+                t.column("enabledAt", .double).notNull()
+                t.column("note", .text)
+            }
+            try db.create(table: "cdp_mark") { t in
+                t.autoIncrementedPrimaryKey("id")
+                t.column("volumeId", .integer).notNull().references("cdp", column: "volumeId", onDelete: .cascade)
+                t.column("name", .text).notNull()
+                t.column("time", .integer).notNull()
+                t.uniqueKey(["volumeId", "name"])
+            }
+        }
         return m
     }
 

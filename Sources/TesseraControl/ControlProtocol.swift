@@ -46,6 +46,13 @@ public indirect enum ControlRequest: Codable, Sendable {
     case domainDelete(name: String)
     /// `request` acting in domain `domain` (`--domain D`).
     case inDomain(domain: String, request: ControlRequest)
+    /// Continuous data protection (CDP.swift): `window` in seconds, `maxSize` in bytes.
+    case cdpEnable(volume: String, window: Int64, maxSize: UInt64?)
+    case cdpDisable(volume: String)
+    case cdpStatus(volume: String?)
+    case cdpMark(volume: String, name: String)
+    /// `at`: an RFC 3339 time or a mark name; `as`: a new volume (nil: in place).
+    case cdpRestore(volume: String, at: String, as: String?)
 }
 
 /// The answer: `error` set on failure, otherwise the fields the request asks for.
@@ -62,13 +69,15 @@ public struct ControlReply: Codable, Sendable {
     public var domains: [DomainInfo]?
     /// Set on the intermediate lines of a long request: (done, total). The final reply has none.
     public var progress: [Int]?
+    public var cdp: [CDPInfo]?
     public init(
         error: TesseraError? = nil, volumes: [VolumeInfo]? = nil, pools: [PoolInfo]? = nil,
         stores: [StoreInfo]? = nil, status: StatusInfo? = nil, snapshots: [SnapshotInfo]? = nil,
         schedules: [ScheduleInfo]? = nil, scrub: ScrubReport? = nil, progress: [Int]? = nil, qos: QoSReport? = nil,
-        domains: [DomainInfo]? = nil
+        domains: [DomainInfo]? = nil, cdp: [CDPInfo]? = nil
     ) {
         self.qos = qos
+        self.cdp = cdp
         self.error = error
         self.domains = domains
         self.scrub = scrub
@@ -194,6 +203,23 @@ public struct ControlService: Sendable {
             return ControlReply(schedules: try engine.scheduleInfos(domain: domain))
         case .clone(let source, let name):
             return ControlReply(volumes: [engine.info(try engine.clone(source, as: name, domain: domain))])
+        case .cdpEnable(let volume, let window, let maxSize):
+            return ControlReply(cdp: [try engine.enableCDP(volume, window: window, maxSize: maxSize)])
+        case .cdpDisable(let volume):
+            try engine.disableCDP(volume)
+            return ControlReply()
+        case .cdpStatus(let volume):
+            return ControlReply(cdp: try engine.cdpInfos(volume))
+        case .cdpMark(let volume, let name):
+            let mark = try engine.markCDP(volume, mark: name)
+            return ControlReply(
+                cdp: try engine.cdpInfos(volume).map { info in
+                    var i = info
+                    i.marks = [mark]
+                    return i
+                })
+        case .cdpRestore(let volume, let at, let name):
+            return ControlReply(volumes: [try engine.restoreCDP(volume, at: at, as: name)])
         case .unmount(let force):
             guard let unmount else { throw TesseraError(.notFound, "no mount is running for \(engine.data.path)") }
             try unmount(force)

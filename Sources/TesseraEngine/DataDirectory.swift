@@ -31,6 +31,8 @@ public struct DataDirectory: Sendable {
     public var logPath: String { path + "/tessera.log" }
     public var defaultStorePath: String { path + "/stores/default" }
     public var storesPath: String { path + "/stores" }
+    /// CDP journals, one directory per protected volume (named by its id).
+    public var cdpPath: String { path + "/cdp" }
 
     /// The directories under DATA/stores that were a store: they hold a store.json or chunk files.
     public func usedStoreDirectories() -> [String] {

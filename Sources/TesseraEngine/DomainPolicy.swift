@@ -35,7 +35,7 @@ extension Engine {
             }
         }
         if snapshots > 0, let q = d.quotaSnapshots {
-            let have = s.snapshots.values.filter { $0.domainId == id }.count
+            let have = s.snapshots.values.filter { $0.domainId == id && !isHidden($0.name) }.count
             if have + snapshots > q {
                 throw TesseraError(
                     .quota, "domain '\(d.name)' is over its quota of \(q) snapshots (it holds \(have))")

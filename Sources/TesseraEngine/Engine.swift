@@ -64,6 +64,8 @@ public final class Engine: Sendable {
     let volumeLayers: [VolumeLayerFactory]
     /// QoS settings in force and each live volume's QoS layer (QoS.swift).
     let qos = QoSRegistry()
+    /// The CDP journal of every volume (inactive unless protected; CDP.swift).
+    public let cdp: CDPRegistry
     /// Serialises snapshot, clone, revert and schedule work (control plane only).
     let snapshotLock = Mutex(())
     /// Called after a volume's name, size or attributes change outside the FUSE request that caused
@@ -111,7 +113,9 @@ public final class Engine: Sendable {
         volumeLayers: [VolumeLayerFactory] = []
     ) throws(TesseraError) {
         self.data = data
-        self.volumeLayers = volumeLayers
+        let cdp = CDPRegistry(root: data.cdpPath)
+        self.cdp = cdp
+        self.volumeLayers = [Self.cdpLayer(cdp)] + volumeLayers
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: data.path, isDirectory: &isDir), isDir.boolValue else {
             throw TesseraError(.catalog, "no Tessera data directory at \(data.path) (run 'tessera init' first)")
@@ -185,6 +189,7 @@ public final class Engine: Sendable {
         state.withLock { $0 = s }
         if stamped { recordAllManifests() }  // stores of an older release: record their snapshots and schedules
         if collectGarbage { try sweepOrphans() }
+        try loadCDP()
     }
 
     /// Flushes every volume (and then what any cache still holds); the first failure is thrown after

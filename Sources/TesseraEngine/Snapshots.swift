@@ -27,6 +27,10 @@ extension Engine {
     func clones(of v: Volume) -> [Volume] { allVolumes().filter { $0.parent === v } }
 
     func refuseIfReferenced(_ v: Volume, allowSnapshots: Bool) throws(TesseraError) {
+        if cdp.journal(for: v.id).isActive {
+            throw TesseraError(
+                .busy, "volume '\(v.name)' is protected by CDP; run 'tessera cdp disable \(v.name)' first")
+        }
         let kids = clones(of: v)
         if !kids.isEmpty {
             throw TesseraError(
@@ -50,18 +54,21 @@ extension Engine {
         }
     }
 
+    /// A snapshot a user may name: the hidden bases of CDP (".cdp.…") are not among them.
     private func requireSnapshot(_ name: String, domainID: Int64) throws(TesseraError) -> (
         SnapshotRecord, [SnapshotMemberRecord]
     ) {
-        guard let found = snapshot(named: name, domainID: domainID) else {
+        guard !Self.isHidden(name), let found = snapshot(named: name, domainID: domainID) else {
             throw TesseraError(.notFound, "no snapshot named '\(name)'\(inDomain(domainID))")
         }
         return found
     }
 
-    /// The images of snapshot `name` of domain `domainID` (for the mount's .snapshots directories).
+    /// The images of snapshot `name` of domain `domainID` (for the mount's .snapshots directories; never
+    /// a hidden CDP base).
     public func snapshotImages(_ name: String, domainID: Int64 = DomainRecord.defaultID) -> [SnapshotImage]? {
-        snapshot(named: name, domainID: domainID).flatMap { snapshotImages(id: $0.0.id!) }
+        guard !Self.isHidden(name) else { return nil }
+        return snapshot(named: name, domainID: domainID).flatMap { snapshotImages(id: $0.0.id!) }
     }
 
     /// The images of snapshot `id`, by volume name.
@@ -82,10 +89,10 @@ extension Engine {
         snapshotImages(id: id)?.first { $0.volume.id == volume }
     }
 
-    /// The names of domain `domainID`'s snapshots, oldest first.
+    /// The names of domain `domainID`'s snapshots a user sees, oldest first.
     public func snapshotNames(domainID: Int64 = DomainRecord.defaultID) -> [String] {
         state.withLock { s in
-            s.snapshots.values.filter { $0.domainId == domainID }
+            s.snapshots.values.filter { $0.domainId == domainID && !Self.isHidden($0.name) }
                 .sorted { ($0.createdAt, $0.id!) < ($1.createdAt, $1.id!) }.map(\.name)
         }
     }
@@ -98,10 +105,11 @@ extension Engine {
     /// The default domain's snapshots, oldest first.
     public func snapshotInfos() -> [SnapshotInfo] { snapshotInfos(domainID: DomainRecord.defaultID) }
 
-    func snapshotInfos(domainID: Int64) -> [SnapshotInfo] {
+    /// Domain `domainID`'s snapshots, oldest first (`hidden`: the bases of CDP too).
+    func snapshotInfos(domainID: Int64, hidden: Bool = false) -> [SnapshotInfo] {
         let domain = domainName(id: domainID)
         let snaps = state.withLock { s in
-            s.snapshots.values.filter { $0.domainId == domainID }
+            s.snapshots.values.filter { $0.domainId == domainID && (hidden || !Self.isHidden($0.name)) }
                 .sorted { ($0.createdAt, $0.id!) < ($1.createdAt, $1.id!) }.map { ($0, s.members[$0.id!] ?? []) }
         }
         return snaps.map { snap, members in
@@ -138,12 +146,22 @@ extension Engine {
             if !chosen.contains(where: { $0 === v }) { chosen.append(v) }
         }
         if chosen.isEmpty { throw TesseraError(.invalid, "there is no volume to snapshot") }
-        chosen.sort { $0.id.rawValue < $1.id.rawValue }
+        return try snapshot(chosen, as: name, domainID: domainID, scheduleID: scheduleID)
+    }
+
+    /// Snapshots `chosen` at one instant as `name` (also a hidden CDP base: no name check here).
+    /// Hidden bases count against no quota.
+    func snapshot(_ volumes: [Volume], as name: String, domainID: Int64, scheduleID: Int64? = nil)
+        throws(TesseraError) -> SnapshotInfo
+    {
+        let chosen = volumes.sorted { $0.id.rawValue < $1.id.rawValue }
         return try snapshotLock.withLock { _ throws(TesseraError) in
             if snapshot(named: name, domainID: domainID) != nil {
                 throw TesseraError(.exists, "a snapshot named '\(name)' already exists\(inDomain(domainID))")
             }
-            try state.withLock { s throws(TesseraError) in try Self.checkQuota(domainID, in: s, snapshots: 1) }
+            if !Self.isHidden(name) {
+                try state.withLock { s throws(TesseraError) in try Self.checkQuota(domainID, in: s, snapshots: 1) }
+            }
             // Flush once while the guest still writes: it copies in the partial chunks of small writes and
             // makes data durable, so the flush under the quiesce below (guest I/O waits) has only what came
             // in since.
@@ -174,15 +192,23 @@ extension Engine {
                 }
             }
             recordSnapshotManifest(record.id!)  // (volume manifests keep their epoch: a rebuild derives it)
-            return snapshotInfos(domainID: domainID).first { $0.id == record.id! }!
+            return snapshotInfos(domainID: domainID, hidden: true).first { $0.id == record.id! }!
         }
     }
 
     /// Deletes snapshot `name` of `domain`; the space only it held is freed.
     public func deleteSnapshot(_ name: String, domain: String = DomainRecord.defaultName) throws(TesseraError) {
         let domainID = try domainID(domain)
+        _ = try requireSnapshot(name, domainID: domainID)
+        try dropSnapshot(name, domainID: domainID)
+    }
+
+    /// Deletes snapshot `name` of domain `domainID`, hidden or not.
+    func dropSnapshot(_ name: String, domainID: Int64 = DomainRecord.defaultID) throws(TesseraError) {
         try snapshotLock.withLock { _ throws(TesseraError) in
-            let (snap, members) = try requireSnapshot(name, domainID: domainID)
+            guard let (snap, members) = snapshot(named: name, domainID: domainID) else {
+                throw TesseraError(.notFound, "no snapshot named '\(name)'\(inDomain(domainID))")
+            }
             try catalog.deleteSnapshot(snap.id!)  // the catalog first: a crash now only leaks (pruned at open)
             state.withLock { s in
                 s.snapshots[snap.id!] = nil
@@ -235,6 +261,10 @@ extension Engine {
             throw TesseraError(.notFound, "snapshot '\(snapshotName)' does not hold volume '\(volumeName)'")
         }
         if v.isOpen { throw TesseraError(.busy, "volume '\(volumeName)' is open; close it before reverting") }
+        if cdp.journal(for: v.id).isActive {  // a revert changes the map under the journal
+            throw TesseraError(
+                .busy, "volume '\(volumeName)' is protected by CDP; use 'tessera cdp restore' (or cdp disable first)")
+        }
         try snapshotLock.withLock { _ throws(TesseraError) in
             v.quiesce()
             defer { v.resume() }
@@ -257,6 +287,16 @@ extension Engine {
     public func clone(_ source: String, as newName: String, domain: String = DomainRecord.defaultName)
         throws(TesseraError) -> Volume
     {
+        if let snap = source.split(separator: "/").first, source.contains("/"), Self.isHidden(String(snap)) {
+            throw TesseraError(.notFound, "no snapshot named '\(snap)'")
+        }
+        return try cloneVolume(source, as: newName, domain: domain)
+    }
+
+    /// `clone`, also from a hidden CDP base ("BASE/VOLUME").
+    func cloneVolume(_ source: String, as newName: String, domain: String = DomainRecord.defaultName)
+        throws(TesseraError) -> Volume
+    {
         try Self.checkName(newName, "volume")
         let domainID = try domainID(domain)
         if volume(named: newName, domainID: domainID) != nil {
@@ -271,7 +311,9 @@ extension Engine {
             let epoch: UInt64
             let size: UInt64
             if parts.count == 2 {
-                let (_, members) = try requireSnapshot(parts[0], domainID: domainID)
+                guard let (_, members) = snapshot(named: parts[0], domainID: domainID) else {
+                    throw TesseraError(.notFound, "no snapshot named '\(parts[0])'\(inDomain(domainID))")
+                }
                 guard let m = members.first(where: { $0.volumeId == parent.id.rawValue }) else {
                     throw TesseraError(.notFound, "snapshot '\(parts[0])' does not hold volume '\(parent.name)'")
                 }

@@ -6,9 +6,10 @@
 // layer routes each placement unit's chunks to the unit's store (today its one member store's stack),
 // and the RAM cache (when the mount has one) sits over it.
 // Volume side (volume bytes), per volume bottom up: the thin map (`Volume`, over its pool's stack) → the
-// engine's volume layers in order (the CDP journal; none by default) → QoS, always on top (QoS.swift: it
-// costs one atomic load per request while no cap applies, and a cap set later applies at once). A clone
-// is made here like any other volume, so its stack has the same shape.
+// CDP journal (CDPLayer, on every volume: it passes through until the volume is protected) → the volume
+// layers the engine was given, in order → QoS, always on top (QoS.swift: it costs one atomic load per
+// request while no cap applies, and a cap set later applies at once). A clone is made here like any
+// other volume, so its stack has the same shape.
 // The engine keeps typed handles on the layers it reports or drives (the cache, the checksum and
 // compression layers' figures), never a downcast. Map-level operations (snapshot, revert, clone) work on
 // the map itself, under its quiesce; everything else goes through the top of the volume's stack.
@@ -109,6 +110,12 @@ extension Engine {
     }
 
     // MARK: Volume side
+
+    /// The CDP journal layer of a volume, over its thin map (the lowest volume layer: what it records is
+    /// what reached the map, after any throttling above it).
+    static func cdpLayer(_ registry: CDPRegistry) -> VolumeLayerFactory {
+        { volume, below in CDPLayer(over: below, journal: registry.journal(for: volume.id)) }
+    }
 
     /// Makes a volume (its thin map over `pool`'s stack, then the volume layers over the map) and
     /// registers both in `s`. The one place a Volume is constructed: loaded, created or cloned.

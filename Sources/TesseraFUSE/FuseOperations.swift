@@ -199,6 +199,71 @@ extension FuseMount {
         return st
     }
 
+    /// A volume at an instant (MOUNT/.cdp/VOL@TIME.img): read-only, its size then; its blocks are those of
+    /// the base it is read over.
+    private func attr(_ image: CDPImage, _ v: Volume, handle: UInt64) -> stat {
+        var st = attr(v)
+        st.st_ino = UInt(Node.cdpImage(handle).ino)
+        st.st_mode = S_IFREG | (st.st_mode & 0o7777 & ~0o222)
+        st.st_nlink = 1
+        st.st_size = off_t(image.size)
+        let base = (image.base.bottom as? VolumeView).map { $0.volume.allocatedBytes(at: $0.epoch, viewSize: $0.size) }
+        st.st_blocks = blkcnt_t(min(base ?? image.size, image.size) / 512)
+        return st
+    }
+
+    /// The image `.cdp/VOL@SPEC.img` names (SPEC: an RFC 3339 time or a mark); its number and volume.
+    private func cdpImage(named file: String) throws(FuseFailure) -> (CDPImage, Volume, UInt64) {
+        guard let stem = Node.volumeName(fromFile: file), let at = stem.lastIndex(of: "@") else {
+            throw FuseFailure(ENOENT)
+        }
+        guard let v = engine.volume(named: String(stem[..<at])) else { throw FuseFailure(ENOENT) }
+        do {
+            let image = try engine.cdpImage(v.name, at: String(stem[stem.index(after: at)...]))
+            return (image, v, engine.cdp.handle(CDPImageKey(volume: v.id, time: image.time)))
+        } catch {
+            throw FuseFailure(error)
+        }
+    }
+
+    /// A diff image (MOUNT/.diff/FROM..TO/VOL.img): the image at TO, its blocks those of the changed ranges.
+    private func attr(_ diff: CDPDiffImage, _ v: Volume, handle: UInt64) -> stat {
+        var st = attr(diff.image, v, handle: 0)
+        st.st_ino = UInt(Node.diffImage(handle).ino)
+        st.st_blocks = blkcnt_t(diff.regions.reduce(0) { $0 + $1.end - $1.start } / 512)
+        return st
+    }
+
+    /// The diff image of volume file `file` in directory `range` ("FROM..TO"), and its number.
+    private func diffImage(_ file: String, in range: String) throws(FuseFailure) -> (CDPDiffImage, Volume, UInt64) {
+        guard let name = Node.volumeName(fromFile: file), let v = engine.volume(named: name),
+            let dots = range.range(of: "..")
+        else { throw FuseFailure(ENOENT) }
+        do {
+            let diff = try engine.cdpDiff(
+                v.name, from: String(range[..<dots.lowerBound]), to: String(range[dots.upperBound...]))
+            return (diff, v, engine.cdp.diffHandle(v.name + "/" + range))
+        } catch {
+            throw FuseFailure(error)
+        }
+    }
+
+    /// The diff image numbered `handle` (named by an earlier lookup).
+    private func diffImage(_ handle: UInt64) throws(FuseFailure) -> (CDPDiffImage, Volume) {
+        guard let key = engine.cdp.diffName(handle), let slash = key.firstIndex(of: "/") else {
+            throw FuseFailure(ENOENT)
+        }
+        let (diff, v, _) = try diffImage(
+            String(key[..<slash]) + Node.imageSuffix, in: String(key[key.index(after: slash)...]))
+        return (diff, v)
+    }
+
+    /// The image numbered `handle` (named by an earlier lookup).
+    private func cdpImage(_ handle: UInt64) throws(FuseFailure) -> (CDPImage, Volume) {
+        guard let key = engine.cdp.key(handle), let v = engine.volume(id: key.volume) else { throw FuseFailure(ENOENT) }
+        do { return (try engine.cdpImage(v, at: key.time), v) } catch { throw FuseFailure(error) }
+    }
+
     private func snapshotImage(_ snapshot: Int64, _ volume: VolumeID) throws(FuseFailure) -> SnapshotImage {
         guard let image = engine.snapshotImage(snapshot: snapshot, volume: volume) else { throw FuseFailure(ENOENT) }
         return image
@@ -220,8 +285,22 @@ extension FuseMount {
         switch Node(parent) {
         case let node where node.volumesOf != nil && name == Node.snapshotsName:
             e = entry(directoryAttr(.snapshots(of: node.volumesOf!)))
+        case .root where name == Node.cdpName:
+            e = entry(directoryAttr(.cdp))
+        case .root where name == Node.diffName:
+            e = entry(directoryAttr(.diff))
         case .root where domainDirectory(name) != nil:
             e = entry(directoryAttr(domainDirectory(name)!))
+        case .diff:
+            guard name.contains("..") else { throw FuseFailure(ENOENT) }
+            e = entry(directoryAttr(.diffDir(engine.cdp.diffHandle(name))))
+        case .diffDir(let n):
+            guard let range = engine.cdp.diffName(n) else { throw FuseFailure(ENOENT) }
+            let (diff, v, handle) = try diffImage(name, in: range)
+            e = entry(attr(diff, v, handle: handle))
+        case .cdp:
+            let (image, v, handle) = try cdpImage(named: name)
+            e = entry(attr(image, v, handle: handle))
         case let node where node.snapshotsOf != nil:
             guard let id = engine.snapshotImages(name, domainID: node.snapshotsOf!)?.first?.snapshotID else {
                 throw FuseFailure(ENOENT)
@@ -242,11 +321,20 @@ extension FuseMount {
     {
         var st: stat
         switch Node(ino) {
-        case let node where node == .root || node == .snapshots:
+        case let node where node == .root || node == .snapshots || node == .cdp || node == .diff:
             st = directoryAttr(node)
         case let node where node.volumesOf != nil || node.snapshotsOf != nil:
             _ = try domainName(node.volumesOf ?? node.snapshotsOf!)
             st = directoryAttr(node)
+        case .diffDir(let n):
+            guard engine.cdp.diffName(n) != nil else { throw FuseFailure(ENOENT) }
+            st = directoryAttr(.diffDir(n))
+        case .diffImage(let handle):
+            let (diff, v) = try diffImage(handle)
+            st = attr(diff, v, handle: handle)
+        case .cdpImage(let handle):
+            let (image, v) = try cdpImage(handle)
+            st = attr(image, v, handle: handle)
         case .snapshotDir(let snap):
             guard engine.snapshotName(id: snap) != nil else { throw FuseFailure(ENOENT) }
             st = directoryAttr(.snapshotDir(snap))
@@ -270,7 +358,8 @@ extension FuseMount {
     ) throws(FuseFailure) {
         let node = Node(ino)
         switch node {
-        case .snapshots, .domainSnapshots, .snapshotDir, .snapshotImage: throw FuseFailure(EROFS)
+        case .snapshots, .domainSnapshots, .snapshotDir, .snapshotImage, .cdp, .cdpImage, .diff, .diffDir, .diffImage:
+            throw FuseFailure(EROFS)
         default: break
         }
         let v: Volume
@@ -329,6 +418,23 @@ extension FuseMount {
                     names.append((name, directoryAttr(.snapshotDir(id))))
                 }
             }
+        case .diff: break  // FROM..TO directories are found by name
+        case .diffDir(let n):
+            guard let range = engine.cdp.diffName(n) else { throw FuseFailure(ENOENT) }
+            for v in engine.allVolumes() {
+                guard let (_, _, handle) = try? diffImage(v.name + Node.imageSuffix, in: range) else { continue }
+                var st = stat()
+                st.st_ino = UInt(Node.diffImage(handle).ino)
+                st.st_mode = S_IFREG
+                names.append((v.name + Node.imageSuffix, st))
+            }
+        case .cdp:
+            for (name, key) in engine.cdpListing() {
+                var st = stat()
+                st.st_ino = UInt(Node.cdpImage(engine.cdp.handle(key)).ino)
+                st.st_mode = S_IFREG
+                names.append((name + Node.imageSuffix, st))
+            }
         case .snapshotDir(let snap):
             guard let images = engine.snapshotImages(id: snap) else { throw FuseFailure(ENOENT) }
             for image in images {
@@ -362,6 +468,14 @@ extension FuseMount {
             if fi.pointee.flags & O_ACCMODE != O_RDONLY || fi.pointee.flags & O_TRUNC != 0 { throw FuseFailure(EROFS) }
             let image = try snapshotImage(snap, vol)
             attach(OpenImage(image.volume, io: engine.view(of: image), pid: Self.caller(req)), fi)
+        case .cdpImage(let handle):
+            if fi.pointee.flags & O_ACCMODE != O_RDONLY || fi.pointee.flags & O_TRUNC != 0 { throw FuseFailure(EROFS) }
+            let (image, v) = try cdpImage(handle)
+            attach(OpenImage(v, io: image, pid: Self.caller(req)), fi)
+        case .diffImage(let handle):
+            if fi.pointee.flags & O_ACCMODE != O_RDONLY || fi.pointee.flags & O_TRUNC != 0 { throw FuseFailure(EROFS) }
+            let (diff, v) = try diffImage(handle)
+            attach(OpenImage(v, io: diff, pid: Self.caller(req)), fi)
         case .volume(let id):
             let v = try volume(id)
             // libfuse asks for atomic O_TRUNC: the kernel passes the flag here instead of a SETATTR.
@@ -579,7 +693,7 @@ extension FuseMount {
     ) throws(FuseFailure) {
         let id: VolumeID
         switch Node(ino) {
-        case .snapshotImage: throw FuseFailure(EROFS)
+        case .snapshotImage, .cdpImage, .diffImage: throw FuseFailure(EROFS)
         case .volume(let volume): id = volume
         default: throw FuseFailure(ENOTSUP)
         }

@@ -3,9 +3,12 @@ import TesseraEngine
 
 /// What an inode number of the mount names, decoded in this one place. Volume, snapshot and domain IDs
 /// are never reused, so a number is stable for the life of what it names and never names something else.
-///   1 root · 2 .snapshots · 16+V volume V · 2^40+S snapshot directory S · 2^44+2D directory of domain D ·
-///   2^44+2D+1 its .snapshots · 2^48 | S<<24 | V image of V in S   (0 and 3…15 name nothing: `.none`).
+///   1 root · 2 .snapshots · 3 .cdp · 4 .diff · 16+V volume V · 2^40+S snapshot directory S · 2^44+2D
+///   directory of domain D · 2^44+2D+1 its .snapshots · 2^48 | S<<24 | V image of V in S · 2^58+N the diff
+///   image "VOL@FROM..TO" numbered N · 2^59+N the diff directory "FROM..TO" numbered N · 2^60+N the CDP
+///   image (volume, instant) numbered N by the engine's CDPRegistry (0 and 5…15 name nothing: `.none`).
 /// The root and its .snapshots are the default domain's directories; `.domain` is never the default one.
+/// CDP and diff numbers are stable for the life of the daemon only, which is all the kernel needs.
 enum Node: Equatable {
     case root
     case snapshots
@@ -14,17 +17,30 @@ enum Node: Equatable {
     case domain(Int64)
     case domainSnapshots(Int64)
     case snapshotImage(snapshot: Int64, volume: VolumeID)
+    case cdp
+    case cdpImage(UInt64)
+    case diff
+    case diffDir(UInt64)
+    case diffImage(UInt64)
     case none
 
     private static let volumeBase: UInt64 = 16
     private static let snapshotDirBase: UInt64 = 1 << 40
     private static let domainBase: UInt64 = 1 << 44
     private static let snapshotImageBase: UInt64 = 1 << 48
+    private static let cdpImageBase: UInt64 = 1 << 60
+    private static let diffDirBase: UInt64 = 1 << 59
+    private static let diffImageBase: UInt64 = 1 << 58
 
     init(_ ino: UInt64) {
         switch ino {
         case 1: self = .root
         case 2: self = .snapshots
+        case 3: self = .cdp
+        case 4: self = .diff
+        case Self.cdpImageBase...: self = .cdpImage(ino - Self.cdpImageBase)
+        case Self.diffDirBase..<Self.cdpImageBase: self = .diffDir(ino - Self.diffDirBase)
+        case Self.diffImageBase..<Self.diffDirBase: self = .diffImage(ino - Self.diffImageBase)
         case Self.volumeBase..<Self.snapshotDirBase: self = .volume(VolumeID(Int64(ino - Self.volumeBase)))
         case Self.snapshotDirBase..<Self.domainBase: self = .snapshotDir(Int64(ino - Self.snapshotDirBase))
         case Self.domainBase..<Self.snapshotImageBase:
@@ -47,6 +63,11 @@ enum Node: Equatable {
         case .domainSnapshots(let id): Self.domainBase + UInt64(id) << 1 + 1
         case .snapshotImage(let snapshot, let volume):
             Self.snapshotImageBase | UInt64(snapshot) << 24 | UInt64(volume.rawValue)
+        case .cdp: 3
+        case .cdpImage(let n): Self.cdpImageBase + n
+        case .diff: 4
+        case .diffDir(let n): Self.diffDirBase + n
+        case .diffImage(let n): Self.diffImageBase + n
         case .none: 0
         }
     }
@@ -54,7 +75,7 @@ enum Node: Equatable {
     /// `.snapshots` (of any domain) or a snapshot's directory: read-only directories (EROFS for changes).
     var isSnapshotDirectory: Bool {
         switch self {
-        case .snapshots, .domainSnapshots, .snapshotDir: true
+        case .snapshots, .domainSnapshots, .snapshotDir, .cdp, .diff, .diffDir: true
         default: false
         }
     }
@@ -85,6 +106,8 @@ enum Node: Equatable {
 
     static let imageSuffix = ".img"
     static let snapshotsName = ".snapshots"
+    static let cdpName = ".cdp"
+    static let diffName = ".diff"
 
     /// "vm1.img" → "vm1"; nil for names that are not images.
     static func volumeName(fromFile name: String) -> String? {

@@ -49,6 +49,7 @@ struct MountCommand: ParsableCommand {
             engine.startPeriodicFlush()
             engine.startHealthChecks()
             engine.startScheduler()
+            engine.startCDP()
             server.start()
             MountPoint.record(mountpoint, dir)
             Log.info("mounted \(dir.path) at \(mountpoint) (\(engine.allVolumes().count) volumes)")

@@ -78,6 +78,8 @@ func shape(_ top: any VolumeStore) -> [String] {
             store = layer.below
         } else if let layer = store as? QoSLayer {
             store = layer.below
+        } else if let layer = store as? CDPLayer {
+            store = layer.below
         } else {
             return names
         }
@@ -182,7 +184,7 @@ final class CountedEngine {
         try live.io.write([UInt8](repeating: 5, count: 10), at: 0)
         let clone = try t.engine.clone("vm", as: "copy")
         let stack = t.engine.stack(of: clone)
-        #expect(shape(stack) == ["QoSLayer", "CountingLayer", "Volume"])
+        #expect(shape(stack) == ["QoSLayer", "CountingLayer", "CDPLayer", "Volume"])
         #expect(shape(stack) == shape(live.io))
         #expect(stack.bottom === clone)
         let writes = t.tally["write"]
@@ -206,7 +208,7 @@ final class CountedEngine {
         let engine = try CountedEngine.open(data, tally)
         for name in ["vm", "copy"] {
             let v = try #require(engine.volume(named: name))
-            #expect(shape(engine.stack(of: v)) == ["QoSLayer", "CountingLayer", "Volume"])
+            #expect(shape(engine.stack(of: v)) == ["QoSLayer", "CountingLayer", "CDPLayer", "Volume"])
             #expect(engine.stack(of: v).bottom === v)
         }
     }
@@ -224,14 +226,17 @@ final class CountedEngine {
         #expect(t.engine.stack(of: image.volume) === image.volume)
     }
 
-    @Test func withoutLayersQoSSitsOnTheMap() throws {
+    /// Every stack has the CDP journal over the map (passing through until the volume is protected) and
+    /// QoS on top.
+    @Test func withoutLayersQoSSitsOnTheJournalOverTheMap() throws {
         let dir = try TemporaryDirectory(prefix: "tessera-stack-test")
         let data = DataDirectory(path: dir.path + "/data")
         try Engine.initialize(data, chunkSize: CountedEngine.chunkSize)
         let engine = try Engine(data)
         let v = try engine.createVolumes(name: "vm", size: 4 * cs)[0]
-        #expect(shape(engine.stack(of: v)) == ["QoSLayer", "Volume"])
+        #expect(shape(engine.stack(of: v)) == ["QoSLayer", "CDPLayer", "Volume"])
         #expect(engine.throttle(of: v) === engine.stack(of: v))
+        #expect(engine.stack(of: v).bottom === v)
     }
 }
 
@@ -239,7 +244,8 @@ final class CountedEngine {
     @Test(arguments: [
         Node.root, .snapshots, .volume(VolumeID(1)), .volume(VolumeID(1 << 30)), .snapshotDir(1), .snapshotDir(77),
         .snapshotImage(snapshot: 3, volume: VolumeID(9)),
-        .snapshotImage(snapshot: 1 << 20, volume: VolumeID(0xff_ffff)),
+        .snapshotImage(snapshot: 1 << 20, volume: VolumeID(0xff_ffff)), .cdp, .cdpImage(0), .cdpImage(1 << 40), .diff,
+        .diffDir(0), .diffDir(7), .diffImage(0), .diffImage(1 << 40),
     ])
     func decodesWhatItEncodes(_ node: Node) {
         #expect(Node(node.ino) == node)
@@ -251,7 +257,10 @@ final class CountedEngine {
         #expect(Node(16 + 5) == .volume(VolumeID(5)))
         #expect(Node((1 << 40) + 4) == .snapshotDir(4))
         #expect(Node(1 << 48 | 3 << 24 | 7) == .snapshotImage(snapshot: 3, volume: VolumeID(7)))
-        for ino: UInt64 in [0, 3, 15] { #expect(Node(ino) == .none) }
+        #expect(Node(3) == .cdp)
+        #expect(Node(1 << 60 | 9) == .cdpImage(9))
+        #expect(Node(4) == .diff)
+        for ino: UInt64 in [0, 5, 15] { #expect(Node(ino) == .none) }
         #expect(Node.snapshots.isSnapshotDirectory && Node.snapshotDir(1).isSnapshotDirectory)
         #expect(
             !Node.root.isSnapshotDirectory && !Node.snapshotImage(snapshot: 1, volume: VolumeID(1)).isSnapshotDirectory)
