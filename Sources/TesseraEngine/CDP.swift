@@ -123,17 +123,18 @@ extension Engine {
 
     // MARK: Life cycle
 
-    /// At open: opens the journal of every protected volume (a torn tail is dropped), deletes what a
-    /// crash left half done (bases of unprotected volumes, segments older than the oldest base).
-    func loadCDP() throws(TesseraError) {
+    /// At open: opens the journal of every protected volume (a torn tail is dropped) and, with `prune`
+    /// (not for fsck, which only reports), deletes what a crash left half done (bases of unprotected
+    /// volumes, segments older than the oldest base).
+    func loadCDP(prune: Bool) throws(TesseraError) {
         let records = try catalog.cdpRecords()
         let protected = Set(records.map(\.volumeId))
         let orphans = state.withLock { s in
             s.snapshots.values.filter { snap in
                 Self.isHidden(snap.name) && !(s.members[snap.id!] ?? []).contains { protected.contains($0.volumeId) }
-            }.map(\.name)
+            }.map { ($0.name, $0.domainId) }
         }
-        for name in orphans { try? dropSnapshot(name) }
+        if prune { for (name, domain) in orphans { try? dropSnapshot(name, domainID: domain) } }
         for r in records {
             guard let v = volume(id: VolumeID(r.volumeId)) else { continue }
             let j = cdp.journal(for: v.id)
@@ -141,6 +142,7 @@ extension Engine {
             do { try j.open(generation: bases.last?.generation ?? 0, volumeSize: v.size) } catch {
                 throw TesseraError(.io, "cannot open the CDP journal of '\(v.name)': \(error)")
             }
+            guard prune else { continue }
             if let oldest = bases.first {
                 j.drop(before: oldest.generation)
             } else {
@@ -214,7 +216,7 @@ extension Engine {
         let (v, _) = try requireProtected(name)
         try catalog.deleteCDP(v.id)
         cdp.journal(for: v.id).close(deleteFiles: true)
-        for base in cdpBases(v) { try dropSnapshot(base.name) }
+        for base in cdpBases(v) { try dropSnapshot(base.name, domainID: v.record.domainId) }
         Log.info("cdp: '\(name)' no longer protected; journal and bases freed")
     }
 

@@ -125,7 +125,7 @@ extension Engine {
                 let bySize = !byTime && overCap
                 guard byTime || bySize else { break }
                 do {
-                    try dropSnapshot(bases[0].name)
+                    try dropSnapshot(bases[0].name, domainID: v.record.domainId)
                 } catch {
                     Log.error("cdp: cannot drop the oldest base of '\(v.name)': \(error)")
                     break

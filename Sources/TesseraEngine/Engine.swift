@@ -189,7 +189,7 @@ public final class Engine: Sendable {
         state.withLock { $0 = s }
         if stamped { recordAllManifests() }  // stores of an older release: record their snapshots and schedules
         if collectGarbage { try sweepOrphans() }
-        try loadCDP()
+        try loadCDP(prune: collectGarbage)
     }
 
     /// Flushes every volume (and then what any cache still holds); the first failure is thrown after
