@@ -77,11 +77,12 @@ extension Engine {
         var middle: any ChunkStore = bottom
         var compressor: CompressionLayer?
         if case .zstd(let level) = compression {
-            let c = CompressionLayer(over: bottom, level: Int(level))
+            let c = CompressionLayer(over: bottom, level: Int(level), place: "store \(record.name)")
             compressor = c
             middle = c
         }
-        return OpenedStore(top: ChecksumLayer(over: middle), compression: compressor, bottom: bottom)
+        return OpenedStore(
+            top: ChecksumLayer(over: middle, place: "store \(record.name)"), compression: compressor, bottom: bottom)
     }
 
     /// What a placement unit's chunks are routed to: today a unit has exactly one member, its primary,

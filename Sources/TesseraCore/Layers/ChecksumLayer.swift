@@ -65,7 +65,12 @@ public final class ChecksumLayer: ChunkStore {
         return (raw + blockSize - 1) / blockSize * blockSize
     }
 
-    public init(over inner: any ChunkStore, maxCachedTables: Int = 8192) {
+    /// What the layer's messages call the store below it ("store NAME"; the engine names it).
+    let place: String
+
+    /// - Parameter place: the store below, as messages name it ("store NAME").
+    public init(over inner: any ChunkStore, maxCachedTables: Int = 8192, place: String = "its store") {
+        self.place = place
         // Find the table size t with tableBytes(inner - t) == t (it grows with the chunk size).
         var t = Self.blockSize
         while t < inner.chunkSize && Self.tableBytes(for: inner.chunkSize - t) != t { t += Self.blockSize }
@@ -116,7 +121,7 @@ public final class ChecksumLayer: ChunkStore {
 
     private func corrupt(_ chunk: ChunkID, _ offset: Int) -> StoreError {
         failures.add(1, ordering: .relaxed)
-        Log.error("checksum mismatch: \(chunk) (\(chunk.unit)) at byte \(offset)")
+        Log.error("checksum mismatch: \(chunk) on \(place) at byte \(offset)")
         return .corrupt(chunk: chunk, offset: offset)
     }
 
@@ -131,7 +136,7 @@ public final class ChecksumLayer: ChunkStore {
             raw = try inner.readAll(chunk)
         } catch .corrupt {
             failures.add(1, ordering: .relaxed)
-            Log.error("undecodable object: \(chunk) (\(chunk.unit))")
+            Log.error("undecodable object: \(chunk) on \(place)")
             return ([UInt8](repeating: 0, count: chunkSize), Array(0..<blocks))
         }
         if raw.count < inner.chunkSize { raw.append(contentsOf: repeatElement(0, count: inner.chunkSize - raw.count)) }

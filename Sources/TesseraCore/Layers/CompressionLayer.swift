@@ -82,7 +82,12 @@ public final class CompressionLayer: ChunkStore {
     /// A compression layer over `inner`, whose chunk size should come from `innerChunkSize(for:)`; ours
     /// is the largest multiple of 4 KiB that fits beside the header.
     /// - Parameter level: zstd level for new objects, in `levels` (1 fast … 19 small).
-    public init(over inner: any ChunkStore, level: Int = CompressionLayer.defaultLevel) {
+    /// What the layer's messages call the store below it ("store NAME"; the engine names it).
+    let place: String
+
+    /// - Parameter place: the store below, as messages name it ("store NAME").
+    public init(over inner: any ChunkStore, level: Int = CompressionLayer.defaultLevel, place: String = "its store") {
+        self.place = place
         precondition(Self.levels.contains(level), "zstd level \(level) outside \(Self.levels)")
         chunkSize = (inner.chunkSize - Self.headerSize) / 4096 * 4096
         precondition(
@@ -250,7 +255,7 @@ public final class CompressionLayer: ChunkStore {
         guard let decoded else {
             failures.add(1, ordering: .relaxed)
             Log.error(
-                "compressed chunk damaged: \(chunk) (\(chunk.unit)), \(object.count) bytes stored")
+                "compressed chunk damaged: \(chunk) on \(place), \(object.count) bytes stored")
             throw .corrupt(chunk: chunk, offset: 0)
         }
         return decoded
