@@ -379,9 +379,9 @@ def cmd_report(argv):
         if on in jobs and off in jobs:
             # The cost of continuous data protection: the same writes with the volume's CDP journal on.
             for t in targets:
-                a, b = summary[t][on]["median"], summary[t][off]["median"]
-                if a and b:
-                    lines.append(f"{t}: {JOB_TITLE[on]} / without CDP: {a / b:.2f}x")
+                with_cdp, without = summary[t][on]["median"], summary[t][off]["median"]
+                if with_cdp and without:
+                    lines.append(f"{t}: {JOB_TITLE[on]} / without CDP: {with_cdp / without:.2f}x")
     daemons = [t for t in targets if any("daemon_cpu_seconds_per_io" in summary[t][j] for j in jobs)]
     if daemons:
         lines.append("")
