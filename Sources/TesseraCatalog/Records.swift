@@ -87,9 +87,9 @@ public struct UnitRecord: Codable, Sendable, Equatable, FetchableRecord, Mutable
 /// One row of `unit_member`: a store serving a unit. A store is the primary of at most one unit.
 public struct UnitMemberRecord: Codable, Sendable, Equatable, FetchableRecord, PersistableRecord {
     public static let databaseTableName = "unit_member"
-    /// What the store does for its unit. Today every unit has one member, its primary; mirror legs and
-    /// a store being replaced will be roles of their own.
-    public enum Role: String, Codable, Sendable { case primary }
+    /// What the store does for its unit: its one primary, or, while a replace job runs, the store
+    /// being replaced (`source`) and its replacement (`target`). Mirror legs will be roles of their own.
+    public enum Role: String, Codable, Sendable { case primary, source, target }
     public var storeId: Int64
     public var unitId: Int64
     public var role: Role

@@ -266,6 +266,42 @@ enum Schema {
                 t.uniqueKey(["volumeId", "name"])
             }
         }
+        // Long operations (store replace today; migrate and drain later) as jobs that survive a restart:
+        // what they work on, their state, progress and a resumable cursor, a rate cap and the last error.
+        // A replace's stores are members of the unit (roles 'source' and 'target') while it runs.
+        m.registerMigration("v10-jobs") { db in
+            try db.create(table: "job") { t in
+                t.autoIncrementedPrimaryKey("id")
+                t.column("kind", .text).notNull().check { ["replace", "migrate", "drain"].contains($0) }
+                t.column("state", .text).notNull()
+                    .check { ["running", "paused", "cancelled", "done", "failed"].contains($0) }
+                // What it works on, for display (store names change hands; ids are kept below).
+                t.column("subject", .text).notNull()
+                t.column("unitId", .integer)
+                t.column("sourceStoreId", .integer)
+                t.column("targetStoreId", .integer)
+                t.column("volumeId", .integer)
+                t.column("poolId", .integer)
+                // replace: the name the target store takes when the job is done (the source's).
+                t.column("rename", .text)
+                // Serials up to `cursor` are copied and durable on the target; serials above `endSerial`
+                // were handed out after the job started.
+                t.column("cursor", .integer).notNull().defaults(to: 0)
+                t.column("endSerial", .integer).notNull().defaults(to: 0)
+                t.column("doneChunks", .integer).notNull().defaults(to: 0)
+                t.column("totalChunks", .integer).notNull().defaults(to: 0)
+                t.column("doneBytes", .integer).notNull().defaults(to: 0)
+                t.column("totalBytes", .integer).notNull().defaults(to: 0)
+                t.column("rate", .integer).check { $0 == nil || $0 > 0 }
+                t.column("lastError", .text)
+                t.column("errorAt", .double)
+                t.column("createdAt", .double).notNull()
+                t.column("updatedAt", .double).notNull()
+            }
+            // One unfinished job per unit.
+            try db.execute(
+                sql: "CREATE UNIQUE INDEX job_unit_active ON job(unitId) WHERE state IN ('running', 'paused')")
+        }
         return m
     }
 

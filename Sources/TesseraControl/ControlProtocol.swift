@@ -15,6 +15,13 @@ public indirect enum ControlRequest: Codable, Sendable {
     case storeSet(name: String, size: UInt64)
     /// Removes a store that holds no chunk (`store remove NAME`).
     case storeRemove(name: String)
+    /// Puts a new store (`spec`, its pool ignored) in store `name`'s place: a job copies every chunk
+    /// (`store replace NAME …`). Without a mount, the CLI process does the whole copy before replying.
+    case storeReplace(name: String, spec: StoreSpec, rate: UInt64?)
+    /// Jobs (`job list|show|cancel`).
+    case jobList
+    case jobShow(id: Int64)
+    case jobCancel(id: Int64)
     /// Verifies every chunk (of one store); the mount streams progress lines before the reply.
     case scrub(store: String?)
     /// Without a pool, the domain's policy places the volume (pool "default" when it has none).
@@ -70,12 +77,14 @@ public struct ControlReply: Codable, Sendable {
     /// Set on the intermediate lines of a long request: (done, total). The final reply has none.
     public var progress: [Int]?
     public var cdp: [CDPInfo]?
+    public var jobs: [JobInfo]?
     public init(
         error: TesseraError? = nil, volumes: [VolumeInfo]? = nil, pools: [PoolInfo]? = nil,
         stores: [StoreInfo]? = nil, status: StatusInfo? = nil, snapshots: [SnapshotInfo]? = nil,
         schedules: [ScheduleInfo]? = nil, scrub: ScrubReport? = nil, progress: [Int]? = nil, qos: QoSReport? = nil,
-        domains: [DomainInfo]? = nil, cdp: [CDPInfo]? = nil
+        domains: [DomainInfo]? = nil, cdp: [CDPInfo]? = nil, jobs: [JobInfo]? = nil
     ) {
+        self.jobs = jobs
         self.qos = qos
         self.cdp = cdp
         self.error = error
@@ -162,6 +171,16 @@ public struct ControlService: Sendable {
         case .storeRemove(let name):
             try engine.removeStore(name)
             return ControlReply()
+        case .storeReplace(let name, let spec, let rate):
+            let job = try engine.replaceStore(name, with: spec, rate: rate)
+            if mountpoint == nil { try engine.runJobs() }
+            return ControlReply(jobs: [try engine.job(job.id)])
+        case .jobList:
+            return ControlReply(jobs: try engine.jobs())
+        case .jobShow(let id):
+            return ControlReply(jobs: [try engine.job(id)])
+        case .jobCancel(let id):
+            return ControlReply(jobs: [try engine.cancelJob(id)])
         case .storeShow(let name):
             let found = try engine.storeInfos(sample: 256).filter { $0.name == name }
             if found.isEmpty { throw TesseraError(.notFound, "no store named '\(name)'") }

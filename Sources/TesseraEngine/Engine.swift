@@ -45,8 +45,11 @@ public final class Engine: Sendable {
         var pools: [Int64: Pool] = [:]
         var stores: [Int64: StoreRecord] = [:]
         var opened: [Int64: OpenedStore] = [:]
-        /// The placement unit each store serves.
+        /// The placement unit each store serves, and as what.
         var unitOf: [Int64: UnitID] = [:]
+        var roles: [Int64: UnitMemberRecord.Role] = [:]
+        /// The units a replace job is moving to another store (Jobs.swift).
+        var replacing: [UnitID: ReplaceLayer] = [:]
         var volumes: [VolumeID: Volume] = [:]
         /// Every domain by id (the default one included).
         var domains: [Int64: DomainRecord] = [:]
@@ -76,6 +79,8 @@ public final class Engine: Sendable {
     let figureCache = FigureCache()
     /// The store health checker's threads (Health.swift).
     let checker = HealthChecker()
+    /// The job runner's flags (Jobs.swift).
+    let jobRunner = JobRunner()
 
     // MARK: Life cycle
 
@@ -139,12 +144,17 @@ public final class Engine: Sendable {
             s.opened[st.id!] = try Self.openStore(st, chunkSize: Int(pool.record.chunkSize))
         }
         let members = Dictionary(grouping: try catalog.unitMembers(), by: \.unitId)
+        let jobs = try catalog.jobs().filter { $0.state.isActive && $0.kind == .replace }
         for u in try catalog.units() {
             guard let pool = s.pools[u.poolId] else { continue }
             let served = (members[u.id!] ?? []).compactMap { m in s.opened[m.storeId].map { (m, $0) } }
-            let opened = try Self.unitStore(u, members: served)
-            pool.layer.add(UnitID(u.id!), store: opened.top, nextSerial: UInt64(u.nextSerial), health: opened.health)
-            for (m, _) in served where m.role == .primary { s.unitOf[m.storeId] = UnitID(u.id!) }
+            let unit = try Self.unitStore(u, members: served, job: jobs.first { $0.unitId == u.id! })
+            pool.layer.add(UnitID(u.id!), store: unit.store, nextSerial: UInt64(u.nextSerial), health: unit.health)
+            for (m, _) in served {
+                s.unitOf[m.storeId] = UnitID(u.id!)
+                s.roles[m.storeId] = m.role
+            }
+            if let r = unit.replace { s.replacing[UnitID(u.id!)] = r }
         }
         qos.load(try catalog.qosSettings())
         for v in try catalog.volumes() {  // ids grow, so a clone's parent is loaded before it

@@ -172,7 +172,9 @@ extension Engine {
         guard
             let (record, opened, layer, unit) = state.withLock({ s in
                 s.stores[id].flatMap { r in
-                    s.opened[id].flatMap { o in s.pools[r.poolId].map { (r, o, $0.layer, s.unitOf[id]) } }
+                    s.opened[id].flatMap { o in
+                        s.pools[r.poolId].map { (r, o, $0.layer, s.roles[id] == .primary ? s.unitOf[id] : nil) }
+                    }
                 }
             })
         else { return nil }
@@ -186,7 +188,7 @@ extension Engine {
                     f.sampledLogical = r.logical
                     f.sampledStored = r.stored
                 }
-                // A unit's one store: its room is the unit's.
+                // A unit's one store: its room is the unit's (while replaced, the ReplaceLayer answers).
                 if let unit { layer.updateCapacity(unit, usage) }
                 return f
             } catch {

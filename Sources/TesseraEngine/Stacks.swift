@@ -3,8 +3,9 @@
 // Storage side (physical chunks), per store bottom up: the store itself (directory of chunk files,
 // preallocated file or block device, S3-compatible bucket) → compression (when configured; on by default
 // for s3) → checksums (always: every chunk on every store is verified on every read). Per pool: the pool
-// layer routes each placement unit's chunks to the unit's store (today its one member store's stack),
-// and the RAM cache (when the mount has one) sits over it.
+// layer routes each placement unit's chunks to the unit's store (its one primary store's stack, or a
+// ReplaceLayer over two stores' stacks while a replace job runs), and the RAM cache (when the mount has
+// one) sits over it.
 // Volume side (volume bytes), per volume bottom up: the thin map (`Volume`, over its pool's stack) → the
 // CDP journal (CDPLayer, on every volume: it passes through until the volume is protected) → the volume
 // layers the engine was given, in order → QoS, always on top (QoS.swift: it costs one atomic load per
@@ -85,19 +86,41 @@ extension Engine {
             top: ChecksumLayer(over: middle, place: "store \(record.name)"), compression: compressor, bottom: bottom)
     }
 
-    /// What a placement unit's chunks are routed to: today a unit has exactly one member, its primary,
-    /// and that store's stack serves it. A unit served by several stores (mirror legs, a store and its
-    /// replacement) is built here when those exist; a catalog that names one is refused until then.
-    static func unitStore(_ unit: UnitRecord, members: [(UnitMemberRecord, OpenedStore)]) throws(TesseraError)
-        -> OpenedStore
-    {
-        guard members.count == 1, let (member, opened) = members.first, member.role == .primary else {
-            throw TesseraError(
-                .catalog,
-                "placement unit #\(unit.id!) has \(members.count) usable member store(s); this release serves a "
-                    + "unit from exactly one primary store")
+    /// What serves a placement unit's chunks in its pool layer.
+    struct UnitServing {
+        let store: any ChunkStore
+        /// The health the pool layer marks on outage errors (the primary's; the source's while replacing).
+        let health: StoreHealth
+        /// Set while a replace job moves the unit to another store.
+        let replace: ReplaceLayer?
+    }
+
+    /// What a placement unit's chunks are routed to: its one primary store's stack; or, while a replace
+    /// job runs (`job`, members with roles source and target), a ReplaceLayer over the two stores' stacks
+    /// that copies below their checksum layers (ReplaceLayer.swift). Any other shape is refused.
+    static func unitStore(
+        _ unit: UnitRecord, members: [(UnitMemberRecord, OpenedStore)], job: JobRecord?
+    ) throws(TesseraError) -> UnitServing {
+        if members.count == 1, let (member, opened) = members.first, member.role == .primary {
+            return UnitServing(store: opened.top, health: opened.health, replace: nil)
         }
-        return opened
+        if members.count == 2, let job, let source = members.first(where: { $0.0.role == .source })?.1,
+            let target = members.first(where: { $0.0.role == .target })?.1
+        {
+            let layer = replaceLayer(source: source, target: target)
+            layer.begin(end: UInt64(job.endSerial), cursor: UInt64(job.cursor))
+            return UnitServing(store: layer, health: source.health, replace: layer)
+        }
+        throw TesseraError(
+            .catalog,
+            "placement unit #\(unit.id!) has \(members.count) usable member store(s) "
+                + "(\(members.map(\.0.role.rawValue).joined(separator: ", "))); this release serves a unit from one primary "
+                + "store, or from a source and a target store while a replace job runs")
+    }
+
+    /// The layer that serves a unit from `source` while a replace job copies it to `target`.
+    static func replaceLayer(source: OpenedStore, target: OpenedStore) -> ReplaceLayer {
+        ReplaceLayer(source: source.top, sourceRaw: source.top.inner, target: target.top, targetRaw: target.top.inner)
     }
 
     /// A pool's stack: the pool layer over its units, under a RAM cache of `cacheShare` bytes when that

@@ -105,8 +105,44 @@ extension Engine {
     /// `tessera store add`: opens (formats) the store, records it, and adds it to its pool, also on a
     /// running mount, where it takes new chunks from the next allocation on.
     public func addStore(_ spec: StoreSpec) throws(TesseraError) {
-        try Self.checkName(spec.name, "store")
         let pool = try pool(named: spec.pool)
+        let (new, opened) = try openNewStore(spec, pool: pool.record)
+        var record = new
+        let unit: UnitID
+        (record, unit) = try catalog.insertStore(record)
+        try writeNewStoreManifests(record, pool: pool.record, unit: unit)
+        pool.layer.add(unit, store: opened.top, nextSerial: 1, health: opened.health)
+        state.withLock { s in
+            s.stores[record.id!] = record
+            s.opened[record.id!] = opened
+            s.unitOf[record.id!] = unit
+            s.roles[record.id!] = .primary
+        }
+        startHealthCheck(record.id!)
+    }
+
+    /// A new directory store's manifests: its own (naming `unit`) and its pool's volumes, snapshots and
+    /// schedules, so that a rebuild finds them there too. Nothing for other kinds.
+    func writeNewStoreManifests(_ record: StoreRecord, pool: PoolRecord, unit: UnitID) throws(TesseraError) {
+        guard record.kind == StoreSpec.Kind.dir.rawValue else { return }
+        try Manifests.writeStore(StoreManifest(record, pool, unit: unit, catalogID: catalogID), root: record.path)
+        let poolVolumes = allVolumes().filter { $0.poolName == pool.name }.map(\.record)
+        try Manifests.writeVolumes(poolVolumes, roots: [record.path])
+        try recordSharedManifests(pool: pool.name, roots: [record.path])
+    }
+
+    /// Drops a store that left the catalog from the engine's state.
+    static func forgetStore(_ id: Int64, _ s: inout State) {
+        s.stores[id] = nil
+        s.opened[id] = nil
+        s.unitOf[id] = nil
+        s.roles[id] = nil
+    }
+
+    /// Checks a store to add (name, location, options), opens (formats) it and checks that it is empty;
+    /// records nothing. `store add` and `store replace` share it.
+    func openNewStore(_ spec: StoreSpec, pool: PoolRecord) throws(TesseraError) -> (StoreRecord, OpenedStore) {
+        try Self.checkName(spec.name, "store")
         if state.withLock({ s in s.stores.values.contains { $0.name == spec.name } }) {
             throw TesseraError(.exists, "a store named '\(spec.name)' already exists")
         }
@@ -130,11 +166,11 @@ extension Engine {
         do { encoded = String(decoding: try JSONEncoder().encode(spec.options), as: UTF8.self) } catch {
             throw TesseraError(.invalid, "cannot encode store options: \(error)")
         }
-        var record = StoreRecord(
-            poolId: pool.record.id!, name: spec.name, kind: spec.kind.rawValue, path: location,
+        let record = StoreRecord(
+            poolId: pool.id!, name: spec.name, kind: spec.kind.rawValue, path: location,
             createdAt: Date().timeIntervalSince1970, options: encoded)
         if spec.kind == .dir { try refuseForeignStore(at: location) }
-        let opened = try Self.openStore(record, chunkSize: Int(pool.record.chunkSize), create: true)
+        let opened = try Self.openStore(record, chunkSize: Int(pool.chunkSize), create: true)
         // A store that is not empty may hold another installation's chunks: refuse to mix them.
         let existing: Int
         do { existing = try opened.top.allChunks().count } catch {
@@ -145,22 +181,7 @@ extension Engine {
                 .exists,
                 "\(location) already holds \(existing) chunk(s) (another installation's store?); use an empty one")
         }
-        let unit: UnitID
-        (record, unit) = try catalog.insertStore(record)
-        if spec.kind == .dir {
-            try Manifests.writeStore(
-                StoreManifest(record, pool.record, unit: unit, catalogID: catalogID), root: location)
-            let poolVolumes = allVolumes().filter { $0.poolName == pool.record.name }.map(\.record)
-            try Manifests.writeVolumes(poolVolumes, roots: [location])
-            try recordSharedManifests(pool: pool.record.name, roots: [location])
-        }
-        pool.layer.add(unit, store: opened.top, nextSerial: 1, health: opened.health)
-        state.withLock { s in
-            s.stores[record.id!] = record
-            s.opened[record.id!] = opened
-            s.unitOf[record.id!] = unit
-        }
-        startHealthCheck(record.id!)
+        return (record, opened)
     }
 
     /// `tessera store remove NAME`: takes a store that holds no chunk out of its pool and the catalog,
@@ -179,6 +200,10 @@ extension Engine {
                 }
             })
         else { throw TesseraError(.notFound, "no store named '\(name)'") }
+        if state.withLock({ $0.replacing[unit] }) != nil {
+            throw TesseraError(
+                .busy, "store \(name) is part of a replace job ('tessera job list'); cancel it or let it finish first")
+        }
         let volumes = allVolumes().filter { $0.record.poolId == record.poolId }
         let others = state.withLock { s in s.stores.values.filter { $0.poolId == record.poolId }.count - 1 }
         if others == 0 && !volumes.isEmpty {
@@ -213,11 +238,7 @@ extension Engine {
         try catalog.removeStore(record.id!, unit: unit)
         removed = true
         pool.layer.remove(unit)
-        state.withLock { s in
-            s.stores[record.id!] = nil
-            s.opened[record.id!] = nil
-            s.unitOf[record.id!] = nil
-        }
+        state.withLock { Self.forgetStore(record.id!, &$0) }
         if record.kind == StoreSpec.Kind.dir.rawValue { Manifests.removeAll(root: record.path) }
         Log.info("store \(name) removed from pool \(pool.record.name)")
     }

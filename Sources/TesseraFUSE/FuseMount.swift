@@ -88,6 +88,7 @@ public final class FuseMount: @unchecked Sendable {
         loopEnded.store(true, ordering: .releasing)
         engine.stopPeriodicFlush()
         engine.stopHealthChecks()
+        engine.stopJobs()  // after the chunk in flight, with its progress recorded
         defer { engine.stopCaches() }
         do {
             try engine.flushAll()

@@ -50,6 +50,7 @@ struct MountCommand: ParsableCommand {
             engine.startHealthChecks()
             engine.startScheduler()
             engine.startCDP()
+            engine.startJobs()
             server.start()
             MountPoint.record(mountpoint, dir)
             Log.info("mounted \(dir.path) at \(mountpoint) (\(engine.allVolumes().count) volumes)")

@@ -5,8 +5,8 @@ import TesseraEngine
 
 struct StoreCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "store", abstract: "Add, list, inspect, resize and remove stores.",
-        subcommands: [Add.self, List.self, Show.self, Set.self, Remove.self])
+        commandName: "store", abstract: "Add, list, inspect, resize, remove and replace stores.",
+        subcommands: [Add.self, List.self, Show.self, Set.self, Remove.self, StoreReplaceCommand.self])
 
     struct Add: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -19,64 +19,16 @@ struct StoreCommand: ParsableCommand {
         @OptionGroup var data: DataOptions
         @Argument var name: String
         @Option(help: "The pool that gets the store.") var pool: String
-        @Option(help: "Directory that will hold chunk files.") var dir: String?
-        @Option(help: "A file (created and preallocated with --size) or a block device.") var file: String?
-        @Option(help: "An S3-compatible bucket: http[s]://HOST[:PORT]/BUCKET[/PREFIX].") var s3: String?
-        @Option(
-            help:
-                "File store: its size; s3: its capacity quota (default 1T); dir: a quota (default: its filesystem's room)."
-        )
-        var size: String?
-        @Option(help: "none, zstd or zstd:LEVEL (1…19); default zstd:3 for s3, none otherwise.") var compress: String?
-        @Option(help: "S3 addressing: path (default) or virtual (bucket in the host name).") var addressing: String?
-        @Option(help: "S3 signing region (default: $AWS_REGION, else us-east-1).") var region: String?
-        @Option(help: "S3 credentials file (access_key_id = …, secret_access_key = …; mode 0600).") var credentials:
-            String?
+        @OptionGroup var store: StoreLocationOptions
 
         func validate() throws {
             try checkName(name, "store")
             try checkName(pool, "pool")
-            let given = [dir, file, s3].compactMap { $0 }
-            // Which kind of store is part of the command's shape: a usage error (64), like a missing option.
-            if given.count != 1 { throw ValidationError("give exactly one of --dir, --file, --s3") }
-            if given[0].isEmpty { throw invalid("the store location is empty") }
-            if let size { _ = try parseSize(size, option: "--size") }
-            if let compress {
-                do { _ = try CompressionSetting.parse(compress) } catch { throw invalid(error.message) }
-            }
-            if s3 == nil && (addressing != nil || region != nil || credentials != nil) {
-                throw invalid("--addressing, --region and --credentials are for --s3 stores")
-            }
-            if let file, size == nil, !FileManager.default.fileExists(atPath: file) {
-                throw invalid("--file \(file) does not exist: give --size to create it")
-            }
-            if let addressing, addressing != "path" && addressing != "virtual" {
-                throw invalid("--addressing must be 'path' or 'virtual'")
-            }
-            if let s3 { try S3Setup.checkURL(s3) }
+            try store.check()
         }
 
         func run() throws {
-            func absolute(_ p: String) -> String {
-                p.hasPrefix("/") ? p : FileManager.default.currentDirectoryPath + "/" + p
-            }
-            var options = StoreOptions(
-                size: try size.map { try parseSize($0, option: "--size") }, compression: compress)
-            let spec: StoreSpec
-            var written: String?
-            if let dir {
-                spec = StoreSpec(name: name, pool: pool, kind: .dir, location: absolute(dir), options: options)
-            } else if let file {
-                spec = StoreSpec(name: name, pool: pool, kind: .file, location: absolute(file), options: options)
-            } else {
-                options.addressing = addressing
-                options.region = region ?? ProcessInfo.processInfo.environment["AWS_REGION"]
-                let creds = try S3Setup.credentialsFile(
-                    store: name, given: credentials.map(absolute), data: data.directory)
-                options.credentialsFile = creds.path
-                if creds.created { written = creds.path }
-                spec = StoreSpec(name: name, pool: pool, kind: .s3, location: s3!, options: options)
-            }
+            let (spec, written) = try store.spec(name: name, pool: pool, data: data.directory)
             let added: StoreInfo?
             do {
                 added = try perform(.storeAdd(spec), data.directory).stores?.first
@@ -211,4 +163,63 @@ func timestamp(_ t: Double) -> String {
     let f = DateFormatter()
     f.dateFormat = "yyyy-MM-dd HH:mm:ss"
     return f.string(from: Date(timeIntervalSince1970: t))
+}
+
+/// Where a new store lives and how it is opened: `store add` and `store replace`.
+struct StoreLocationOptions: ParsableArguments {
+    @Option(help: "Directory that will hold chunk files.") var dir: String?
+    @Option(help: "A file (created and preallocated with --size) or a block device.") var file: String?
+    @Option(help: "An S3-compatible bucket: http[s]://HOST[:PORT]/BUCKET[/PREFIX].") var s3: String?
+    @Option(
+        help:
+            "File store: its size; s3: its capacity quota (default 1T); dir: a quota (default: its filesystem's room)."
+    )
+    var size: String?
+    @Option(help: "none, zstd or zstd:LEVEL (1…19); default zstd:3 for s3, none otherwise.") var compress: String?
+    @Option(help: "S3 addressing: path (default) or virtual (bucket in the host name).") var addressing: String?
+    @Option(help: "S3 signing region (default: $AWS_REGION, else us-east-1).") var region: String?
+    @Option(help: "S3 credentials file (access_key_id = …, secret_access_key = …; mode 0600).") var credentials: String?
+
+    func check() throws {
+        let given = [dir, file, s3].compactMap { $0 }
+        // Which kind of store is part of the command's shape: a usage error (64), like a missing option.
+        if given.count != 1 { throw ValidationError("give exactly one of --dir, --file, --s3") }
+        if given[0].isEmpty { throw invalid("the store location is empty") }
+        if let size { _ = try parseSize(size, option: "--size") }
+        if let compress {
+            do { _ = try CompressionSetting.parse(compress) } catch { throw invalid(error.message) }
+        }
+        if s3 == nil && (addressing != nil || region != nil || credentials != nil) {
+            throw invalid("--addressing, --region and --credentials are for --s3 stores")
+        }
+        if let file, size == nil, !FileManager.default.fileExists(atPath: file) {
+            throw invalid("--file \(file) does not exist: give --size to create it")
+        }
+        if let addressing, addressing != "path" && addressing != "virtual" {
+            throw invalid("--addressing must be 'path' or 'virtual'")
+        }
+        if let s3 { try S3Setup.checkURL(s3) }
+    }
+
+    /// The store to add, and the credentials file written for it (to remove if adding fails).
+    func spec(name: String, pool: String, data: DataDirectory) throws -> (StoreSpec, String?) {
+        func absolute(_ p: String) -> String {
+            p.hasPrefix("/") ? p : FileManager.default.currentDirectoryPath + "/" + p
+        }
+        var options = StoreOptions(size: try size.map { try parseSize($0, option: "--size") }, compression: compress)
+        if let dir {
+            return (StoreSpec(name: name, pool: pool, kind: .dir, location: absolute(dir), options: options), nil)
+        }
+        if let file {
+            return (StoreSpec(name: name, pool: pool, kind: .file, location: absolute(file), options: options), nil)
+        }
+        options.addressing = addressing
+        options.region = region ?? ProcessInfo.processInfo.environment["AWS_REGION"]
+        let creds = try S3Setup.credentialsFile(store: name, given: credentials.map(absolute), data: data)
+        options.credentialsFile = creds.path
+        return (
+            StoreSpec(name: name, pool: pool, kind: .s3, location: s3!, options: options),
+            creds.created ? creds.path : nil
+        )
+    }
 }

@@ -1,9 +1,9 @@
 // PoolLayer — routes chunks to the placement units of one pool and hands out new chunk IDs.
 //
 // Address space: chunks. A ChunkID carries its placement unit in its top 16 bits, so routing a read or
-// write is one dictionary lookup; no table per chunk. A unit is served by a ChunkStore (today its one
-// member store's stack); which physical store that is never shows in a chunk ID, so stores can be
-// swapped under a unit without touching any map.
+// write is one dictionary lookup; no table per chunk. A unit is served by a ChunkStore (its primary
+// store's stack, or a ReplaceLayer while a store is replaced; `serve` swaps it); which physical store
+// that is never shows in a chunk ID, so stores can be swapped under a unit without touching any map.
 //
 // State: the member units and, per unit, the next serial to hand out. Serials only grow; the catalog
 // records the high-water mark with every map commit (`nextSerials`), and on open the engine raises
@@ -216,6 +216,19 @@ public final class PoolLayer: ChunkStore {
     /// Takes a unit out of placement (no new chunk goes to it, whatever its room) or puts it back.
     public func setRetired(_ id: UnitID, _ retired: Bool) {
         state.withLock { s in if s.members[id] != nil { s.members[id]!.retired = retired } }
+    }
+
+    /// Serves a unit from another store (a replace job starts or ends), keeping its serials and
+    /// placement figures. A request already routed finishes on the store it was routed to.
+    public func serve(_ id: UnitID, with store: any ChunkStore, health: StoreHealth) {
+        precondition(store.chunkSize == chunkSize, "a pool's stores share its chunk size")
+        state.withLock { s in
+            guard let m = s.members[id] else { return }
+            var n = Member(store: store, health: health, nextSerial: m.nextSerial)
+            (n.full, n.retired, n.freeChunks) = (m.full, m.retired, m.freeChunks)
+            (n.filesystem, n.filesystemFree, n.current) = (m.filesystem, m.filesystemFree, m.current)
+            s.members[id] = n
+        }
     }
 
     /// Removes a unit: its chunks route nowhere from now on (the engine removes only an empty one).
