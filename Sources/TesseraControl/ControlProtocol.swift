@@ -154,6 +154,7 @@ public struct ControlService: Sendable {
             var status = engine.status(mountpoint: mountpoint)
             status.openImageNames = openImages?() ?? []
             status.qos = try engine.qosReport().volumes.filter { $0.settings != nil || !$0.groups.isEmpty }
+            status.jobs = try engine.jobs().filter { !$0.isFinished }
             return ControlReply(status: status)
         case .poolCreate(let name, let chunkSize):
             try engine.createPool(name: name, chunkSize: chunkSize)

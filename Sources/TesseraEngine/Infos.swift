@@ -145,6 +145,8 @@ public struct StatusInfo: Codable, Sendable, Equatable {
     public var storeHealth: [StoreHealthInfo] = []
     /// Volumes under a QoS setting (their own or a group's), with their figures.
     public var qos: [QoSVolumeInfo]?
+    /// Jobs still running or paused.
+    public var jobs: [JobInfo]?
 }
 
 /// A pool's RAM cache: size, hit rates, dirty bytes.

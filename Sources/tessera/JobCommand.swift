@@ -79,7 +79,8 @@ func progressLine(_ j: JobInfo) -> String {
 }
 
 /// Prints the job's progress about once a second until it ends; a job that ends other than done
-/// fails the command (exit 5 cancelled, 7 failed).
+/// fails the command (exit 5 cancelled, 7 failed), and so does an unfinished job without a mount to
+/// work it (exit 5).
 func waitForJob(_ id: Int64, _ data: DataDirectory) throws {
     var last = ""
     while true {
@@ -88,6 +89,10 @@ func waitForJob(_ id: Int64, _ data: DataDirectory) throws {
         if j.state == "paused", let e = j.lastError { line += " (\(e))" }
         if line != last { print(line) }
         last = line
+        if !j.isFinished, !(try perform(.status, data).status?.mounted ?? false) {
+            throw failure(
+                TesseraError(.busy, "job #\(id) is \(j.state) and nothing is mounted: it goes on at the next mount"))
+        }
         switch j.state {
         case "done": return
         case "cancelled": throw failure(TesseraError(.busy, "job #\(id) was cancelled"))

@@ -29,6 +29,9 @@ struct StatusCommand: ParsableCommand {
                     + " since \(timestamp(h.since))"
                     + (h.health == "ok" ? "" : error))
         }
+        for j in s.jobs ?? [] {
+            print("job #\(j.id) \(j.kind) \(j.subject), \(j.state): " + progressLine(j))
+        }
         for q in s.qos ?? [] {
             let under = ([q.settings?.summary].compactMap { $0 } + q.groups.map { "group \($0)" })
             print(

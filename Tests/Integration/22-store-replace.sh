@@ -3,7 +3,7 @@
 #
 #   1. dd of random data into an image, then `store replace default --dir NEW --rate 4M/s`: while the
 #      job copies, dd overwrites old chunks and writes new ones (fsync), and the whole image reads back
-#      as expected (sha256) mid-job.
+#      as expected (sha256) mid-job; `status` shows the job.
 #   2. kill -9 of the daemon mid-job; at the remount the job resumes where its cursor was and finishes
 #      (`job show --wait`); the image reads back as expected, also after another remount; `job list`
 #      (text and --json) shows it done; the store keeps its name, now on NEW, with every chunk there,
@@ -50,6 +50,7 @@ put b.bin 2    # chunks the copier has or has not reached yet
 put c.bin 30   # new chunks (written to both stores)
 [ "$(job_json 1 'j["state"]')" = running ] || fail "the job ended too early to test anything: $(tcli job show 1)"
 assert_eq "$(img_sha)" "$(want_sha)" "image read mid-job"
+tcli status | grep -q '^job #1 replace store default' || fail "status does not show the job: $(tcli status)"
 sleep 1
 
 info "2. kill -9 mid-job, remount, resume"

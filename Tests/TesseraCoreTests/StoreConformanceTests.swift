@@ -34,6 +34,9 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
     case cacheOverChecksumOverDirectory
     /// A cache over a store that wants whole chunks: fills by readAll, write-back by replace.
     case cacheOverWholeChunkMemory
+    /// A unit being replaced (what the engine builds during `store replace`): two checksummed memory
+    /// stores, serials 1…2 counted as copied, 3…4 not yet, the rest handed out since the job began.
+    case replaceOverChecksumOverMemory
 
     var testDescription: String { rawValue }
 
@@ -133,6 +136,15 @@ final class StoreFixture: ConformanceFixture {
             return StoreFixture(kind, cache(over: ChecksumLayer(over: inner)), unitIDs: [1, 2], dirs: [dir])
         case .cacheOverWholeChunkMemory:
             return StoreFixture(kind, cache(over: MemoryStore(chunkSize: cs, wholeChunks: true)), unitIDs: [1, 2])
+        case .replaceOverChecksumOverMemory:
+            let (a, b) = (
+                MemoryStore(chunkSize: ChecksumLayer.innerChunkSize(for: cs)),
+                MemoryStore(chunkSize: ChecksumLayer.innerChunkSize(for: cs))
+            )
+            let layer = ReplaceLayer(
+                source: ChecksumLayer(over: a), sourceRaw: a, target: ChecksumLayer(over: b), targetRaw: b)
+            layer.begin(end: 4, cursor: 2)
+            return StoreFixture(kind, layer, unitIDs: [1, 2])
         }
     }
 
