@@ -160,6 +160,28 @@ import Testing
         }
     }
 
+    @Test func aFailingStorePausesTheJobUntilItAnswers() throws {
+        let t = try TestData()
+        let expected = try UnitEngineTests.populate(t)
+        let target = try Self.directory(t, "d1b")
+        try t.withEngine { (e) throws in
+            let job = try e.replaceStore("d1", with: Self.spec(target), rate: nil)
+            try e.runJobs(budget: 1)
+            // The target's chunk directory turns into a file: every copy into it fails.
+            try FileManager.default.moveItem(atPath: target + "/chunks", toPath: target + "/chunks.aside")
+            FileManager.default.createFile(atPath: target + "/chunks", contents: Data())
+            try e.runJobs()
+            let paused = try e.job(job.id)
+            #expect(paused.state == "paused" && paused.lastError != nil && paused.errorAt != nil, "\(paused)")
+            #expect(try UnitEngineTests.contents(e) == expected, "reads while paused")
+            try FileManager.default.removeItem(atPath: target + "/chunks")
+            try FileManager.default.moveItem(atPath: target + "/chunks.aside", toPath: target + "/chunks")
+            try e.runJobs()
+            #expect(try e.job(job.id).state == "done")
+            #expect(try UnitEngineTests.contents(e) == expected)
+        }
+    }
+
     @Test func badInputChangesNothing() throws {
         let t = try TestData()
         _ = try UnitEngineTests.populate(t)
