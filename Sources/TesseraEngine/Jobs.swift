@@ -15,6 +15,10 @@
 // runs again once the store answers. Cancel: one transaction makes the source primary again (it
 // holds every chunk and every write), then the target's chunks are removed.
 // `--rate`: the copier sleeps so that it copies at most that many bytes a second.
+// Limits of this slice: the old store must have room for what is written during the job (it takes
+// every write); both stores must open when the engine opens (a dead target makes the mount refuse,
+// as a dead store does today); `fsck --rebuild-catalog` of a catalog lost mid-job sees two stores
+// naming one unit and is not handled; migrate and drain jobs are not built.
 // Lock order: work → state (short).
 import Foundation
 import Synchronization
