@@ -266,6 +266,24 @@ enum Schema {
                 t.uniqueKey(["volumeId", "name"])
             }
         }
+        // API users (issue 15): a role, the domain it acts in (domain-admin and operator only) and the
+        // SHA-256 of its bearer token; a domain is not deleted while one of its users remains.
+        m.registerMigration("v11-users") { db in
+            try db.create(table: "user") { t in
+                t.autoIncrementedPrimaryKey("id")
+                t.column("name", .text).notNull().unique()
+                t.column("role", .text).notNull()
+                    .check { ["admin", "domain-admin", "operator", "auditor"].contains($0) }
+                t.column("domainId", .integer).references("domain", onDelete: .restrict)
+                t.column("tokenHash", .text).notNull().unique()
+                t.column("createdAt", .double).notNull()
+                t.check(
+                    sql: """
+                        (role IN ('domain-admin', 'operator') AND domainId IS NOT NULL)
+                        OR (role IN ('admin', 'auditor') AND domainId IS NULL)
+                        """)
+            }
+        }
         return m
     }
 

@@ -53,6 +53,12 @@ public indirect enum ControlRequest: Codable, Sendable {
     case cdpMark(volume: String, name: String)
     /// `at`: an RFC 3339 time or a mark name; `as`: a new volume (nil: in place).
     case cdpRestore(volume: String, at: String, as: String?)
+    /// API users (Users.swift): `role` as typed (admin, domain-admin, operator, auditor); the reply of
+    /// `userAdd` and `userRotateToken` carries the token, the only time it is shown.
+    case userAdd(name: String, role: String, domain: String?)
+    case userList
+    case userRemove(name: String)
+    case userRotateToken(name: String)
 }
 
 /// The answer: `error` set on failure, otherwise the fields the request asks for.
@@ -70,12 +76,17 @@ public struct ControlReply: Codable, Sendable {
     /// Set on the intermediate lines of a long request: (done, total). The final reply has none.
     public var progress: [Int]?
     public var cdp: [CDPInfo]?
+    public var users: [UserInfo]?
+    /// A new API token (`user add`, `user token --rotate`).
+    public var token: String?
     public init(
         error: TesseraError? = nil, volumes: [VolumeInfo]? = nil, pools: [PoolInfo]? = nil,
         stores: [StoreInfo]? = nil, status: StatusInfo? = nil, snapshots: [SnapshotInfo]? = nil,
         schedules: [ScheduleInfo]? = nil, scrub: ScrubReport? = nil, progress: [Int]? = nil, qos: QoSReport? = nil,
-        domains: [DomainInfo]? = nil, cdp: [CDPInfo]? = nil
+        domains: [DomainInfo]? = nil, cdp: [CDPInfo]? = nil, users: [UserInfo]? = nil, token: String? = nil
     ) {
+        self.users = users
+        self.token = token
         self.qos = qos
         self.cdp = cdp
         self.error = error
@@ -220,6 +231,17 @@ public struct ControlService: Sendable {
                 })
         case .cdpRestore(let volume, let at, let name):
             return ControlReply(volumes: [try engine.restoreCDP(volume, at: at, as: name)])
+        case .userAdd(let name, let role, let domain):
+            let (user, token) = try engine.addUser(name, role: try Engine.role(role), domain: domain)
+            return ControlReply(users: [user], token: token)
+        case .userList:
+            return ControlReply(users: try engine.userInfos())
+        case .userRemove(let name):
+            try engine.removeUser(name)
+            return ControlReply()
+        case .userRotateToken(let name):
+            let (user, token) = try engine.rotateToken(name)
+            return ControlReply(users: [user], token: token)
         case .unmount(let force):
             guard let unmount else { throw TesseraError(.notFound, "no mount is running for \(engine.data.path)") }
             try unmount(force)

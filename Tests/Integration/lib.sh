@@ -271,7 +271,7 @@ daemon_pid() {
     return 1
 }
 
-# start_tessera [--allow-other] [--no-init]: mount $DATA (a fresh data directory unless --no-init or
+# start_tessera [--allow-other] [--no-init] [--api HOST:PORT]: mount $DATA (a fresh data directory unless --no-init or
 # $DATA is already set) at $MNT (fresh unless set), in the background; waits until mounted.
 # Sets DATA, MNT, TESSERA_PID. T_CACHE_SIZE (e.g. 64M), when set, is passed as --cache-size.
 start_tessera() {
@@ -281,6 +281,7 @@ start_tessera() {
         case "$1" in
             --allow-other) opts+=(--allow-other) ;;
             --no-init) init=0 ;;
+            --api) opts+=(--api "$2"); shift ;;
             *) fail "start_tessera: unknown option $1" ;;
         esac
         shift
