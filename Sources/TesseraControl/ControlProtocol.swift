@@ -111,12 +111,15 @@ public struct ControlService: Sendable {
     public let unmount: (@Sendable (Bool) throws(TesseraError) -> Void)?
     /// The open images with their processes, for `status` (only a running mount sets it).
     public let openImages: (@Sendable () -> [String])?
+    /// Where the mount serves the HTTP API, for `status` (only a running mount with --api sets it).
+    public let api: String?
 
     public init(
         engine: Engine, mountpoint: String? = nil,
         unmount: (@Sendable (Bool) throws(TesseraError) -> Void)? = nil,
-        openImages: (@Sendable () -> [String])? = nil
+        openImages: (@Sendable () -> [String])? = nil, api: String? = nil
     ) {
+        self.api = api
         self.engine = engine
         self.mountpoint = mountpoint
         self.unmount = unmount
@@ -155,6 +158,7 @@ public struct ControlService: Sendable {
         case .status:
             var status = engine.status(mountpoint: mountpoint)
             status.openImageNames = openImages?() ?? []
+            status.api = api
             status.qos = try engine.qosReport().volumes.filter { $0.settings != nil || !$0.groups.isEmpty }
             return ControlReply(status: status)
         case .poolCreate(let name, let chunkSize):

@@ -145,6 +145,8 @@ public struct StatusInfo: Codable, Sendable, Equatable {
     public var storeHealth: [StoreHealthInfo] = []
     /// Volumes under a QoS setting (their own or a group's), with their figures.
     public var qos: [QoSVolumeInfo]?
+    /// Where the mount serves the HTTP API ("HOST:PORT"; nil: it does not).
+    public var api: String? = nil
 }
 
 /// A pool's RAM cache: size, hit rates, dirty bytes.

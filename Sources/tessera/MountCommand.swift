@@ -58,14 +58,14 @@ struct MountCommand: ParsableCommand {
                 try APIServer.start(
                     address: address,
                     service: ControlService(
-                        engine: engine, mountpoint: mountpoint, openImages: { fuse.openImageList() }))
+                        engine: engine, mountpoint: mountpoint, openImages: { fuse.openImageList() }, api: address))
             }
             defer { apiServer?.stop() }
             try fuse.mount()
             let service = ControlService(
                 engine: engine, mountpoint: mountpoint,
                 unmount: { force throws(TesseraError) in try fuse.requestUnmount(force: force) },
-                openImages: { fuse.openImageList() })
+                openImages: { fuse.openImageList() }, api: apiServer?.address)
             let server = try ControlServer(path: dir.socketPath, service: service)
             engine.startPeriodicFlush()
             engine.startHealthChecks()

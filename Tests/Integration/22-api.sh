@@ -90,7 +90,9 @@ expect_api 401 unauthorized - GET /volumes
 expect_api 401 unauthorized "tsr_$(head -c 32 /dev/zero | base64 | tr -d '=' | tr '+/' '-_')" GET /volumes
 expect_api 401 unauthorized "not a token" GET /status
 expect_api 200 "$ADMIN" GET /status
-assert_eq "$(json 'd["mountpoint"]' <<<"$API_BODY")" "$(realpath "$MNT")" "status over the API"
+assert_eq "$(json 'd["mountpoint"] + " " + d["api"]' <<<"$API_BODY")" "$(realpath "$MNT") 127.0.0.1:$PORT" \
+    "status over the API"
+tcli status | grep -qxF "HTTP API:       http://127.0.0.1:$PORT/v1" || fail "status does not name the API: $(tcli status)"
 
 info "an admin creates in the default domain, an operator in its own"
 expect_api 201 "$ADMIN" POST /volumes '{"name": "web", "size": "8M"}'
