@@ -266,6 +266,12 @@ enum Schema {
                 t.uniqueKey(["volumeId", "name"])
             }
         }
+        m.registerMigration("v12-cdp-snapshots") { db in
+            try db.alter(table: "snapshot_member") { t in
+                t.add(column: "cdpFrom", .integer)
+                t.add(column: "cdpTo", .integer)
+            }
+        }
         return m
     }
 
