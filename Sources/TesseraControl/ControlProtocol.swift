@@ -225,13 +225,13 @@ public struct ControlService: Sendable {
             try unmount(force)
             return ControlReply()
         case .qosSet(let target, let limits):
-            try engine.setQoS(target, limits)
-            return ControlReply(qos: try engine.qosReport())
+            try engine.setQoS(target, limits, domain: domain)
+            return ControlReply(qos: try engine.qosReport(domain: domain))
         case .qosClear(let target):
-            try engine.clearQoS(target)
-            return ControlReply(qos: try engine.qosReport())
+            try engine.clearQoS(target, domain: domain)
+            return ControlReply(qos: try engine.qosReport(domain: domain))
         case .qosShow(let volume):
-            return ControlReply(qos: try engine.qosReport(volume: volume))
+            return ControlReply(qos: try engine.qosReport(volume: volume, domain: domain))
         }
     }
 }
