@@ -284,6 +284,13 @@ enum Schema {
                         """)
             }
         }
+        // A protected volume's snapshot keeps the CDP instants that bound it (a diff may be named by it).
+        m.registerMigration("v12-cdp-snapshots") { db in
+            try db.alter(table: "snapshot_member") { t in
+                t.add(column: "cdpFrom", .integer)
+                t.add(column: "cdpTo", .integer)
+            }
+        }
         return m
     }
 

@@ -219,22 +219,22 @@ public struct ControlService: Sendable {
         case .clone(let source, let name):
             return ControlReply(volumes: [engine.info(try engine.clone(source, as: name, domain: domain))])
         case .cdpEnable(let volume, let window, let maxSize):
-            return ControlReply(cdp: [try engine.enableCDP(volume, window: window, maxSize: maxSize)])
+            return ControlReply(cdp: [try engine.enableCDP(volume, window: window, maxSize: maxSize, domain: domain)])
         case .cdpDisable(let volume):
-            try engine.disableCDP(volume)
+            try engine.disableCDP(volume, domain: domain)
             return ControlReply()
         case .cdpStatus(let volume):
-            return ControlReply(cdp: try engine.cdpInfos(volume))
+            return ControlReply(cdp: try engine.cdpInfos(volume, domain: domain))
         case .cdpMark(let volume, let name):
-            let mark = try engine.markCDP(volume, mark: name)
+            let mark = try engine.markCDP(volume, mark: name, domain: domain)
             return ControlReply(
-                cdp: try engine.cdpInfos(volume).map { info in
+                cdp: try engine.cdpInfos(volume, domain: domain).map { info in
                     var i = info
                     i.marks = [mark]
                     return i
                 })
         case .cdpRestore(let volume, let at, let name):
-            return ControlReply(volumes: [try engine.restoreCDP(volume, at: at, as: name)])
+            return ControlReply(volumes: [try engine.restoreCDP(volume, at: at, as: name, domain: domain)])
         case .userAdd(let name, let role, let domain):
             let (user, token) = try engine.addUser(name, role: try Engine.role(role), domain: domain)
             return ControlReply(users: [user], token: token)
@@ -251,13 +251,13 @@ public struct ControlService: Sendable {
             try unmount(force)
             return ControlReply()
         case .qosSet(let target, let limits):
-            try engine.setQoS(target, limits)
-            return ControlReply(qos: try engine.qosReport())
+            try engine.setQoS(target, limits, domain: domain)
+            return ControlReply(qos: try engine.qosReport(domain: domain))
         case .qosClear(let target):
-            try engine.clearQoS(target)
-            return ControlReply(qos: try engine.qosReport())
+            try engine.clearQoS(target, domain: domain)
+            return ControlReply(qos: try engine.qosReport(domain: domain))
         case .qosShow(let volume):
-            return ControlReply(qos: try engine.qosReport(volume: volume))
+            return ControlReply(qos: try engine.qosReport(volume: volume, domain: domain))
         }
     }
 }
