@@ -1,10 +1,11 @@
-// swift-tools-version:6.0
+// swift-tools-version:6.1
 import PackageDescription
 
 // Targets, one job each; dependencies point one way:
 // CFuse3 ← TesseraFUSE; CZstd ← TesseraCore ← TesseraStores, TesseraCatalog ← TesseraEngine ← TesseraControl
 // ← TesseraFUSE ← tessera; TesseraCore ← TesseraS3 (SigV4 over AsyncHTTPClient, kept out of the core and its tests)
-// ← tessera. TesseraTestSupport serves the tests only.
+// ← tessera; TesseraControl ← TesseraAPI (HTTP over Hummingbird, so NIO stays out of the engine) ← tessera.
+// TesseraTestSupport serves the tests only.
 let package = Package(
     name: "Tessera",
     platforms: [.macOS(.v15)],
@@ -18,6 +19,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        // No traits: its ConfigurationSupport default would build swift-configuration for nothing.
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1", traits: []),
     ],
     targets: [
         .systemLibrary(
@@ -55,11 +58,20 @@ let package = Package(
         ),
         .target(
             name: "TesseraEngine",
-            dependencies: ["TesseraCore", "TesseraStores", "TesseraCatalog"]
+            dependencies: [
+                "TesseraCore", "TesseraStores", "TesseraCatalog", .product(name: "Crypto", package: "swift-crypto"),
+            ]
         ),
         .target(
             name: "TesseraControl",
             dependencies: ["TesseraCore", "TesseraEngine"]
+        ),
+        .target(
+            name: "TesseraAPI",
+            dependencies: [
+                "TesseraCore", "TesseraEngine", "TesseraControl",
+                .product(name: "Hummingbird", package: "hummingbird"),
+            ]
         ),
         .target(
             name: "TesseraFUSE",
@@ -68,7 +80,8 @@ let package = Package(
         .executableTarget(
             name: "tessera",
             dependencies: [
-                "CLinux", "TesseraCore", "TesseraEngine", "TesseraControl", "TesseraFUSE", "TesseraS3", "TesseraStores",
+                "CLinux", "TesseraCore", "TesseraEngine", "TesseraControl", "TesseraAPI", "TesseraFUSE", "TesseraS3",
+                "TesseraStores",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -87,6 +100,10 @@ let package = Package(
         .testTarget(
             name: "TesseraCatalogTests",
             dependencies: ["TesseraCore", "TesseraCatalog", .product(name: "GRDB", package: "GRDB.swift")]
+        ),
+        .testTarget(
+            name: "TesseraControlTests",
+            dependencies: ["TesseraCore", "TesseraCatalog", "TesseraEngine", "TesseraControl", "TesseraTestSupport"]
         ),
         .testTarget(
             name: "TesseraFUSETests",

@@ -438,15 +438,18 @@ public final class Catalog: Sendable {
 
     /// Records a snapshot of `members` (volume → the epoch it captured) and moves each member volume to
     /// the next epoch, in one durable transaction.
-    public func insertSnapshot(_ snapshot: SnapshotRecord, members: [VolumeID: (epoch: UInt64, size: UInt64)])
-        throws(TesseraError) -> SnapshotRecord
-    {
+    /// `cdp`: the CDP instants bounding the members that are protected (see SnapshotMemberRecord).
+    public func insertSnapshot(
+        _ snapshot: SnapshotRecord, members: [VolumeID: (epoch: UInt64, size: UInt64)],
+        cdp: [VolumeID: (from: Int64, to: Int64)] = [:]
+    ) throws(TesseraError) -> SnapshotRecord {
         try write("create snapshot \(snapshot.name)") { db in
             var s = snapshot
             try s.insert(db)
             for (volume, (epoch, size)) in members {
                 try SnapshotMemberRecord(
-                    snapshotId: s.id!, volumeId: volume.rawValue, epoch: Int64(epoch), size: Int64(size)
+                    snapshotId: s.id!, volumeId: volume.rawValue, epoch: Int64(epoch), size: Int64(size),
+                    cdpFrom: cdp[volume]?.from, cdpTo: cdp[volume]?.to
                 ).insert(db)
                 try db.execute(
                     sql: "UPDATE volume SET epoch = ? WHERE id = ?", arguments: [Int64(epoch + 1), volume.rawValue])

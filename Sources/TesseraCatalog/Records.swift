@@ -201,11 +201,19 @@ public struct SnapshotMemberRecord: Codable, Sendable, FetchableRecord, Persista
     public var epoch: Int64
     /// The volume's size at that instant.
     public var size: Int64
-    public init(snapshotId: Int64, volumeId: Int64, epoch: Int64, size: Int64) {
+    /// For a volume protected by CDP: every journal record stamped at or before `cdpFrom` (ns) is in the
+    /// snapshot, and none stamped after `cdpTo` is — what lets the snapshot bound a diff (nil otherwise).
+    public var cdpFrom: Int64?
+    public var cdpTo: Int64?
+    public init(
+        snapshotId: Int64, volumeId: Int64, epoch: Int64, size: Int64, cdpFrom: Int64? = nil, cdpTo: Int64? = nil
+    ) {
         self.snapshotId = snapshotId
         self.volumeId = volumeId
         self.epoch = epoch
         self.size = size
+        self.cdpFrom = cdpFrom
+        self.cdpTo = cdpTo
     }
 }
 

@@ -302,6 +302,31 @@ enum Schema {
             try db.execute(
                 sql: "CREATE UNIQUE INDEX job_unit_active ON job(unitId) WHERE state IN ('running', 'paused')")
         }
+        // API users (issue 15): a role, the domain it acts in (domain-admin and operator only) and the
+        // SHA-256 of its bearer token; a domain is not deleted while one of its users remains.
+        m.registerMigration("v11-users") { db in
+            try db.create(table: "user") { t in
+                t.autoIncrementedPrimaryKey("id")
+                t.column("name", .text).notNull().unique()
+                t.column("role", .text).notNull()
+                    .check { ["admin", "domain-admin", "operator", "auditor"].contains($0) }
+                t.column("domainId", .integer).references("domain", onDelete: .restrict)
+                t.column("tokenHash", .text).notNull().unique()
+                t.column("createdAt", .double).notNull()
+                t.check(
+                    sql: """
+                        (role IN ('domain-admin', 'operator') AND domainId IS NOT NULL)
+                        OR (role IN ('admin', 'auditor') AND domainId IS NULL)
+                        """)
+            }
+        }
+        // A protected volume's snapshot keeps the CDP instants that bound it (a diff may be named by it).
+        m.registerMigration("v12-cdp-snapshots") { db in
+            try db.alter(table: "snapshot_member") { t in
+                t.add(column: "cdpFrom", .integer)
+                t.add(column: "cdpTo", .integer)
+            }
+        }
         return m
     }
 

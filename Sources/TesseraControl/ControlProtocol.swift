@@ -60,6 +60,12 @@ public indirect enum ControlRequest: Codable, Sendable {
     case cdpMark(volume: String, name: String)
     /// `at`: an RFC 3339 time or a mark name; `as`: a new volume (nil: in place).
     case cdpRestore(volume: String, at: String, as: String?)
+    /// API users (Users.swift): `role` as typed (admin, domain-admin, operator, auditor); the reply of
+    /// `userAdd` and `userRotateToken` carries the token, the only time it is shown.
+    case userAdd(name: String, role: String, domain: String?)
+    case userList
+    case userRemove(name: String)
+    case userRotateToken(name: String)
 }
 
 /// The answer: `error` set on failure, otherwise the fields the request asks for.
@@ -78,13 +84,19 @@ public struct ControlReply: Codable, Sendable {
     public var progress: [Int]?
     public var cdp: [CDPInfo]?
     public var jobs: [JobInfo]?
+    public var users: [UserInfo]?
+    /// A new API token (`user add`, `user token --rotate`).
+    public var token: String?
     public init(
         error: TesseraError? = nil, volumes: [VolumeInfo]? = nil, pools: [PoolInfo]? = nil,
         stores: [StoreInfo]? = nil, status: StatusInfo? = nil, snapshots: [SnapshotInfo]? = nil,
         schedules: [ScheduleInfo]? = nil, scrub: ScrubReport? = nil, progress: [Int]? = nil, qos: QoSReport? = nil,
-        domains: [DomainInfo]? = nil, cdp: [CDPInfo]? = nil, jobs: [JobInfo]? = nil
+        domains: [DomainInfo]? = nil, cdp: [CDPInfo]? = nil, jobs: [JobInfo]? = nil, users: [UserInfo]? = nil,
+        token: String? = nil
     ) {
         self.jobs = jobs
+        self.users = users
+        self.token = token
         self.qos = qos
         self.cdp = cdp
         self.error = error
@@ -109,12 +121,15 @@ public struct ControlService: Sendable {
     public let unmount: (@Sendable (Bool) throws(TesseraError) -> Void)?
     /// The open images with their processes, for `status` (only a running mount sets it).
     public let openImages: (@Sendable () -> [String])?
+    /// Where the mount serves the HTTP API, for `status` (only a running mount with --api sets it).
+    public let api: String?
 
     public init(
         engine: Engine, mountpoint: String? = nil,
         unmount: (@Sendable (Bool) throws(TesseraError) -> Void)? = nil,
-        openImages: (@Sendable () -> [String])? = nil
+        openImages: (@Sendable () -> [String])? = nil, api: String? = nil
     ) {
+        self.api = api
         self.engine = engine
         self.mountpoint = mountpoint
         self.unmount = unmount
@@ -153,6 +168,7 @@ public struct ControlService: Sendable {
         case .status:
             var status = engine.status(mountpoint: mountpoint)
             status.openImageNames = openImages?() ?? []
+            status.api = api
             status.qos = try engine.qosReport().volumes.filter { $0.settings != nil || !$0.groups.isEmpty }
             status.jobs = try engine.jobs().filter { !$0.isFinished }
             return ControlReply(status: status)
@@ -224,34 +240,45 @@ public struct ControlService: Sendable {
         case .clone(let source, let name):
             return ControlReply(volumes: [engine.info(try engine.clone(source, as: name, domain: domain))])
         case .cdpEnable(let volume, let window, let maxSize):
-            return ControlReply(cdp: [try engine.enableCDP(volume, window: window, maxSize: maxSize)])
+            return ControlReply(cdp: [try engine.enableCDP(volume, window: window, maxSize: maxSize, domain: domain)])
         case .cdpDisable(let volume):
-            try engine.disableCDP(volume)
+            try engine.disableCDP(volume, domain: domain)
             return ControlReply()
         case .cdpStatus(let volume):
-            return ControlReply(cdp: try engine.cdpInfos(volume))
+            return ControlReply(cdp: try engine.cdpInfos(volume, domain: domain))
         case .cdpMark(let volume, let name):
-            let mark = try engine.markCDP(volume, mark: name)
+            let mark = try engine.markCDP(volume, mark: name, domain: domain)
             return ControlReply(
-                cdp: try engine.cdpInfos(volume).map { info in
+                cdp: try engine.cdpInfos(volume, domain: domain).map { info in
                     var i = info
                     i.marks = [mark]
                     return i
                 })
         case .cdpRestore(let volume, let at, let name):
-            return ControlReply(volumes: [try engine.restoreCDP(volume, at: at, as: name)])
+            return ControlReply(volumes: [try engine.restoreCDP(volume, at: at, as: name, domain: domain)])
+        case .userAdd(let name, let role, let domain):
+            let (user, token) = try engine.addUser(name, role: try Engine.role(role), domain: domain)
+            return ControlReply(users: [user], token: token)
+        case .userList:
+            return ControlReply(users: try engine.userInfos())
+        case .userRemove(let name):
+            try engine.removeUser(name)
+            return ControlReply()
+        case .userRotateToken(let name):
+            let (user, token) = try engine.rotateToken(name)
+            return ControlReply(users: [user], token: token)
         case .unmount(let force):
             guard let unmount else { throw TesseraError(.notFound, "no mount is running for \(engine.data.path)") }
             try unmount(force)
             return ControlReply()
         case .qosSet(let target, let limits):
-            try engine.setQoS(target, limits)
-            return ControlReply(qos: try engine.qosReport())
+            try engine.setQoS(target, limits, domain: domain)
+            return ControlReply(qos: try engine.qosReport(domain: domain))
         case .qosClear(let target):
-            try engine.clearQoS(target)
-            return ControlReply(qos: try engine.qosReport())
+            try engine.clearQoS(target, domain: domain)
+            return ControlReply(qos: try engine.qosReport(domain: domain))
         case .qosShow(let volume):
-            return ControlReply(qos: try engine.qosReport(volume: volume))
+            return ControlReply(qos: try engine.qosReport(volume: volume, domain: domain))
         }
     }
 }

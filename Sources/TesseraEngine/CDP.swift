@@ -113,10 +113,14 @@ extension Engine {
         try catalog.cdpRecords().first { $0.volumeId == v.id.rawValue }
     }
 
-    func requireProtected(_ name: String) throws(TesseraError) -> (Volume, CDPRecord) {
-        let v = try requireVolume(name)
+    func requireProtected(_ name: String, domain: String = DomainRecord.defaultName) throws(TesseraError) -> (
+        Volume, CDPRecord
+    ) {
+        let v = try requireVolume(name, domainID: try domainID(domain))
         guard let r = try cdpRecord(v) else {
-            throw TesseraError(.notFound, "volume '\(name)' is not protected by CDP (run 'tessera cdp enable \(name)')")
+            let flag = domain == DomainRecord.defaultName ? "" : " --domain \(domain)"
+            throw TesseraError(
+                .notFound, "volume '\(name)' is not protected by CDP (run 'tessera cdp enable \(name)\(flag)')")
         }
         return (v, r)
     }
@@ -184,14 +188,17 @@ extension Engine {
     public static let minCDPSize: UInt64 = 1 << 20
 
     /// `cdp enable`: starts journaling `name` and takes its first base.
-    public func enableCDP(_ name: String, window: Int64, maxSize: UInt64?) throws(TesseraError) -> CDPInfo {
+    public func enableCDP(_ name: String, window: Int64, maxSize: UInt64?, domain: String = DomainRecord.defaultName)
+        throws(TesseraError)
+        -> CDPInfo
+    {
         guard window >= Self.minWindow && window <= Self.maxWindow else {
             throw TesseraError(.invalid, "--window must be between 10s and 3650d")
         }
         if let maxSize, maxSize < Self.minCDPSize || maxSize > Self.maxVolumeSize {
             throw TesseraError(.invalid, "--max-size must be between 1M and 1P")
         }
-        let v = try requireVolume(name)
+        let v = try requireVolume(name, domainID: try domainID(domain))
         if try cdpRecord(v) != nil { throw TesseraError(.exists, "volume '\(name)' is already protected by CDP") }
         try catalog.insertCDP(
             CDPRecord(
@@ -208,12 +215,12 @@ extension Engine {
             throw error as? TesseraError ?? TesseraError(.io, "cdp enable of '\(name)' failed: \(error)")
         }
         Log.info("cdp: protecting '\(name)' (window \(window)s\(maxSize.map { ", max \(ByteSize.format($0))" } ?? ""))")
-        return try cdpInfos(name).first!
+        return try cdpInfos(name, domain: domain).first!
     }
 
     /// `cdp disable`: stops journaling and frees the journal, its bases and its marks.
-    public func disableCDP(_ name: String) throws(TesseraError) {
-        let (v, _) = try requireProtected(name)
+    public func disableCDP(_ name: String, domain: String = DomainRecord.defaultName) throws(TesseraError) {
+        let (v, _) = try requireProtected(name, domain: domain)
         try catalog.deleteCDP(v.id)
         cdp.journal(for: v.id).close(deleteFiles: true)
         for base in cdpBases(v) { try dropSnapshot(base.name, domainID: v.record.domainId) }
@@ -221,12 +228,14 @@ extension Engine {
     }
 
     /// `cdp mark`: names the current instant (after making the journal durable up to it).
-    public func markCDP(_ name: String, mark: String) throws(TesseraError) -> CDPMarkInfo {
+    public func markCDP(_ name: String, mark: String, domain: String = DomainRecord.defaultName) throws(TesseraError)
+        -> CDPMarkInfo
+    {
         try Self.checkName(mark, "mark")
         if mark.contains("@") || mark.contains("..") || CDPTime.parse(mark) != nil {
             throw TesseraError(.invalid, "a mark name may not contain '@' or '..', or be a time: '\(mark)'")
         }
-        let (v, _) = try requireProtected(name)
+        let (v, _) = try requireProtected(name, domain: domain)
         if try catalog.cdpMarks().contains(where: { $0.volumeId == v.id.rawValue && $0.name == mark }) {
             throw TesseraError(.exists, "volume '\(name)' already has a mark named '\(mark)'")
         }
@@ -253,9 +262,16 @@ extension Engine {
     }
 
     /// The read-only image of volume `name` at `spec` (a time or a mark).
-    public func cdpImage(_ name: String, at spec: String) throws(TesseraError) -> CDPImage {
-        let (v, _) = try requireProtected(name)
-        return try cdpImage(v, at: try instant(v, spec))
+    public func cdpImage(_ name: String, at spec: String, domain: String = DomainRecord.defaultName)
+        throws(TesseraError) -> CDPImage
+    {
+        let (v, _) = try requireProtected(name, domain: domain)
+        return try cdpImage(v, at: spec)
+    }
+
+    /// The read-only image of `v` at `spec` (a time or a mark).
+    public func cdpImage(_ v: Volume, at spec: String) throws(TesseraError) -> CDPImage {
+        try cdpImage(v, at: try instant(v, spec))
     }
 
     public func cdpImage(_ v: Volume, at time: Int64) throws(TesseraError) -> CDPImage {
@@ -277,13 +293,29 @@ extension Engine {
 
     /// `MOUNT/.diff/FROM..TO/VOL.img`: volume `name` at `to` with every range unchanged since `from` a
     /// hole (FROM and TO: times or marks, both inside the window, FROM not after TO).
-    public func cdpDiff(_ name: String, from: String, to: String) throws(TesseraError) -> CDPDiffImage {
-        let (v, _) = try requireProtected(name)
-        let (start, end) = (try instant(v, from), try instant(v, to))
+    public func cdpDiff(_ name: String, from: String, to: String, domain: String = DomainRecord.defaultName)
+        throws(TesseraError)
+        -> CDPDiffImage
+    {
+        let (v, _) = try requireProtected(name, domain: domain)
+        return try cdpDiff(v, from: from, to: to)
+    }
+
+    /// The diff image of `v` from `from` to `to` (see above).
+    public func cdpDiff(_ v: Volume, from: String, to: String) throws(TesseraError) -> CDPDiffImage {
+        let (first, last) = (try diffEnd(v, from), try diffEnd(v, to))
+        let (start, end) = (first.from, last.to)
         if start > end { throw TesseraError(.invalid, "\(from) is after \(to)") }
         _ = try cdpImage(v, at: start)  // inside the window
-        let image = try cdpImage(v, at: end)
-        let (blocks, ranges) = cdp.journal(for: v.id).withIndex { index in
+        let j = cdp.journal(for: v.id)
+        // At a snapshot, the image is the snapshot itself (no record applied over it).
+        let image: CDPImage
+        if let snap = last.snapshot {
+            image = CDPImage(base: snap, journal: j, fromSeq: .max, time: end)
+        } else {
+            image = try cdpImage(v, at: end)
+        }
+        let (blocks, ranges) = j.withIndex { index in
             (
                 index.blocksWritten(after: start, until: end),
                 index.ranges(overlapping: 0, .max, from: 0, until: end).filter { $0.time > start }
@@ -293,12 +325,39 @@ extension Engine {
         return CDPDiffImage(image: image, regions: regions)
     }
 
-    /// What `ls MOUNT/.cdp` shows: each protected volume at its window start, and every mark.
-    public func cdpListing() -> [(name: String, key: CDPImageKey)] {
+    /// One end of a diff: a time or a mark (one instant), or a snapshot of `v`'s domain taken while `v` was
+    /// protected — the instants that bound it (every write stamped up to `from` is in it, none stamped
+    /// after `to`) and its read-only view. A mark wins over a snapshot of the same name.
+    private func diffEnd(_ v: Volume, _ spec: String) throws(TesseraError)
+        -> (from: Int64, to: Int64, snapshot: (any VolumeStore)?)
+    {
+        let isMark = try catalog.cdpMarks().contains { $0.volumeId == v.id.rawValue && $0.name == spec }
+        if CDPTime.parse(spec) == nil && !isMark && !Self.isHidden(spec),
+            let (_, members) = snapshot(named: spec, domainID: v.record.domainId)
+        {
+            guard let m = members.first(where: { $0.volumeId == v.id.rawValue }) else {
+                throw TesseraError(.notFound, "snapshot '\(spec)' does not hold volume '\(v.name)'")
+            }
+            guard let from = m.cdpFrom, let to = m.cdpTo else {
+                throw TesseraError(
+                    .invalid,
+                    "snapshot '\(spec)' was taken while '\(v.name)' was not protected by CDP: it cannot bound a diff")
+            }
+            return (from, to, stack(of: v).view(at: UInt64(m.epoch), size: UInt64(m.size)))
+        }
+        let t = try instant(v, spec)
+        return (t, t, nil)
+    }
+
+    /// What `ls MOUNT/.cdp` (or `MOUNT/D/.cdp`) shows: each protected volume of the domain at its window
+    /// start, and every mark.
+    public func cdpListing(domainID: Int64 = DomainRecord.defaultID) -> [(name: String, key: CDPImageKey)] {
         var out: [(String, CDPImageKey)] = []
         let marks = (try? catalog.cdpMarks()) ?? []
         for r in (try? catalog.cdpRecords()) ?? [] {
-            guard let v = volume(id: VolumeID(r.volumeId)), let start = cdpBases(v).first?.captured else { continue }
+            guard let v = volume(id: VolumeID(r.volumeId)), v.record.domainId == domainID,
+                let start = cdpBases(v).first?.captured
+            else { continue }
             out.append(("\(v.name)@\(CDPTime.format(start))", CDPImageKey(volume: v.id, time: start)))
             for m in marks where m.volumeId == r.volumeId {
                 out.append(("\(v.name)@\(m.name)", CDPImageKey(volume: v.id, time: m.time)))
@@ -309,11 +368,17 @@ extension Engine {
 
     // MARK: Status
 
-    public func cdpInfos(_ name: String? = nil) throws(TesseraError) -> [CDPInfo] {
+    /// `cdp status`: the protected volumes of `domain` (or only `name`).
+    public func cdpInfos(_ name: String? = nil, domain: String = DomainRecord.defaultName) throws(TesseraError)
+        -> [CDPInfo]
+    {
         var records = try catalog.cdpRecords()
         if let name {
-            let (v, _) = try requireProtected(name)
+            let (v, _) = try requireProtected(name, domain: domain)
             records = records.filter { $0.volumeId == v.id.rawValue }
+        } else {
+            let id = try domainID(domain)
+            records = records.filter { volume(id: VolumeID($0.volumeId))?.record.domainId == id }
         }
         let marks = try catalog.cdpMarks()
         let now = CDPJournal.now()

@@ -16,19 +16,23 @@ import TesseraCore
 
 extension Engine {
     /// `cdp restore`: `name` as it was at `spec` (a time or a mark), as `newName` or in place.
-    public func restoreCDP(_ name: String, at spec: String, as newName: String?) throws(TesseraError) -> VolumeInfo {
-        let (v, _) = try requireProtected(name)
+    public func restoreCDP(
+        _ name: String, at spec: String, as newName: String?, domain: String = DomainRecord.defaultName
+    )
+        throws(TesseraError) -> VolumeInfo
+    {
+        let (v, _) = try requireProtected(name, domain: domain)
         let time = try instant(v, spec)
         let image = try cdpImage(v, at: time)
         if let newName {
             try Self.checkName(newName, "volume")
-            if volume(named: newName) != nil {
-                throw TesseraError(.exists, "a volume named '\(newName)' already exists")
+            if volume(named: newName, domainID: v.record.domainId) != nil {
+                throw TesseraError(.exists, "a volume named '\(newName)' already exists\(inDomain(v.record.domainId))")
             }
             guard let base = cdpBases(v).last(where: { $0.captured <= time }) else {
                 throw TesseraError(.invalid, "no base at \(CDPTime.format(time))")
             }
-            let clone = try cloneVolume(base.name + "/" + v.name, as: newName)
+            let clone = try cloneVolume(base.name + "/" + v.name, as: newName, domain: domain)
             let regions = Self.regions(blocks: image.writtenBlocks, ranges: image.discardedRanges)
             do {
                 try apply(image, regions, to: stack(of: clone))

@@ -153,8 +153,11 @@ extension Engine {
         let id = try domainID(name)
         if id == DomainRecord.defaultID { throw TesseraError(.invalid, "the default domain cannot be deleted") }
         let info = try domainInfo(name)
-        let held = [(info.volumes, "volumes"), (info.snapshots, "snapshots"), (info.schedules, "schedules")]
-            .filter { $0.0 > 0 }.map { "\($0.0) \($0.1)" }
+        let users = try users(inDomain: id).count
+        let held = [
+            (info.volumes, "volumes"), (info.snapshots, "snapshots"), (info.schedules, "schedules"), (users, "users"),
+        ]
+        .filter { $0.0 > 0 }.map { "\($0.0) \($0.1)" }
         if !held.isEmpty {
             throw TesseraError(
                 .busy, "domain '\(name)' still holds \(held.joined(separator: ", ")); delete them first")

@@ -147,6 +147,8 @@ public struct StatusInfo: Codable, Sendable, Equatable {
     public var qos: [QoSVolumeInfo]?
     /// Jobs still running or paused.
     public var jobs: [JobInfo]?
+    /// Where the mount serves the HTTP API ("HOST:PORT"; nil: it does not).
+    public var api: String? = nil
 }
 
 /// A pool's RAM cache: size, hit rates, dirty bytes.

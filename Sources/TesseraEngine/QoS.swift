@@ -24,6 +24,8 @@ public enum QoSTarget: Codable, Sendable, Equatable {
 /// One volume's QoS for `qos show` and `status`.
 public struct QoSVolumeInfo: Codable, Sendable, Equatable {
     public var volume: String
+    /// The volume's domain (nil: the default one).
+    public var domain: String?
     public var pool: String
     /// The volume's own settings (nil: none).
     public var settings: QoSLimits?
@@ -104,10 +106,13 @@ extension Engine {
     /// volume is gone).
     public func throttle(of v: Volume) -> QoSLayer? { qos.layer(of: v.id) }
 
-    /// `qos set`: changes the settings `limits` names for each target (the others stay), all or none.
-    public func setQoS(_ target: QoSTarget, _ limits: QoSLimits) throws(TesseraError) {
+    /// `qos set`: changes the settings `limits` names for each target (volumes of `domain`) — the others
+    /// stay —, all or none.
+    public func setQoS(_ target: QoSTarget, _ limits: QoSLimits, domain: String = DomainRecord.defaultName)
+        throws(TesseraError)
+    {
         if limits.isEmpty { throw TesseraError(.invalid, "give at least one setting (see 'tessera qos set --help')") }
-        let scopes = try resolve(target)
+        let scopes = try resolve(target, domainID: try domainID(domain))
         var changes: [(QoSRecord.Scope, QoSLimits)] = []
         for (scope, name) in scopes {
             let merged = (qos.settings(scope) ?? QoSLimits()).updated(with: limits)
@@ -121,16 +126,18 @@ extension Engine {
     }
 
     /// `qos clear`: removes every setting of each target.
-    public func clearQoS(_ target: QoSTarget) throws(TesseraError) {
-        let changes = try resolve(target).map { ($0.scope, QoSLimits()) }
+    public func clearQoS(_ target: QoSTarget, domain: String = DomainRecord.defaultName) throws(TesseraError) {
+        let changes = try resolve(target, domainID: try domainID(domain)).map { ($0.scope, QoSLimits()) }
         try catalog.setQoS(changes)
         qos.replace(changes)
     }
 
-    /// `qos show`: the group settings and every volume (or just `name`) with its settings and figures.
-    public func qosReport(volume name: String? = nil) throws(TesseraError) -> QoSReport {
+    /// `qos show`: the group settings and every volume of `domain` (nil: of every domain; or just `name`,
+    /// of `domain` or the default one) with its settings and figures.
+    public func qosReport(volume name: String? = nil, domain: String? = nil) throws(TesseraError) -> QoSReport {
         var only: Volume?
-        if let name { only = try requireVolume(name) }
+        let domainID = try domain.map { name throws(TesseraError) in try self.domainID(name) }
+        if let name { only = try requireVolume(name, domainID: domainID ?? DomainRecord.defaultID) }
         let (settings, layers) = qos.snapshot()
         let pools = state.withLock { s in s.pools.mapValues(\.record.name) }
         var groups: [QoSGroupInfo] = []
@@ -138,27 +145,31 @@ extension Engine {
             if let l = settings[.pool(id)] { groups.append(QoSGroupInfo(group: "pool \(poolName)", settings: l)) }
         }
         if let l = settings[.all] { groups.append(QoSGroupInfo(group: "all", settings: l)) }
-        let volumes = (only.map { [$0] } ?? allVolumes()).map { v in
+        let chosen = only.map { [$0] } ?? allVolumes().filter { domainID == nil || $0.record.domainId == domainID }
+        let volumes = chosen.map { v in
             let poolId = v.record.poolId
             var member: [String] = []
             if settings[.pool(poolId)] != nil { member.append("pool \(v.poolName)") }
             if settings[.all] != nil { member.append("all") }
+            let domain = v.record.domainId == DomainRecord.defaultID ? nil : domainName(id: v.record.domainId)
             return QoSVolumeInfo(
-                volume: v.name, pool: v.poolName, settings: settings[.volume(v.id)], groups: member,
+                volume: v.name, domain: domain, pool: v.poolName, settings: settings[.volume(v.id)], groups: member,
                 stats: layers[v.id]?.stats ?? QoSStats())
         }
         return QoSReport(groups: groups, volumes: volumes)
     }
 
     /// The scopes a target names, each with the name to report it by.
-    private func resolve(_ target: QoSTarget) throws(TesseraError) -> [(scope: QoSRecord.Scope, name: String)] {
+    private func resolve(_ target: QoSTarget, domainID: Int64) throws(TesseraError)
+        -> [(scope: QoSRecord.Scope, name: String)]
+    {
         switch target {
         case .volumes(let names):
             if names.isEmpty { throw TesseraError(.invalid, "name a volume, or give --pool POOL or --all") }
             var seen = Set<String>()
             var scopes: [(scope: QoSRecord.Scope, name: String)] = []
             for n in names where seen.insert(n).inserted {
-                scopes.append((QoSRecord.Scope.volume(try requireVolume(n).id), n))
+                scopes.append((QoSRecord.Scope.volume(try requireVolume(n, domainID: domainID).id), n))
             }
             return scopes
         case .pool(let name): return [(QoSRecord.Scope.pool(try pool(named: name).record.id!), "pool \(name)")]

@@ -47,7 +47,7 @@ extension Engine {
     }
 
     /// Snapshot `name` of domain `domainID` and its members.
-    private func snapshot(named name: String, domainID: Int64) -> (SnapshotRecord, [SnapshotMemberRecord])? {
+    func snapshot(named name: String, domainID: Int64) -> (SnapshotRecord, [SnapshotMemberRecord])? {
         state.withLock { s in
             s.snapshots.values.first { $0.domainId == domainID && $0.name == name }
                 .map { ($0, s.members[$0.id!] ?? []) }
@@ -170,6 +170,14 @@ extension Engine {
                     throw TesseraError(.io, "cannot flush '\(v.name)' for the snapshot: \(error)")
                 }
             }
+            // A protected volume's snapshot can bound a CDP diff: every write stamped before `from` has
+            // gone down the stack (the gate drained) before the capture, and every write the capture holds
+            // was stamped before `to`.
+            var cdpFrom: [VolumeID: Int64] = [:]
+            for v in chosen where !Self.isHidden(name) && cdp.journal(for: v.id).isActive {
+                cdpFrom[v.id] = CDPJournal.now()
+                cdp.journal(for: v.id).gate.drain()
+            }
             for v in chosen { v.quiesce() }
             defer { for v in chosen { v.resume() } }
             for v in chosen {
@@ -179,16 +187,19 @@ extension Engine {
             }
             var members: [VolumeID: (epoch: UInt64, size: UInt64)] = [:]
             for v in chosen { members[v.id] = v.captureInstant() }
+            let cdpTo = CDPJournal.now()
+            let bounds = cdpFrom.mapValues { (from: $0, to: cdpTo) }
             let record = try catalog.insertSnapshot(
                 SnapshotRecord(
                     name: name, domainId: domainID, createdAt: Date().timeIntervalSince1970, scheduleId: scheduleID),
-                members: members)
+                members: members, cdp: bounds)
             for v in chosen { v.holdAndAdvance(members[v.id]!.epoch) }
             state.withLock { s in
                 s.snapshots[record.id!] = record
                 s.members[record.id!] = members.map { id, m in
                     SnapshotMemberRecord(
-                        snapshotId: record.id!, volumeId: id.rawValue, epoch: Int64(m.epoch), size: Int64(m.size))
+                        snapshotId: record.id!, volumeId: id.rawValue, epoch: Int64(m.epoch), size: Int64(m.size),
+                        cdpFrom: bounds[id]?.from, cdpTo: bounds[id]?.to)
                 }
             }
             recordSnapshotManifest(record.id!)  // (volume manifests keep their epoch: a rebuild derives it)

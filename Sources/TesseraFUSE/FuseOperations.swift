@@ -212,14 +212,15 @@ extension FuseMount {
         return st
     }
 
-    /// The image `.cdp/VOL@SPEC.img` names (SPEC: an RFC 3339 time or a mark); its number and volume.
-    private func cdpImage(named file: String) throws(FuseFailure) -> (CDPImage, Volume, UInt64) {
+    /// The image `.cdp/VOL@SPEC.img` of `domain` names (SPEC: an RFC 3339 time or a mark); its number and
+    /// volume.
+    private func cdpImage(named file: String, domain: Int64) throws(FuseFailure) -> (CDPImage, Volume, UInt64) {
         guard let stem = Node.volumeName(fromFile: file), let at = stem.lastIndex(of: "@") else {
             throw FuseFailure(ENOENT)
         }
-        guard let v = engine.volume(named: String(stem[..<at])) else { throw FuseFailure(ENOENT) }
+        guard let v = engine.volume(named: String(stem[..<at]), domainID: domain) else { throw FuseFailure(ENOENT) }
         do {
-            let image = try engine.cdpImage(v.name, at: String(stem[stem.index(after: at)...]))
+            let image = try engine.cdpImage(v, at: String(stem[stem.index(after: at)...]))
             return (image, v, engine.cdp.handle(CDPImageKey(volume: v.id, time: image.time)))
         } catch {
             throw FuseFailure(error)
@@ -234,15 +235,23 @@ extension FuseMount {
         return st
     }
 
-    /// The diff image of volume file `file` in directory `range` ("FROM..TO"), and its number.
-    private func diffImage(_ file: String, in range: String) throws(FuseFailure) -> (CDPDiffImage, Volume, UInt64) {
-        guard let name = Node.volumeName(fromFile: file), let v = engine.volume(named: name),
+    /// The name a diff directory is numbered by: "D:FROM..TO" (D the domain's id; FROM..TO as looked up).
+    private static func diffDirKey(_ domain: Int64, _ range: String) -> String { "\(domain):\(range)" }
+
+    /// The diff image of volume file `file` in the diff directory named `dirKey` (see `diffDirKey`), and
+    /// its number (named "VOL/D:FROM..TO").
+    private func diffImage(_ file: String, in dirKey: String) throws(FuseFailure) -> (CDPDiffImage, Volume, UInt64) {
+        guard let colon = dirKey.firstIndex(of: ":"), let domain = Int64(dirKey[..<colon]) else {
+            throw FuseFailure(ENOENT)
+        }
+        let range = dirKey[dirKey.index(after: colon)...]
+        guard let name = Node.volumeName(fromFile: file), let v = engine.volume(named: name, domainID: domain),
             let dots = range.range(of: "..")
         else { throw FuseFailure(ENOENT) }
         do {
             let diff = try engine.cdpDiff(
-                v.name, from: String(range[..<dots.lowerBound]), to: String(range[dots.upperBound...]))
-            return (diff, v, engine.cdp.diffHandle(v.name + "/" + range))
+                v, from: String(range[..<dots.lowerBound]), to: String(range[dots.upperBound...]))
+            return (diff, v, engine.cdp.diffHandle(v.name + "/" + dirKey))
         } catch {
             throw FuseFailure(error)
         }
@@ -285,21 +294,21 @@ extension FuseMount {
         switch Node(parent) {
         case let node where node.volumesOf != nil && name == Node.snapshotsName:
             e = entry(directoryAttr(.snapshots(of: node.volumesOf!)))
-        case .root where name == Node.cdpName:
-            e = entry(directoryAttr(.cdp))
-        case .root where name == Node.diffName:
-            e = entry(directoryAttr(.diff))
+        case let node where node.volumesOf != nil && name == Node.cdpName:
+            e = entry(directoryAttr(.cdp(of: node.volumesOf!)))
+        case let node where node.volumesOf != nil && name == Node.diffName:
+            e = entry(directoryAttr(.diff(of: node.volumesOf!)))
         case .root where domainDirectory(name) != nil:
             e = entry(directoryAttr(domainDirectory(name)!))
-        case .diff:
+        case let node where node.diffOf != nil:
             guard name.contains("..") else { throw FuseFailure(ENOENT) }
-            e = entry(directoryAttr(.diffDir(engine.cdp.diffHandle(name))))
+            e = entry(directoryAttr(.diffDir(engine.cdp.diffHandle(Self.diffDirKey(node.diffOf!, name)))))
         case .diffDir(let n):
-            guard let range = engine.cdp.diffName(n) else { throw FuseFailure(ENOENT) }
-            let (diff, v, handle) = try diffImage(name, in: range)
+            guard let key = engine.cdp.diffName(n) else { throw FuseFailure(ENOENT) }
+            let (diff, v, handle) = try diffImage(name, in: key)
             e = entry(attr(diff, v, handle: handle))
-        case .cdp:
-            let (image, v, handle) = try cdpImage(named: name)
+        case let node where node.cdpOf != nil:
+            let (image, v, handle) = try cdpImage(named: name, domain: node.cdpOf!)
             e = entry(attr(image, v, handle: handle))
         case let node where node.snapshotsOf != nil:
             guard let id = engine.snapshotImages(name, domainID: node.snapshotsOf!)?.first?.snapshotID else {
@@ -323,8 +332,8 @@ extension FuseMount {
         switch Node(ino) {
         case let node where node == .root || node == .snapshots || node == .cdp || node == .diff:
             st = directoryAttr(node)
-        case let node where node.volumesOf != nil || node.snapshotsOf != nil:
-            _ = try domainName(node.volumesOf ?? node.snapshotsOf!)
+        case let node where node.domainOf != nil:
+            _ = try domainName(node.domainOf!)
             st = directoryAttr(node)
         case .diffDir(let n):
             guard engine.cdp.diffName(n) != nil else { throw FuseFailure(ENOENT) }
@@ -358,7 +367,9 @@ extension FuseMount {
     ) throws(FuseFailure) {
         let node = Node(ino)
         switch node {
-        case .snapshots, .domainSnapshots, .snapshotDir, .snapshotImage, .cdp, .cdpImage, .diff, .diffDir, .diffImage:
+        case let node where node.isSnapshotDirectory:
+            throw FuseFailure(EROFS)
+        case .snapshotImage, .cdpImage, .diffImage:
             throw FuseFailure(EROFS)
         default: break
         }
@@ -418,18 +429,21 @@ extension FuseMount {
                     names.append((name, directoryAttr(.snapshotDir(id))))
                 }
             }
-        case .diff: break  // FROM..TO directories are found by name
+        case let node where node.diffOf != nil:
+            _ = try domainName(node.diffOf!)  // FROM..TO directories are found by name
         case .diffDir(let n):
-            guard let range = engine.cdp.diffName(n) else { throw FuseFailure(ENOENT) }
-            for v in engine.allVolumes() {
-                guard let (_, _, handle) = try? diffImage(v.name + Node.imageSuffix, in: range) else { continue }
+            guard let key = engine.cdp.diffName(n), let domain = key.split(separator: ":").first.flatMap({ Int64($0) })
+            else { throw FuseFailure(ENOENT) }
+            for v in engine.allVolumes() where v.record.domainId == domain {
+                guard let (_, _, handle) = try? diffImage(v.name + Node.imageSuffix, in: key) else { continue }
                 var st = stat()
                 st.st_ino = UInt(Node.diffImage(handle).ino)
                 st.st_mode = S_IFREG
                 names.append((v.name + Node.imageSuffix, st))
             }
-        case .cdp:
-            for (name, key) in engine.cdpListing() {
+        case let node where node.cdpOf != nil:
+            _ = try domainName(node.cdpOf!)
+            for (name, key) in engine.cdpListing(domainID: node.cdpOf!) {
                 var st = stat()
                 st.st_ino = UInt(Node.cdpImage(engine.cdp.handle(key)).ino)
                 st.st_mode = S_IFREG

@@ -14,6 +14,7 @@ struct CDPCommand: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Start journaling every write of a volume, so that any instant of the window can be read back.")
         @OptionGroup var data: DataOptions
+        @OptionGroup var domain: DomainOptions
         @Argument(help: "The volume to protect.") var volume: String
         @Option(help: "How far back instants are kept: 10s … 3650d (30m, 24h, 7d …).") var window = "24h"
         @Option(help: "Most journal bytes kept (K M G T); past it the oldest instants go first.") var maxSize: String?
@@ -35,7 +36,8 @@ struct CDPCommand: ParsableCommand {
         func run() throws {
             let size = try maxSize.map { try parseSize($0, option: "--max-size") }
             let reply = try perform(
-                .cdpEnable(volume: volume, window: try parseInterval(window), maxSize: size), data.directory)
+                domain.wrap(.cdpEnable(volume: volume, window: try parseInterval(window), maxSize: size)),
+                data.directory)
             let start = reply.cdp?.first?.windowStart ?? "?"
             print(
                 "protecting \(volume) (window \(window)\(maxSize.map { ", max \($0)" } ?? "")); first instant \(start)")
@@ -46,10 +48,11 @@ struct CDPCommand: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Stop protecting a volume and free its journal, bases and marks.")
         @OptionGroup var data: DataOptions
+        @OptionGroup var domain: DomainOptions
         @Argument var volume: String
 
         func run() throws {
-            _ = try perform(.cdpDisable(volume: volume), data.directory)
+            _ = try perform(domain.wrap(.cdpDisable(volume: volume)), data.directory)
             print("cdp disabled for \(volume); its journal is freed")
         }
     }
@@ -58,11 +61,12 @@ struct CDPCommand: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Window start and end, retained bytes, bytes per hour, marks and warnings of protected volumes.")
         @OptionGroup var data: DataOptions
+        @OptionGroup var domain: DomainOptions
         @OptionGroup var output: OutputOptions
-        @Argument(help: "One volume (default: every protected volume).") var volume: String?
+        @Argument(help: "One volume (default: every protected volume of the domain).") var volume: String?
 
         func run() throws {
-            let infos = try perform(.cdpStatus(volume: volume), data.directory).cdp ?? []
+            let infos = try perform(domain.wrap(.cdpStatus(volume: volume)), data.directory).cdp ?? []
             if output.json { return printJSON(infos) }
             printTable(
                 ["VOLUME", "WINDOW START", "WINDOW END", "RETAINED", "PER HOUR", "MAX", "MARKS"],
@@ -83,6 +87,7 @@ struct CDPCommand: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Name the current instant of a protected volume (MOUNT/.cdp/VOL@NAME.img).")
         @OptionGroup var data: DataOptions
+        @OptionGroup var domain: DomainOptions
         @Argument var volume: String
         @Argument var name: String
 
@@ -92,7 +97,8 @@ struct CDPCommand: ParsableCommand {
         }
 
         func run() throws {
-            let mark = try perform(.cdpMark(volume: volume, name: name), data.directory).cdp?.first?.marks.first
+            let mark = try perform(domain.wrap(.cdpMark(volume: volume, name: name)), data.directory).cdp?.first?.marks
+                .first
             print("marked \(volume)@\(name) at \(mark?.time ?? "?")")
         }
     }
@@ -101,6 +107,7 @@ struct CDPCommand: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Bring a volume back to an instant: as a new volume (--as), or in place (refused while open).")
         @OptionGroup var data: DataOptions
+        @OptionGroup var domain: DomainOptions
         @Argument var volume: String
         @Option(help: "The instant, RFC 3339 (2026-12-02T11:20:05Z, fractions and offsets allowed).") var at: String?
         @Option(help: "The instant a mark names.") var mark: String?
@@ -117,7 +124,7 @@ struct CDPCommand: ParsableCommand {
 
         func run() throws {
             let spec = at ?? mark!
-            _ = try perform(.cdpRestore(volume: volume, at: spec, as: newName), data.directory)
+            _ = try perform(domain.wrap(.cdpRestore(volume: volume, at: spec, as: newName)), data.directory)
             if let newName {
                 print("restored \(volume) as it was at \(spec) as \(newName)")
             } else {

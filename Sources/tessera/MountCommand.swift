@@ -1,6 +1,7 @@
 import ArgumentParser
 import CLinux
 import Foundation
+import TesseraAPI
 import TesseraControl
 import TesseraCore
 import TesseraEngine
@@ -22,9 +23,20 @@ struct MountCommand: ParsableCommand {
     @Flag(help: "Let other users (e.g. libvirt-qemu) open images; permissions stay enforced.") var allowOther = false
     @Option(help: "RAM cache (read cache + write-back), e.g. 512M; shared by the pools; 0 = none.") var cacheSize:
         String = "0"
+    @Option(
+        help: ArgumentHelp(
+            "Also serve the HTTP API (REST under /v1, bearer tokens from 'tessera user add') on HOST:PORT.",
+            discussion: "Plain HTTP for now (no --tls-cert/--tls-key yet): bind it to 127.0.0.1 or a trusted network.",
+            valueName: "HOST:PORT"))
+    var api: String?
     @Flag(help: .hidden) var daemonChild = false
 
-    func validate() throws { _ = try parseSize(cacheSize, option: "--cache-size") }
+    func validate() throws {
+        _ = try parseSize(cacheSize, option: "--cache-size")
+        if let api {
+            do { _ = try APIServer.parseAddress(api) } catch { throw failure(error) }
+        }
+    }
 
     /// Computed from the string alone: once mounted, touching the mountpoint from the daemon before
     /// its loop runs would deadlock.
@@ -40,11 +52,20 @@ struct MountCommand: ParsableCommand {
         do {
             let engine = try Engine(dir, cacheSize: try parseSize(cacheSize, option: "--cache-size"))
             let fuse = FuseMount(engine: engine, mountpoint: mountpoint, allowOther: allowOther)
+            // The API binds before the mount, so a port in use fails the mount rather than leaving it up
+            // without its API; it never unmounts (no `unmount` closure).
+            let apiServer = try api.map { address throws(TesseraError) in
+                try APIServer.start(
+                    address: address,
+                    service: ControlService(
+                        engine: engine, mountpoint: mountpoint, openImages: { fuse.openImageList() }, api: address))
+            }
+            defer { apiServer?.stop() }
             try fuse.mount()
             let service = ControlService(
                 engine: engine, mountpoint: mountpoint,
                 unmount: { force throws(TesseraError) in try fuse.requestUnmount(force: force) },
-                openImages: { fuse.openImageList() })
+                openImages: { fuse.openImageList() }, api: apiServer?.address)
             let server = try ControlServer(path: dir.socketPath, service: service)
             engine.startPeriodicFlush()
             engine.startHealthChecks()
@@ -79,7 +100,7 @@ struct MountCommand: ParsableCommand {
                 ?? CommandLine.arguments[0])
         process.arguments =
             ["mount", absoluteMountpoint, "--data", dir.path, "--daemon-child", "--cache-size", cacheSize]
-            + (allowOther ? ["--allow-other"] : [])
+            + (allowOther ? ["--allow-other"] : []) + (api.map { ["--api", $0] } ?? [])
         if !FileManager.default.fileExists(atPath: dir.logPath) {
             _ = FileManager.default.createFile(
                 atPath: dir.logPath, contents: nil, attributes: [.posixPermissions: 0o600])

@@ -43,6 +43,7 @@ struct QoSCommand: ParsableCommand {
                 release. Exit 2 for bad input, 3 for an unknown volume or pool; nothing changes then.
                 """)
         @OptionGroup var data: DataOptions
+        @OptionGroup var domain: DomainOptions
         @OptionGroup var target: Target
         @Option(parsing: .unconditional, help: "Operations per second (reads and writes).") var iops: String?
         @Option(parsing: .unconditional, help: "Read operations per second.") var readIops: String?
@@ -100,7 +101,8 @@ struct QoSCommand: ParsableCommand {
         }
 
         func run() throws {
-            let report = try perform(.qosSet(target: target.target, limits: try limits()), data.directory).qos
+            let report = try perform(domain.wrap(.qosSet(target: target.target, limits: try limits())), data.directory)
+                .qos
             print("QoS set for \(describe(target.target))")
             if let report { QoSCommand.printReport(report, only: target.target) }
         }
@@ -115,13 +117,14 @@ struct QoSCommand: ParsableCommand {
                 which at least one of its requests waited, since the mount started.
                 """)
         @OptionGroup var data: DataOptions
+        @OptionGroup var domain: DomainOptions
         @OptionGroup var output: OutputOptions
-        @Argument(help: "One volume (default: all).") var volume: String?
+        @Argument(help: "One volume (default: every volume of the domain).") var volume: String?
 
         func validate() throws { if let volume { try checkName(volume, "volume") } }
 
         func run() throws {
-            guard let report = try perform(.qosShow(volume: volume), data.directory).qos else { return }
+            guard let report = try perform(domain.wrap(.qosShow(volume: volume)), data.directory).qos else { return }
             if output.json { return printJSON(report) }
             QoSCommand.printReport(report, only: nil)
         }
@@ -131,10 +134,11 @@ struct QoSCommand: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Remove every QoS setting of volumes, of a pool's group (--pool) or of all volumes (--all).")
         @OptionGroup var data: DataOptions
+        @OptionGroup var domain: DomainOptions
         @OptionGroup var target: Target
 
         func run() throws {
-            _ = try perform(.qosClear(target: target.target), data.directory)
+            _ = try perform(domain.wrap(.qosClear(target: target.target)), data.directory)
             print("QoS cleared for \(describe(target.target))")
         }
     }

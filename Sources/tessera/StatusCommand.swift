@@ -18,6 +18,7 @@ struct StatusCommand: ParsableCommand {
         } else {
             print("mount:          \(s.mountpoint.map { "\($0) (pid \(s.pid))" } ?? "not mounted")")
         }
+        if let api = s.api { print("HTTP API:       http://\(api)/v1") }
         print("pools: \(s.pools)  stores: \(s.stores)  volumes: \(s.volumes)  open images: \(s.openImages)")
         for name in s.openImageNames { print("  open: \(name)") }
         print("provisioned: \(human(s.provisioned))  allocated: \(human(s.allocated))")

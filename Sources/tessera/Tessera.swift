@@ -10,7 +10,7 @@ struct Tessera: ParsableCommand {
         subcommands: [
             InitCommand.self, MountCommand.self, UnmountCommand.self, StatusCommand.self, PoolCommand.self,
             StoreCommand.self, VolumeCommand.self, SnapshotCommand.self, CloneCommand.self, DomainCommand.self,
-            FsckCommand.self, ScrubCommand.self, QoSCommand.self, CDPCommand.self, JobCommand.self,
+            FsckCommand.self, ScrubCommand.self, QoSCommand.self, CDPCommand.self, JobCommand.self, UserCommand.self,
         ])
 
     /// Every error ends as one line on stderr: ours carry their exit code (ExitCode, printed already);

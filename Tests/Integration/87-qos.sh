@@ -150,4 +150,17 @@ shown=$(tcli qos show --json)
 assert_eq "$(json '{v["volume"]: v["settings"] for v in d["volumes"] if v.get("settings")}' <<<"$shown" | json 'sorted(d)')" \
     '["bursty", "capped", "free"]' "volumes with settings, unmounted"
 assert_eq "$(json 'len(d["groups"])' <<<"$shown")" 0 "groups after clear"
+
+info "a volume of another domain"
+must tcli domain create blue
+must tcli volume create free --size 16M --domain blue
+must tcli qos set free --domain blue --iops 77
+shown=$(tcli qos show --domain blue --json)
+assert_eq "$(json '[(v["volume"], v.get("domain"), v["settings"]["iops"]) for v in d["volumes"]]' <<<"$shown")" \
+    '[["free", "blue", 77]]' "qos show --domain blue"
+assert_eq "$(json '[v["settings"]["writeIops"] for v in d["volumes"] if v["volume"] == "free"]' <<<"$(tcli qos show --json)")" \
+    "[42]" "the default domain's free keeps its own setting"
+expect_fail --code 3 tcli qos set nothere --domain blue --iops 5
+expect_fail --code 3 tcli qos show free --domain nowhere
+must tcli qos clear free --domain blue
 pass

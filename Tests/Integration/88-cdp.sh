@@ -7,10 +7,13 @@
 #   - restore --as and in place (refused while the image is open);
 #   - kill -9 of the daemon and remount: every instant up to the last fsync is intact;
 #   - bad input: one line, the documented exit code (or errno for paths), nothing changed;
+#   - ext4 on a loop device over a protected volume (of another domain: MOUNT/ops/.cdp) under a continuous
+#     writer: the image at random instants mounts (journal replay) and passes e2fsck -fn; a diff between
+#     two snapshots (one taken mid-write) applied over the first gives the second;
 #   - disable frees the journal.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
-need python3 qemu-img cmp losetup
+need python3 qemu-img cmp losetup mkfs.ext4 e2fsck
 M=$((1024 * 1024))
 
 new_data_dir
@@ -118,9 +121,10 @@ cmp "$MNT/r2.img" exp.2 || fail "restore --as differs from the image at ${T[2]}"
 must tcli cdp restore vm --mark before-upgrade --as r4
 cmp "$MNT/r4.img" exp.4 || fail "restore --mark --as differs from the mark's image"
 
-info "a diff (.diff/FROM..TO/vm.img) applied over FROM gives TO"
-DIFF="$MNT/.diff/before-upgrade..${T[6]}/vm.img"
-py '
+# apply_diff DIFF BASE OUT: OUT = a copy of BASE with DIFF's data ranges (SEEK_DATA) written over it; fails
+# when DIFF has no hole at all.
+apply_diff() {
+    py '
 import os, shutil, sys
 diff, base, out = sys.argv[1], sys.argv[2], sys.argv[3]
 shutil.copyfile(base, out)
@@ -141,7 +145,12 @@ with open(out, "r+b") as f:
         at = end
 if data >= size:
     sys.exit("the diff has no holes")
-' "$DIFF" "$MARK_EXP" rebuilt6.img
+' "$1" "$2" "$3"
+}
+
+info "a diff (.diff/FROM..TO/vm.img) applied over FROM gives TO"
+DIFF="$MNT/.diff/before-upgrade..${T[6]}/vm.img"
+apply_diff "$DIFF" "$MARK_EXP" rebuilt6.img
 cmp rebuilt6.img exp.6 || fail "exp.4 + the diff before-upgrade..T6 differs from the image at T6"
 DIFF_LIST=$(ls "$MNT/.diff/before-upgrade..${T[6]}")
 [ "$DIFF_LIST" = vm.img ] || fail "the diff directory lists '$DIFF_LIST', not vm.img"
@@ -163,6 +172,63 @@ exec 3<&-
 must tcli cdp restore vm --at "${T[6]}"
 cmp "$MNT/vm.img" exp.6 || fail "restore in place differs from the image at ${T[6]}"
 check_image 7                                     # the instant before the restore is still there
+
+info "ext4 under a continuous writer (in domain ops): the image at random instants passes e2fsck after journal replay"
+must tcli domain create ops
+must tcli volume create fsv --size 64M --domain ops
+expect_fail --code 3 tcli cdp enable fsv --window 1h        # not in the default domain
+must tcli cdp enable fsv --window 1h --domain ops
+FSDEV=$(losetup -f --show "$MNT/ops/fsv.img") || fail "losetup of ops/fsv.img failed"
+defer losetup -d "$FSDEV"
+mkfs.ext4 -q -F "$FSDEV" >/dev/null 2>&1 || fail "mkfs.ext4 on fsv.img failed"
+mkdir -p fsmnt
+mount -t ext4 "$FSDEV" fsmnt || fail "cannot mount the ext4 of fsv.img"
+defer umount -l "$PWD/fsmnt"
+( i=0; while [ ! -e stop.writer ]; do
+      i=$((i + 1))
+      head -c $(( (i % 7 + 1) * 37 * 1024 )) /dev/urandom > "fsmnt/f$((i % 40))" || exit 1
+      if [ $((i % 5)) -eq 0 ]; then rm -f "fsmnt/f$(( (i + 13) % 40 ))"; fi
+      if [ $((i % 9)) -eq 0 ]; then
+          mkdir -p "fsmnt/d$((i % 11))" || exit 1
+          mv -f "fsmnt/f$((i % 40))" "fsmnt/d$((i % 11))/" || exit 1
+      fi
+      if [ $((i % 4)) -eq 0 ]; then sync -f fsmnt/. || exit 1; fi
+  done
+  exit 0 ) &
+FSW=$!
+defer kill "$FSW"
+declare -a FT=()
+for _ in 1 2 3; do
+    sleep "0.$((RANDOM % 9 + 1))"
+    FT+=("$(now)")
+done
+must tcli snapshot create fsv --name e1 --domain ops   # while the writer writes
+sleep 0.5
+touch stop.writer
+wait "$FSW" || fail "the ext4 writer failed"
+umount fsmnt
+losetup -d "$FSDEV"
+must tcli snapshot create fsv --name e2 --domain ops
+apply_diff "$MNT/ops/.diff/e1..e2/fsv.img" "$MNT/ops/.snapshots/e1/fsv.img" e2.img
+cmp e2.img "$MNT/ops/.snapshots/e2/fsv.img" || fail "snapshot e1 + the diff e1..e2 differs from snapshot e2"
+for t in "${FT[@]}"; do
+    cp --sparse=always "$MNT/ops/.cdp/fsv@$t.img" at.img || fail "cannot copy ops/.cdp/fsv@$t.img"
+    D2=$(losetup -f --show at.img) || fail "losetup of the copy at $t failed"
+    mount -t ext4 -o ro "$D2" fsmnt || { losetup -d "$D2"; fail "the ext4 at $t does not mount (journal replay)"; }
+    umount fsmnt
+    losetup -d "$D2"
+    out=$(e2fsck -fn at.img 2>&1) || fail "e2fsck -fn of the image at $t after journal replay: $(tail -n 8 <<<"$out")"
+done
+OPS_CDP=$(ls "$MNT/ops/.cdp")
+[[ "$OPS_CDP" == fsv@*.img ]] || fail "ls MOUNT/ops/.cdp lists '$OPS_CDP', not fsv's window start"
+compgen -G "$MNT/.cdp/fsv@*" >/dev/null && fail "the default domain's .cdp lists ops's fsv"
+[ -e "$MNT/.cdp/fsv@${FT[0]}.img" ] && fail "ops's fsv is reachable through the default domain's .cdp"
+[ "$(ls "$MNT/ops/.diff/${FT[0]}..${FT[2]}")" = fsv.img ] || fail "MOUNT/ops/.diff/T0..T2 does not list fsv.img"
+[ "$(json '[i["volume"] for i in d]' <<<"$(tcli cdp status --domain ops --json)")" = '["fsv"]' ] ||
+    fail "cdp status --domain ops does not list exactly fsv"
+must tcli snapshot delete e1 --domain ops
+must tcli snapshot delete e2 --domain ops
+must tcli cdp disable fsv --domain ops
 
 info "disable frees the journal"
 VID=$(json '[v["id"] for v in d if v["name"] == "vm"][0]' <<<"$(tcli volume list --json)")

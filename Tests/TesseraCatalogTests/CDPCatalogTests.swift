@@ -52,4 +52,31 @@ struct CDPCatalogTests {
         // Opening again runs no migration twice.
         _ = try Catalog.open(at: dir.catalogPath)
     }
+
+    /// Migration "v12-cdp-snapshots" over a catalog of the release before it: a snapshot's members keep
+    /// their rows with no CDP bounds, and a new snapshot stores the bounds of its protected members.
+    @Test func snapshotMembersGainCDPBounds() throws {
+        let dir = ScratchDirectory()
+        let q = try DatabaseQueue(path: dir.catalogPath)
+        try Schema.migrator.migrate(q, upTo: "v9-cdp")
+        try q.write { db in
+            try db.execute(sql: "INSERT INTO pool(name, chunkSize, createdAt) VALUES ('default', 4096, 1)")
+            try db.execute(
+                sql: "INSERT INTO volume(name, poolId, size, chunkSize, uid, gid, mode, mtime, createdAt, epoch) "
+                    + "VALUES ('a', 1, 8192, 4096, 0, 0, 384, 5, 1, 2)")
+            try db.execute(sql: "INSERT INTO snapshot(name, createdAt) VALUES ('old', 3)")
+            try db.execute(sql: "INSERT INTO snapshot_member(snapshotId, volumeId, epoch, size) VALUES (1, 1, 1, 8192)")
+        }
+        try q.close()
+
+        let c = try Catalog.open(at: dir.catalogPath)
+        let old = try c.snapshotMembers().filter { $0.snapshotId == 1 }
+        #expect(old.map { "\($0.volumeId) \($0.epoch) \($0.size)" } == ["1 1 8192"])
+        #expect(old.first?.cdpFrom == nil && old.first?.cdpTo == nil)
+        let s = try c.insertSnapshot(
+            SnapshotRecord(name: "new", createdAt: 4), members: [VolumeID(1): (epoch: 2, size: 8192)],
+            cdp: [VolumeID(1): (from: 100, to: 150)])
+        let new = try c.snapshotMembers().filter { $0.snapshotId == s.id! }
+        #expect(new.map { "\($0.cdpFrom ?? -1) \($0.cdpTo ?? -1)" } == ["100 150"])
+    }
 }

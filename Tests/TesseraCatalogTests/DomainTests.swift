@@ -18,9 +18,10 @@ struct DomainTests {
         "snapshot_member": "snapshotId, volumeId", "tessera_meta": "key",
     ]
 
-    /// Columns this upgrade adds (domainId) or a later one moves elsewhere (a store's serial counter and
-    /// gcFloor went to its placement unit in v6, checked by UnitTests).
-    static let movedLater: Set<String> = ["domainId", "nextSerial", "gcFloor"]
+    /// Columns this upgrade adds (domainId), a later one moves elsewhere (a store's serial counter and
+    /// gcFloor went to its placement unit in v6, checked by UnitTests) or a later one adds (a snapshot
+    /// member's CDP bounds, v12, empty for every older snapshot: checked by CDPCatalogTests).
+    static let movedLater: Set<String> = ["domainId", "nextSerial", "gcFloor", "cdpFrom", "cdpTo"]
 
     /// Every row of the tables above, without those columns, and the AUTOINCREMENT sequences.
     static func contents(_ db: Database) throws -> [String: [[String: DatabaseValue]]] {

@@ -79,6 +79,37 @@ struct CDPTests {
         }
     }
 
+    @Test func aVolumeOfAnotherDomainIsProtectedListedAndRestoredInItsDomain() throws {
+        let t = try TestData()
+        try t.withEngine { e in
+            try e.createDomain("team")
+            let team = try e.domainID("team")
+            let mine = try e.createVolumes(name: "vm", size: Self.size)[0]
+            let theirs = try e.createVolumes(name: "vm", size: Self.size, domain: "team")[0]
+            try e.stack(of: mine).write(.pattern(8192, seed: 1), at: 0)
+            _ = try e.enableCDP("vm", window: 3600, maxSize: nil, domain: "team")
+            #expect(try e.cdpInfos().isEmpty)  // the default domain's vm is not protected
+            #expect(try e.cdpInfos(domain: "team").map(\.volume) == ["vm"])
+            expectCode(.notFound) { _ = try e.cdpInfos("vm") }
+            try e.stack(of: theirs).write(.pattern(8192, seed: 2), at: 4096)
+            try e.stack(of: theirs).flush(dataOnly: false)
+            _ = try e.markCDP("vm", mark: "one", domain: "team")
+            let one = try Self.contents(theirs)
+            try e.stack(of: theirs).write(.pattern(4096, seed: 3), at: 0)
+            #expect(e.cdpListing().isEmpty)
+            #expect(e.cdpListing(domainID: team).map(\.name).sorted().last == "vm@one")
+            #expect(try Self.contents(try e.cdpImage("vm", at: "one", domain: "team")) == one)
+            expectCode(.notFound) { _ = try e.cdpImage("vm", at: "one") }
+            let restored = try e.restoreCDP("vm", at: "one", as: "back", domain: "team")
+            #expect(restored.domain == "team")
+            let back = try #require(e.volume(named: "back", domainID: team))
+            #expect(try Self.contents(back) == one)
+            #expect(e.volume(named: "back") == nil)
+            try e.disableCDP("vm", domain: "team")
+            #expect(try e.cdpInfos(domain: "team").isEmpty)
+        }
+    }
+
     @Test func tornTailAfterACrashKeepsEveryInstantUpToTheLastFlush() throws {
         let t = try TestData()
         let (flushed, expected) = try t.withEngine { e -> (Int64, [UInt8]) in
@@ -216,6 +247,71 @@ struct CDPTests {
             expectCode(.invalid) { _ = try e.cdpDiff("vm", from: "to", to: "from") }
             expectCode(.notFound) { _ = try e.cdpDiff("vm", from: "nope", to: "to") }
             expectCode(.invalid) { _ = try e.markCDP("vm", mark: "a..b") }
+        }
+    }
+
+    /// Applies `diff`'s data ranges (by SEEK_DATA/SEEK_HOLE) over `from`.
+    static func apply(_ diff: CDPDiffImage, over from: [UInt8]) throws -> [UInt8] {
+        var out = from
+        if out.count < Int(diff.size) { out += [UInt8](repeating: 0, count: Int(diff.size) - out.count) }
+        var at: UInt64 = 0
+        while at < diff.size, let start = diff.seek(from: at, data: true) {
+            let end = diff.seek(from: start, data: false) ?? diff.size
+            out.replaceSubrange(Int(start)..<Int(end), with: try diff.read(at: start, count: Int(end - start)))
+            at = end
+        }
+        return Array(out[0..<Int(diff.size)])
+    }
+
+    /// Snapshot names bound diffs, also one taken while a writer keeps writing (its in-flight writes land
+    /// on either side of the capture): a diff from it applied over it, or to it applied over the image
+    /// at FROM, gives exactly the other end.
+    @Test func snapshotsOfAProtectedVolumeBoundDiffs() throws {
+        let t = try TestData()
+        try t.withEngine { e in
+            let v = try e.createVolumes(name: "vm", size: Self.size)[0]
+            let top = e.stack(of: v)
+            try top.write(.pattern(Int(Self.size), seed: 1), at: 0)
+            try e.createSnapshot(name: "before", volumes: ["vm"])  // not protected yet
+            _ = try e.enableCDP("vm", window: 3600, maxSize: nil)
+            _ = try Self.workload(e, v, steps: 20, seed: 6)
+            try e.createSnapshot(name: "s1", volumes: ["vm"])
+            let s1 = try v.contents()
+            _ = try Self.workload(e, v, steps: 20, seed: 7)
+            _ = try e.markCDP("vm", mark: "m")
+            let m = try v.contents()
+
+            // s2 while a writer writes 4 KiB blocks without pause.
+            let stop = Locked(false)
+            let writer = Thread {
+                var rng = SplitMix64(seed: 8)
+                while !stop.value {
+                    let block = rng.next() % (Self.size / 4096)
+                    try? top.write(.pattern(4096, seed: rng.next()), at: block * 4096)
+                }
+            }
+            writer.start()
+            Thread.sleep(forTimeInterval: 0.05)
+            try e.createSnapshot(name: "s2", volumes: ["vm"])
+            Thread.sleep(forTimeInterval: 0.05)
+            stop.withLock { $0 = true }
+            while !writer.isFinished { Thread.sleep(forTimeInterval: 0.01) }
+            let img = try #require(e.snapshotImages("s2")?.first)
+            let s2 = try img.volume.read(at: 0, count: Int(img.size), epoch: img.epoch, viewSize: img.size)
+            _ = try Self.workload(e, v, steps: 10, seed: 9)
+            _ = try e.markCDP("vm", mark: "end")
+            let end = try v.contents()
+
+            #expect(try Self.apply(try e.cdpDiff("vm", from: "s1", to: "m"), over: s1) == m)
+            #expect(try Self.apply(try e.cdpDiff("vm", from: "m", to: "s2"), over: m) == s2)
+            #expect(try Self.apply(try e.cdpDiff("vm", from: "s1", to: "s2"), over: s1) == s2)
+            #expect(try Self.apply(try e.cdpDiff("vm", from: "s2", to: "end"), over: s2) == end)
+            #expect(try Self.contents(try e.cdpDiff("vm", from: "s1", to: "s2").image) == s2)
+            expectCode(.invalid) { _ = try e.cdpDiff("vm", from: "before", to: "m") }
+            expectCode(.invalid) { _ = try e.cdpDiff("vm", from: "s2", to: "s1") }
+            _ = try e.createVolumes(name: "other", size: Self.size)
+            try e.createSnapshot(name: "o", volumes: ["other"])
+            expectCode(.notFound) { _ = try e.cdpDiff("vm", from: "o", to: "m") }
         }
     }
 

@@ -1,4 +1,4 @@
-// Inode numbers of domain directories: every kind of node decodes to itself, and a domain's directories never share a number
+// Inode numbers of domain directories (images, .snapshots, .cdp, .diff): every kind of node decodes to itself, and a domain's directories never share a number
 // with a volume, a snapshot directory or an image.
 
 import TesseraCore
@@ -10,7 +10,8 @@ import Testing
     static let nodes: [Node] = [
         .root, .snapshots, .volume(VolumeID(1)), .volume(VolumeID((1 << 39) - 1)), .snapshotDir(1),
         .snapshotDir((1 << 43) - 1), .domain(2), .domainSnapshots(2), .domain(3), .domainSnapshots(3),
-        .domain((1 << 42) - 1), .domainSnapshots((1 << 42) - 1),
+        .domain((1 << 42) - 1), .domainSnapshots((1 << 42) - 1), .domainCDP(2), .domainDiff(2),
+        .domainCDP((1 << 42) - 1), .domainDiff((1 << 42) - 1), .cdp, .diff,
         .snapshotImage(snapshot: 5, volume: VolumeID(7)),
     ]
 
@@ -28,6 +29,11 @@ import Testing
         #expect(Node.volumes(of: 4) == .domain(4) && Node.snapshots(of: 4) == .domainSnapshots(4))
         #expect(Node.domain(4).volumesOf == 4 && Node.domainSnapshots(4).snapshotsOf == 4)
         #expect(Node.domainSnapshots(4).isSnapshotDirectory && !Node.domain(4).isSnapshotDirectory)
+        #expect(Node.cdp(of: 1) == .cdp && Node.diff(of: 1) == .diff)
+        #expect(Node.cdp(of: 4) == .domainCDP(4) && Node.diff(of: 4) == .domainDiff(4))
+        #expect(Node.domainCDP(4).cdpOf == 4 && Node.domainDiff(4).diffOf == 4 && Node.domainDiff(4).domainOf == 4)
+        #expect(Node.domainCDP(4).isSnapshotDirectory && Node.domainDiff(4).isSnapshotDirectory)
+        #expect(Node.domainCDP(4).volumesOf == nil && Node.domain(4).cdpOf == nil)
         #expect(
             Node.root.volumesOf == 1 && Node.snapshots.snapshotsOf == 1 && Node.volume(VolumeID(1)).volumesOf == nil)
     }
