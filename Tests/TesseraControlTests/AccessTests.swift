@@ -3,6 +3,7 @@
 import Foundation
 import TesseraCatalog
 import TesseraControl
+import TesseraCore
 import TesseraEngine
 import Testing
 
