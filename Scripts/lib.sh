@@ -21,7 +21,7 @@ TESSERA_SWIFT_DIR="${TESSERA_SWIFT_DIR:-/opt/swift/usr/bin}"
 TESSERA_PACKAGES=(
     fuse3 libfuse3-dev libzstd-dev libsqlite3-dev
     qemu-utils qemu-system-x86 qemu-system-common
-    fio e2fsprogs xfsprogs strace psmisc attr python3 curl
+    fio e2fsprogs xfsprogs strace psmisc attr python3 python3-boto3 curl
     libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
     s3backer shellcheck
 )

@@ -27,7 +27,11 @@ T_MOUNTS=()        # "MNT|DATA" of every mount this test started
 T_START=$(date +%s)
 # The system's python3 (the tests use only its standard library): a version manager's shim in PATH costs
 # about 0.25 s per start, and the tests start python thousands of times.
-if [ -x /usr/bin/python3 ] && [ "$(command -v python3)" != /usr/bin/python3 ]; then
+# T_PYTHON_SITE is the python3 PATH named before (with whatever the admin installed by pip), for optional
+# checks such as 22-api's OpenAPI validation.
+T_PYTHON_SITE=$(command -v python3 || true)
+export T_PYTHON_SITE
+if [ -x /usr/bin/python3 ] && [ "$T_PYTHON_SITE" != /usr/bin/python3 ]; then
     mkdir -p "$T_WORK/.bin" && ln -sf /usr/bin/python3 "$T_WORK/.bin/python3" && PATH="$T_WORK/.bin:$PATH"
 fi
 [ "$(id -u)" = 0 ] || { echo "FAIL [$T_NAME]: integration tests must run as root (FUSE, losetup, libvirt)" >&2; exit 1; }
