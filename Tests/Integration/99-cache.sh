@@ -68,6 +68,14 @@ crash_rounds() {
         defer kill -KILL "$wpid"
         ms=$((min_ms + RANDOM % 3000))
         sleep "$(printf '%d.%03d' $((ms / 1000)) $((ms % 1000)))"
+        # A crash with nothing acknowledged tests nothing: on a busy machine the first fsync to the object
+        # store can take longer than the planned delay, so wait (up to 30 s more) for one.
+        for (( i=0; i<300; i++ )); do
+            [ "$(grep -vc '^#' "$log" || true)" -gt "$total_before" ] && break
+            kill -0 "$wpid" 2>/dev/null || break
+            sleep 0.1
+            ms=$((ms + 100))
+        done
         kill -0 "$wpid" 2>/dev/null || fail "$what round $round: the writer died before the crash: $(cat "writer-$what-$round.err")"
         pid=$TESSERA_PID
         info "$what round $round: SIGKILL daemon $pid after ${ms} ms (writer ${direct[*]:-buffered})"
