@@ -174,9 +174,11 @@ extension Engine {
             // gone down the stack (the gate drained) before the capture, and every write the capture holds
             // was stamped before `to`.
             var cdpFrom: [VolumeID: Int64] = [:]
-            for v in chosen where !Self.isHidden(name) && cdp.journal(for: v.id).isActive {
+            for v in chosen where !Self.isHidden(name) {
+                let journal = cdp.journal(for: v.id)
+                guard journal.isActive else { continue }
                 cdpFrom[v.id] = CDPJournal.now()
-                cdp.journal(for: v.id).gate.drain()
+                journal.gate.drain()
             }
             for v in chosen { v.quiesce() }
             defer { for v in chosen { v.resume() } }

@@ -238,13 +238,16 @@ extension FuseMount {
     /// The name a diff directory is numbered by: "D:FROM..TO" (D the domain's id; FROM..TO as looked up).
     private static func diffDirKey(_ domain: Int64, _ range: String) -> String { "\(domain):\(range)" }
 
+    /// The domain and "FROM..TO" a diff directory's name holds (nil for a name `diffDirKey` did not make).
+    private static func parseDiffDirKey(_ key: String) -> (domain: Int64, range: Substring)? {
+        guard let colon = key.firstIndex(of: ":"), let domain = Int64(key[..<colon]) else { return nil }
+        return (domain, key[key.index(after: colon)...])
+    }
+
     /// The diff image of volume file `file` in the diff directory named `dirKey` (see `diffDirKey`), and
     /// its number (named "VOL/D:FROM..TO").
     private func diffImage(_ file: String, in dirKey: String) throws(FuseFailure) -> (CDPDiffImage, Volume, UInt64) {
-        guard let colon = dirKey.firstIndex(of: ":"), let domain = Int64(dirKey[..<colon]) else {
-            throw FuseFailure(ENOENT)
-        }
-        let range = dirKey[dirKey.index(after: colon)...]
+        guard let (domain, range) = Self.parseDiffDirKey(dirKey) else { throw FuseFailure(ENOENT) }
         guard let name = Node.volumeName(fromFile: file), let v = engine.volume(named: name, domainID: domain),
             let dots = range.range(of: "..")
         else { throw FuseFailure(ENOENT) }
@@ -432,8 +435,9 @@ extension FuseMount {
         case let node where node.diffOf != nil:
             _ = try domainName(node.diffOf!)  // FROM..TO directories are found by name
         case .diffDir(let n):
-            guard let key = engine.cdp.diffName(n), let domain = key.split(separator: ":").first.flatMap({ Int64($0) })
-            else { throw FuseFailure(ENOENT) }
+            guard let key = engine.cdp.diffName(n), let domain = Self.parseDiffDirKey(key)?.domain else {
+                throw FuseFailure(ENOENT)
+            }
             for v in engine.allVolumes() where v.record.domainId == domain {
                 guard let (_, _, handle) = try? diffImage(v.name + Node.imageSuffix, in: key) else { continue }
                 var st = stat()
